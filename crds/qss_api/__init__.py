@@ -1,0 +1,60 @@
+"""The names of kube-qss's API: group, version, kinds, labels and annotation keys.
+
+This is the one module that every component (controllers, webhooks, sidecar, device plugin)
+may import; it holds names only, no behaviour, so the components stay independent. The CRDs in
+``crds/*.yaml`` are the source of truth for the schemas; these constants must match them (a unit
+test checks that they do).
+"""
+
+from typing import Final
+
+GROUP: Final = "qss.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+CATEGORY: Final = "qss"
+
+# Plural resource names, as kopf and the REST paths use them.
+QKDLINKS: Final = "qkdlinks"
+KEYSTREAMS: Final = "keystreams"
+SAES: Final = "saes"
+KEYREQUESTS: Final = "keyrequests"
+ROUTES: Final = "routes"
+
+# Kinds, as manifests name them.
+KIND_QKDLINK: Final = "QKDLink"
+KIND_KEYSTREAM: Final = "KeyStream"
+KIND_SAE: Final = "Sae"
+KIND_KEYREQUEST: Final = "KeyRequest"
+KIND_ROUTE: Final = "Route"
+
+# Every kind, plural -> (kind, namespaced).
+RESOURCES: Final = {
+    QKDLINKS: (KIND_QKDLINK, False),
+    KEYSTREAMS: (KIND_KEYSTREAM, False),
+    SAES: (KIND_SAE, True),
+    KEYREQUESTS: (KIND_KEYREQUEST, True),
+    ROUTES: (KIND_ROUTE, False),
+}
+
+# Prefix under which kopf keeps its progress and last-handled-configuration annotations.
+KOPF_PREFIX: Final = GROUP
+
+# Labels every object of ours carries (kubebuilder's recommended labels).
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+PART_OF: Final = "kube-qss"
+
+# Pod opt-in to key delivery: the webhook injects the sidecar into pods with this label.
+LABEL_INJECT: Final = f"{GROUP}/inject"
+ANNOTATION_PREFIX: Final = f"{GROUP}/"
+ANNOTATION_INJECT_STATUS: Final = f"{GROUP}/inject-status"
+ANNOTATION_SAE: Final = f"{GROUP}/sae"
+ANNOTATION_PEER_SAE: Final = f"{GROUP}/peer-sae"
+ANNOTATION_ROLE: Final = f"{GROUP}/role"
+ANNOTATION_KEY_SIZE: Final = f"{GROUP}/key-size"
+ANNOTATION_KEY_NUMBER: Final = f"{GROUP}/key-number"
+ANNOTATION_REFRESH: Final = f"{GROUP}/refresh-interval"
+ANNOTATION_MOUNT_PATH: Final = f"{GROUP}/mount-path"
+
+# The kubelet extended resource under which the device plugin offers QKD devices.
+RESOURCE_QKD_DEVICE: Final = f"{GROUP}/qkd"

@@ -1,0 +1,1 @@
+"""kube-qss webhooks: the mutating admission webhook that injects the key sidecar."""
