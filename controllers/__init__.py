@@ -1,1 +1,4 @@
-"""kube-qss controllers: the QSS node (kopf reconcilers, key store, routing, relay, ETSI 014 API, QKDM)."""
+"""kube-qss controllers: the QSS node.
+
+kopf reconcilers, key store, routing, relay, the ETSI 014 key API, and the QKD module (QKDM).
+"""

@@ -1,0 +1,50 @@
+# kube-qss developer entry points. `make demo` and `make test` work on a fresh machine: both
+# install what they need first (make setup).
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STATE_DIR ?= /tmp/kube-qss
+CLUSTERS ?= node-a
+
+.PHONY: setup demo demo-down test lint unit bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+## setup: Redis from Debian if missing, the venv, and the control-plane binaries (cached).
+setup: $(VENV)/.installed
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@bash tests/cluster/build-control-plane.sh >/dev/null
+
+## demo: start a local QSS network and show it with kubectl.
+demo: setup
+	$(PY) -m tests.cluster.demo --state-dir $(STATE_DIR) --clusters $(CLUSTERS)
+
+## demo-down: stop the local network that `make demo` started.
+demo-down:
+	$(PY) -m tests.cluster.localcluster --state-dir $(STATE_DIR) down
+
+## lint: ruff, mypy --strict and the import contracts between components.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy controllers webhooks sidecar device-plugin/device_plugin crds/qss_api tests
+	$(VENV)/bin/lint-imports
+
+## test: lint, then every test (unit and integration, on a real control plane and Redis).
+test: setup lint
+	@rc=0; $(VENV)/bin/pytest -p no:cacheprovider || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; fi; exit $$rc
+
+## bench: the benchmarks, each beside its baseline measured in the same run.
+bench: setup
+	$(PY) -m tests.benchmarks
+
+clean: demo-down
+	rm -rf $(VENV) build *.egg-info

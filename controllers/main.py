@@ -1,0 +1,80 @@
+"""The ``qss-controller`` command: the QSS node's kopf operator.
+
+Loads the settings once, configures kopf (progress storage under our own prefix, both watch
+timeouts, a health endpoint) and runs every reconciler registered by the handler modules until
+SIGTERM or SIGINT, then exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+import kopf
+
+from controllers.settings import ControllerSettings, SettingsError
+from qss_api import GROUP, KOPF_PREFIX
+
+
+def configure_kopf(kopf_settings: Any, settings: ControllerSettings) -> None:
+    """Apply our operator-wide choices to kopf's settings object."""
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
+    )
+    kopf_settings.persistence.finalizer = f"{GROUP}/finalizer"
+    kopf_settings.watching.server_timeout = settings.watch_server_timeout
+    kopf_settings.watching.client_timeout = settings.watch_client_timeout
+    kopf_settings.watching.connect_timeout = 30
+    # Our status patches carry their own conditions; kopf's per-handler status would be pruned.
+    kopf_settings.execution.max_workers = 20
+
+
+@kopf.on.startup()
+async def _startup(settings: Any, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    node: ControllerSettings = memo["settings"]
+    configure_kopf(settings, node)
+    logger.info("QSS node %s starting (namespace %s)", node.node_id, node.namespace)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="qss-controller", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--node-id", help="this node's ID in the QKD network (env QSS_NODE_ID)")
+    parser.add_argument("--namespace", help="namespace of the node's own objects (QSS_NAMESPACE)")
+    parser.add_argument("--redis-url", help="the node's key store (QSS_REDIS_URL)")
+    parser.add_argument("--health-endpoint", help="liveness/readiness URL (QSS_HEALTH_ENDPOINT)")
+    parser.add_argument("--verbose", action="store_true", help="log at debug level")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = ControllerSettings.from_env(
+            os.environ,
+            node_id=args.node_id,
+            namespace=args.namespace,
+            redis_url=args.redis_url,
+            health_endpoint=args.health_endpoint,
+        )
+    except SettingsError as exc:
+        print(f"qss-controller: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    kopf.run(
+        clusterwide=True,
+        standalone=True,  # one replica per node; kopf's peering would need its own CRDs
+        liveness_endpoint=settings.health_endpoint,
+        memo=kopf.Memo(settings=settings),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

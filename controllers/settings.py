@@ -1,0 +1,65 @@
+"""The controller's settings: one frozen dataclass, loaded once by ``controllers.main``.
+
+Nothing else reads the environment; handlers get the settings through kopf's memo.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the controller cannot run with; the message says which and why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControllerSettings:
+    # This QSS node's ID in the QKD network; it must be unique there, so there is no default.
+    node_id: str
+    # Namespace where the node keeps its own objects (CA, node certificate, Redis credentials).
+    namespace: str = "kube-qss-system"
+    # The node's key store; the kustomize redis component serves it under this name.
+    redis_url: str = "redis://kube-qss-redis:6379/0"
+    # Liveness/readiness endpoint served by kopf once its startup handlers have run.
+    health_endpoint: str = "http://0.0.0.0:8080/healthz"
+    # kopf's watch requests: the server closes the stream after this many seconds...
+    watch_server_timeout: int = 300
+    # ...and the client gives up a little later, so a silently dropped connection is noticed.
+    watch_client_timeout: int = 330
+
+    def __post_init__(self) -> None:
+        if not _DNS_LABEL.match(self.node_id):
+            raise SettingsError(
+                f"node ID {self.node_id!r} is not a DNS label (lowercase letters, digits and '-',"
+                " at most 63 characters); set QSS_NODE_ID or --node-id"
+            )
+        if not _DNS_LABEL.match(self.namespace):
+            raise SettingsError(f"namespace {self.namespace!r} is not a valid namespace name")
+        if self.watch_client_timeout <= self.watch_server_timeout:
+            raise SettingsError("the watch client timeout must exceed the server timeout")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: str | None) -> ControllerSettings:
+        """Build settings from QSS_* variables; explicit ``overrides`` (the CLI) win."""
+        values: dict[str, str] = {}
+        for name, var in (
+            ("node_id", "QSS_NODE_ID"),
+            ("namespace", "QSS_NAMESPACE"),
+            ("redis_url", "QSS_REDIS_URL"),
+            ("health_endpoint", "QSS_HEALTH_ENDPOINT"),
+        ):
+            if var in environ:
+                values[name] = environ[var]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "node_id" not in values:
+            raise SettingsError("no node ID: set QSS_NODE_ID or pass --node-id")
+        return cls(
+            node_id=values["node_id"],
+            namespace=values.get("namespace", cls.namespace),
+            redis_url=values.get("redis_url", cls.redis_url),
+            health_endpoint=values.get("health_endpoint", cls.health_endpoint),
+        )

@@ -1,0 +1,75 @@
+"""The qss-controller process starts under kopf against a real cluster, reports ready on its
+health endpoint, keeps kopf's state under our prefix, and exits 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from tests.cluster.localcluster import Cluster, free_port
+
+
+def _start_controller(cluster: Cluster, port: int) -> subprocess.Popen[str]:
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), QSS_NODE_ID="node-a")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "controllers.main",
+            "--health-endpoint",
+            f"http://127.0.0.1:{port}/healthz",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"controller exited early:\n{proc.communicate()[0]}"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise AssertionError(f"controller not healthy at {url} within {timeout}s")
+
+
+def test_controller_reports_ready_and_exits_zero_on_sigterm(cluster: Cluster) -> None:
+    port = free_port()
+    proc = _start_controller(cluster, port)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/healthz", proc)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output
+
+
+def test_controller_without_node_id_exits_2_with_one_clear_line(cluster: Cluster) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "QSS_NODE_ID"}
+    env["KUBECONFIG"] = str(cluster.kubeconfig)
+    result = subprocess.run(
+        [sys.executable, "-m", "controllers.main"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "qss-controller: no node ID: set QSS_NODE_ID or pass --node-id"
+    )
