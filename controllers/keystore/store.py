@@ -1,0 +1,404 @@
+"""``KeyStore``: the typed, async face of the key store over one Redis client.
+
+Called by the QKDM (configure_stream, add_chunks, counts), the KeyRequest and relay handlers
+(reserve, reserve_ids, fetch, consume, release, reservation) and the KeyStream reconciler
+(counts). Each method is one Lua script round trip; see ``layout.py`` for the data model and
+the ``*.lua`` files for the atomic steps.
+
+Exactly once: ``consume`` reads and deletes in one script. If the connection drops after the
+script ran, redis-py's retry re-sends it and it fails with ``UnknownKeysError``: such keys are
+lost, never served twice. A caller that must not lose keys fetches, delivers, then consumes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from controllers.keystore.errors import (
+    ChunkSizeChangeError,
+    InsufficientKeysError,
+    InvalidChunkError,
+    KeyIdMismatchError,
+    KeyStoreCorruptError,
+    KeysUnavailableError,
+    ReservationConflictError,
+    UnknownKeysError,
+    UnknownReservationError,
+    UnknownStreamError,
+)
+from controllers.keystore.keyids import COMPOSED_KEY_NAMESPACE
+from controllers.keystore.layout import StreamKeys, check_stream_name
+from controllers.keystore.model import (
+    AddResult,
+    Chunk,
+    Key,
+    Reservation,
+    ReservedKey,
+    StreamCounts,
+)
+from controllers.keystore.scripts import Scripts
+
+# Script status codes (common.lua).
+_OK = 0
+_E_UNKNOWN_STREAM = -1
+_E_CONFLICT = -2
+_E_INSUFFICIENT = -3
+_E_ID_MISMATCH = -4
+_E_UNKNOWN_RESERVATION = -5
+_E_UNKNOWN_KEYS = -6
+_E_CORRUPT = -7
+_E_CHUNK_SIZE_CHANGE = -8
+_E_BAD_CHUNK = -9
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9._:@/-]{1,253}$")
+
+# Chunks per script call: big enough to amortise the round trip, small enough that one call
+# does not hold Redis (single-threaded) for long. add_chunks splits larger batches.
+MAX_BATCH = 10_000
+# Upper bound on one key (bits): 1 MiB, far above any ETSI 014 key size.
+MAX_KEY_BITS = 8 * 1024 * 1024
+
+
+def _check_token(what: str, value: str) -> None:
+    if not _TOKEN.match(value):
+        raise ValueError(
+            f"{what} {value!r} must be 1-253 characters of letters, digits and '._:@/-'"
+        )
+
+
+def _check_key_ids(key_ids: Sequence[str]) -> None:
+    if not key_ids:
+        raise ValueError("no key IDs given")
+    for key_id in key_ids:
+        if not _UUID.match(key_id):
+            raise ValueError(f"key ID {key_id!r} is not a lowercase UUID")
+    if len(set(key_ids)) != len(key_ids):
+        raise ValueError("the same key ID is given more than once")
+
+
+def _check_size(size_bits: int) -> None:
+    if size_bits <= 0 or size_bits % 8 or size_bits > MAX_KEY_BITS:
+        raise ValueError(
+            f"key size {size_bits} bits must be a positive multiple of 8 up to {MAX_KEY_BITS}"
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class KeyStore:
+    """The key store of one node. Create with ``KeyStore(redis=client)`` (the caller closes the
+    client) or ``KeyStore.from_url(url)`` (``aclose`` closes it); the client must not decode
+    responses, key material is bytes."""
+
+    def __init__(self, *, redis: Redis, tombstone_seconds: int = 3600) -> None:
+        if tombstone_seconds <= 0:
+            raise ValueError("tombstone_seconds must be positive")
+        self._redis = redis
+        # A consumed chunk's ID is remembered this long (at least), so a late retry of an add
+        # that already went through cannot put consumed material back.
+        self._tombstone_seconds = tombstone_seconds
+        self._scripts = Scripts.register(redis)
+        self._owns_client = False
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, max_connections: int = 32, tombstone_seconds: int = 3600
+    ) -> KeyStore:
+        """A store with its own client. Callers beyond ``max_connections`` wait for a free
+        connection (redis-py's default pool fails them instead); Redis runs scripts one at a
+        time, so more connections would not add throughput."""
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=30,
+            # Reconnect across a Redis restart; every script is safe to re-send (see above).
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
+        )
+        client = Redis.from_pool(pool)
+        store = cls(redis=client, tombstone_seconds=tombstone_seconds)
+        store._owns_client = True
+        return store
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._redis.aclose()
+
+    async def __aenter__(self) -> KeyStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- streams -------------------------------------------------------------------------------
+
+    async def configure_stream(self, *, stream: str, capacity: int, chunk_bytes: int) -> None:
+        """Create ``stream`` or set its capacity (in chunks); its chunk size is fixed for life."""
+        check_stream_name(stream)
+        if capacity < 0:
+            raise ValueError(f"capacity {capacity} of key stream {stream!r} must not be negative")
+        if not 1 <= chunk_bytes <= 65536:
+            raise ValueError(f"chunk size {chunk_bytes} bytes must be between 1 and 65536")
+        keys = StreamKeys(stream)
+        reply = await self._scripts.configure(keys=[keys.meta], args=[capacity, chunk_bytes])
+        if reply[0] == _E_CHUNK_SIZE_CHANGE:
+            raise ChunkSizeChangeError(stream=stream, current=reply[1], requested=chunk_bytes)
+
+    async def drop_stream(self, *, stream: str) -> bool:
+        """Delete ``stream`` with all its keys and reservations; False if it did not exist."""
+        check_stream_name(stream)
+        keys = StreamKeys(stream)
+        bucket = self._bucket()
+        reply = await self._scripts.drop(
+            keys=[
+                keys.meta,
+                keys.avail,
+                keys.data,
+                keys.keys,
+                keys.res,
+                keys.gone(bucket),
+                keys.gone(bucket - 1),
+            ]
+        )
+        return bool(reply[1])
+
+    async def counts(self, *, stream: str) -> StreamCounts:
+        check_stream_name(stream)
+        keys = StreamKeys(stream)
+        reply = await self._scripts.counts(keys=[keys.meta, keys.avail])
+        self._raise_for(reply, stream=stream)
+        capacity, chunk_bytes, added, reserved, consumed, available = reply[1:7]
+        return StreamCounts(
+            capacity=capacity,
+            chunk_bytes=chunk_bytes,
+            added=added,
+            available=available,
+            reserved=reserved,
+            consumed=consumed,
+        )
+
+    # -- ingest (QKDM) -------------------------------------------------------------------------
+
+    async def add_chunks(self, *, stream: str, chunks: Sequence[Chunk]) -> AddResult:
+        """Add chunks in order. Idempotent per chunk ID: a chunk already held, or consumed
+        within the tombstone period, counts as a duplicate. When the stream reaches capacity
+        the rest of the batch is refused (``AddResult.refused``) and nothing of it is kept."""
+        check_stream_name(stream)
+        keys = StreamKeys(stream)
+        bucket = self._bucket()
+        script_keys = [keys.meta, keys.avail, keys.data, keys.gone(bucket), keys.gone(bucket - 1)]
+        accepted = duplicates = 0
+        for start in range(0, len(chunks), MAX_BATCH):
+            part = chunks[start : start + MAX_BATCH]
+            args: list[str | bytes] = []
+            for index, chunk in enumerate(part, start):
+                if not _UUID.match(chunk.chunk_id):
+                    raise InvalidChunkError(
+                        stream=stream, index=index, reason="the chunk ID is not a lowercase UUID"
+                    )
+                args.append(chunk.chunk_id)
+                args.append(chunk.material)
+            reply = await self._scripts.add(keys=script_keys, args=args)
+            if reply[0] == _E_BAD_CHUNK:
+                raise InvalidChunkError(
+                    stream=stream,
+                    index=start + reply[1],
+                    reason=f"the stream takes chunks of exactly {reply[2]} bytes",
+                )
+            self._raise_for(reply, stream=stream)
+            accepted += reply[1]
+            duplicates += reply[2]
+            if reply[3]:
+                return AddResult(
+                    accepted=accepted,
+                    duplicates=duplicates,
+                    refused=len(chunks) - start - len(part) + reply[3],
+                )
+        return AddResult(accepted=accepted, duplicates=duplicates, refused=0)
+
+    # -- reservations (key requests, relay) ----------------------------------------------------
+
+    async def reserve(
+        self, *, stream: str, reservation_id: str, owner: str, count: int, size_bits: int
+    ) -> Reservation:
+        """Reserve ``count`` keys of ``size_bits`` from the oldest available chunks, all or
+        nothing (``InsufficientKeysError``). A key longer than a chunk is made of consecutive
+        chunks; ``size_bits`` need not fill the last one (the rest is discarded on consume).
+        Retrying with the same reservation ID returns the same reservation."""
+        self._check_reservation_args(stream, reservation_id, owner, size_bits)
+        if count <= 0:
+            raise ValueError(f"key count {count} must be positive")
+        keys = StreamKeys(stream)
+        reply = await self._scripts.reserve(
+            keys=[keys.meta, keys.avail, keys.keys, keys.res],
+            args=[reservation_id, owner, size_bits, count, COMPOSED_KEY_NAMESPACE.bytes],
+        )
+        if reply[0] == _E_INSUFFICIENT:
+            raise InsufficientKeysError(stream=stream, needed=reply[1], available=reply[2])
+        self._raise_for(reply, stream=stream, reservation_id=reservation_id)
+        return self._reservation(reservation_id, reply)
+
+    async def reserve_ids(
+        self,
+        *,
+        stream: str,
+        reservation_id: str,
+        owner: str,
+        size_bits: int,
+        keys: Sequence[ReservedKey],
+    ) -> Reservation:
+        """The peer side of ``reserve``: reserve exactly ``keys`` (as the other node's
+        ``Reservation.keys``), all or nothing (``KeysUnavailableError``). Idempotent per
+        reservation ID."""
+        self._check_reservation_args(stream, reservation_id, owner, size_bits)
+        _check_key_ids([k.key_id for k in keys])
+        args: list[str | int | bytes] = [
+            reservation_id,
+            owner,
+            size_bits,
+            COMPOSED_KEY_NAMESPACE.bytes,
+            len(keys),
+        ]
+        for key in keys:
+            _check_key_ids(key.chunk_ids)
+            args.extend((key.key_id, len(key.chunk_ids), *key.chunk_ids))
+        names = StreamKeys(stream)
+        reply = await self._scripts.reserve_ids(
+            keys=[names.meta, names.avail, names.keys, names.res], args=args
+        )
+        if reply[0] == _E_INSUFFICIENT:
+            raise KeysUnavailableError(
+                stream=stream, missing=reply[1], examples=[_text(c) for c in reply[2:]]
+            )
+        if reply[0] == _E_ID_MISMATCH:
+            raise KeyIdMismatchError(stream=stream, key_id=_text(reply[1]), chunks_per_key=reply[2])
+        self._raise_for(reply, stream=stream, reservation_id=reservation_id)
+        return self._reservation(reservation_id, reply)
+
+    async def release(self, *, stream: str, reservation_id: str) -> int:
+        """Put a reservation's unconsumed keys back to available, at their old place in the
+        order; returns how many keys went back."""
+        check_stream_name(stream)
+        _check_token("reservation ID", reservation_id)
+        keys = StreamKeys(stream)
+        reply = await self._scripts.release(
+            keys=[keys.meta, keys.avail, keys.keys, keys.res], args=[reservation_id]
+        )
+        self._raise_for(reply, stream=stream, reservation_id=reservation_id)
+        return int(reply[1])
+
+    async def reservation(self, *, stream: str, reservation_id: str) -> Reservation | None:
+        """The reservation's keys not consumed yet, or None if there is no such reservation."""
+        check_stream_name(stream)
+        _check_token("reservation ID", reservation_id)
+        keys = StreamKeys(stream)
+        reply = await self._scripts.lookup(
+            keys=[keys.meta, keys.keys, keys.res], args=[reservation_id]
+        )
+        if reply[0] == _E_UNKNOWN_RESERVATION:
+            return None
+        self._raise_for(reply, stream=stream, reservation_id=reservation_id)
+        return self._reservation(reservation_id, reply)
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    async def fetch(self, *, stream: str, owner: str, key_ids: Sequence[str]) -> list[Key]:
+        """Read reserved keys (in the order asked) without removing them."""
+        return await self._take("fetch", stream=stream, owner=owner, key_ids=key_ids)
+
+    async def consume(self, *, stream: str, owner: str, key_ids: Sequence[str]) -> list[Key]:
+        """Read and delete reserved keys, exactly once, all or nothing (``UnknownKeysError``
+        when any is not reserved for ``owner``, e.g. already consumed)."""
+        return await self._take("consume", stream=stream, owner=owner, key_ids=key_ids)
+
+    async def _take(
+        self, mode: str, *, stream: str, owner: str, key_ids: Sequence[str]
+    ) -> list[Key]:
+        check_stream_name(stream)
+        _check_token("owner", owner)
+        _check_key_ids(key_ids)
+        keys = StreamKeys(stream)
+        reply = await self._scripts.take(
+            keys=[keys.meta, keys.data, keys.keys, keys.res, keys.gone(self._bucket())],
+            args=[mode, owner, 2 * self._tombstone_seconds, *key_ids],
+        )
+        if reply[0] == _E_UNKNOWN_KEYS:
+            raise UnknownKeysError(
+                stream=stream,
+                owner=owner,
+                missing=reply[1],
+                examples=[_text(k) for k in reply[2:]],
+            )
+        if reply[0] == _E_CORRUPT:
+            raise KeyStoreCorruptError(stream=stream, key_id=_text(reply[1]))
+        self._raise_for(reply, stream=stream)
+        out = []
+        for entry in reply[1:]:
+            size_bits = int(entry[1])
+            out.append(
+                Key(
+                    key_id=_text(entry[0]),
+                    size_bits=size_bits,
+                    material=b"".join(entry[2:])[: size_bits // 8],
+                )
+            )
+        return out
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _bucket(self) -> int:
+        # Tombstones live in one set per period; add checks this period's and the last one's.
+        return int(time.time()) // self._tombstone_seconds
+
+    @staticmethod
+    def _check_reservation_args(
+        stream: str, reservation_id: str, owner: str, size_bits: int
+    ) -> None:
+        check_stream_name(stream)
+        _check_token("reservation ID", reservation_id)
+        _check_token("owner", owner)
+        _check_size(size_bits)
+
+    @staticmethod
+    def _reservation(reservation_id: str, reply: list[Any]) -> Reservation:
+        return Reservation(
+            reservation_id=reservation_id,
+            owner=_text(reply[1]),
+            size_bits=int(reply[2]),
+            keys=tuple(
+                ReservedKey(key_id=_text(e[0]), chunk_ids=tuple(_text(c) for c in e[1:]))
+                for e in _as_list(reply[3:])
+            ),
+        )
+
+    @staticmethod
+    def _raise_for(reply: list[Any], *, stream: str, reservation_id: str = "") -> None:
+        code = reply[0]
+        if code == _OK:
+            return
+        if code == _E_UNKNOWN_STREAM:
+            raise UnknownStreamError(stream=stream)
+        if code == _E_CONFLICT:
+            raise ReservationConflictError(stream=stream, reservation_id=reservation_id)
+        if code == _E_UNKNOWN_RESERVATION:
+            raise UnknownReservationError(stream=stream, reservation_id=reservation_id)
+        raise RuntimeError(f"key-store script returned unexpected status {code!r}")
+
+
+def _as_list(entries: Iterable[Any]) -> list[list[Any]]:
+    return [list(e) for e in entries]
