@@ -15,8 +15,12 @@ from typing import Any
 
 import kopf
 
+import controllers.handlers  # noqa: F401  (registers the reconcilers with kopf)
+from controllers.kube import Kube, connect
 from controllers.settings import ControllerSettings, SettingsError
 from qss_api import GROUP, KOPF_PREFIX
+
+FIELD_MANAGER = "qss-controller"  # owner of the status fields the controller writes
 
 
 def configure_kopf(kopf_settings: Any, settings: ControllerSettings) -> None:
@@ -25,19 +29,28 @@ def configure_kopf(kopf_settings: Any, settings: ControllerSettings) -> None:
     kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
-    kopf_settings.persistence.finalizer = f"{GROUP}/finalizer"
+    kopf_settings.persistence.finalizer = f"{GROUP}/controller"
     kopf_settings.watching.server_timeout = settings.watch_server_timeout
     kopf_settings.watching.client_timeout = settings.watch_client_timeout
     kopf_settings.watching.connect_timeout = 30
-    # Our status patches carry their own conditions; kopf's per-handler status would be pruned.
-    kopf_settings.execution.max_workers = 20
+    # Only warnings and our own explicit events become Kubernetes events; kopf's per-handler
+    # "succeeded" messages every few seconds would flood them.
+    kopf_settings.posting.level = logging.WARNING
 
 
 @kopf.on.startup()
 async def _startup(settings: Any, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     node: ControllerSettings = memo["settings"]
     configure_kopf(settings, node)
+    memo["kube"] = Kube(api=await connect(node.kubeconfig), field_manager=FIELD_MANAGER)
     logger.info("QSS node %s starting (namespace %s)", node.node_id, node.namespace)
+
+
+@kopf.on.cleanup()
+async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
+    kube: Kube | None = memo.get("kube")
+    if kube is not None:
+        await kube.api.close()
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

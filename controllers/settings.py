@@ -26,6 +26,9 @@ class ControllerSettings:
     redis_url: str = "redis://kube-qss-redis:6379/0"
     # Liveness/readiness endpoint served by kopf once its startup handlers have run.
     health_endpoint: str = "http://0.0.0.0:8080/healthz"
+    # Kubeconfig for our own API calls; None means the pod's service account (kopf finds its
+    # own credentials the same way).
+    kubeconfig: str | None = None
     # kopf's watch requests: the server closes the stream after this many seconds...
     watch_server_timeout: int = 300
     # ...and the client gives up a little later, so a silently dropped connection is noticed.
@@ -51,6 +54,7 @@ class ControllerSettings:
             ("namespace", "QSS_NAMESPACE"),
             ("redis_url", "QSS_REDIS_URL"),
             ("health_endpoint", "QSS_HEALTH_ENDPOINT"),
+            ("kubeconfig", "KUBECONFIG"),
         ):
             if var in environ:
                 values[name] = environ[var]
@@ -62,4 +66,5 @@ class ControllerSettings:
             namespace=values.get("namespace", cls.namespace),
             redis_url=values.get("redis_url", cls.redis_url),
             health_endpoint=values.get("health_endpoint", cls.health_endpoint),
+            kubeconfig=values.get("kubeconfig"),
         )

@@ -1,0 +1,66 @@
+"""QKDLink and KeyStream reconcilers of the controller.
+
+A QKDLink is sampled on a timer: its streams' available keys give k_i(t), the paper's cost
+K_i(t) follows, and its state follows its streams; an event marks every state change. A
+KeyStream gets its link's peer and capacity, or a LinkNotFound condition (the QKDM owns the rest
+of the stream's status).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from controllers.kube import Kube, NotFoundError
+from controllers.linkstatus import link_status, stream_link_status, streams_of
+from qss_api import KEYSTREAMS, QKDLINKS
+
+# How often k_i(t) is sampled; also bounds how stale a link's cost can be.
+LINK_SAMPLE_SECONDS = 2.0
+# How often a KeyStream's link is looked up again (a link created after its stream, say).
+STREAM_CHECK_SECONDS = 5.0
+
+
+def _kube(memo: kopf.Memo) -> Kube:
+    kube: Kube = memo["kube"]
+    return kube
+
+
+@kopf.timer(QKDLINKS, interval=LINK_SAMPLE_SECONDS, initial_delay=0.0)
+async def sample_link(
+    name: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    kube = _kube(memo)
+    streams = streams_of(name, await kube.list(KEYSTREAMS))
+    sample = link_status(dict(body), streams)
+    try:
+        await kube.apply_status(QKDLINKS, name, sample.status)
+    except NotFoundError:
+        return  # deleted meanwhile
+    if sample.changed:
+        ready = next(c for c in sample.status["conditions"] if c["type"] == "Ready")
+        kopf.event(
+            body,
+            type="Normal" if sample.state == "Up" else "Warning",
+            reason=f"Link{sample.state}",
+            message=f"link state {sample.previous_state or 'Unknown'} -> {sample.state}: "
+            f"{ready['message']}",
+        )
+        logger.info("link %s is %s (cost %s)", name, sample.state, sample.status["cost"])
+
+
+@kopf.timer(KEYSTREAMS, interval=STREAM_CHECK_SECONDS, initial_delay=0.0)
+async def check_stream_link(
+    name: str, body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any
+) -> None:
+    kube = _kube(memo)
+    try:
+        link: dict[str, Any] | None = await kube.get(QKDLINKS, str(spec.get("link", "")))
+    except NotFoundError:
+        link = None
+    status = stream_link_status(dict(body), link)
+    try:
+        await kube.apply_status(KEYSTREAMS, name, status)
+    except NotFoundError:
+        return

@@ -1,0 +1,109 @@
+"""A thin async client for the Kubernetes API, shared by the controller and the QKDM.
+
+Status is written with server-side apply under a field manager per writer (``qss-controller``,
+``qss-qkdm``), so two writers of one object's status own their own fields and condition types
+and never overwrite each other's. Callers pass plain dicts; nothing here logs object contents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from qss_api import API_VERSION, GROUP, RESOURCES, VERSION
+
+APPLY = "application/apply-patch+yaml"
+
+
+class NotFoundError(LookupError):
+    """The object does not exist (HTTP 404)."""
+
+
+async def connect(kubeconfig: str | None) -> client.ApiClient:
+    """An API client from a kubeconfig file; with None, the pod's service account if in a pod,
+    else the default kubeconfig."""
+    cfg = client.Configuration()
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            return client.ApiClient(configuration=cfg)
+        except config.ConfigException:
+            pass
+    await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    return client.ApiClient(configuration=cfg)
+
+
+@dataclass
+class Kube:
+    """The calls our components make, over one ``ApiClient``."""
+
+    api: client.ApiClient
+    field_manager: str
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    async def get(self, plural: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+        try:
+            if namespace is None:
+                obj = await self.custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
+            else:
+                obj = await self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, name
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFoundError(f"{plural}/{name} not found") from None
+            raise
+        return cast(dict[str, Any], obj)
+
+    async def list(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        if namespace is None:
+            result = await self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
+        else:
+            result = await self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural
+            )
+        return cast(list[dict[str, Any]], result.get("items", []))
+
+    async def apply_status(
+        self,
+        plural: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        namespace: str | None = None,
+    ) -> None:
+        """Server-side apply ``status`` (the fields this writer owns) on the status subresource."""
+        kind, _namespaced = RESOURCES[plural]
+        metadata: dict[str, Any] = {"name": name}
+        if namespace is not None:
+            metadata["namespace"] = namespace
+        body = {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata, "status": status}
+        kwargs: dict[str, Any] = {
+            "field_manager": self.field_manager,
+            "force": True,
+            "_content_type": APPLY,
+        }
+        try:
+            if namespace is None:
+                await self.custom.patch_cluster_custom_object_status(
+                    GROUP, VERSION, plural, name, body, **kwargs
+                )
+            else:
+                await self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, plural, name, body, **kwargs
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFoundError(f"{plural}/{name} not found") from None
+            raise
