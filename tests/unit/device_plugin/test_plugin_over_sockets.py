@@ -1,0 +1,380 @@
+"""The plugin against a stub kubelet, over real Unix sockets and real grpc.aio.
+
+Registration (and the kubelet's dial-back), ListAndWatch updates when health changes and silence
+when it does not, Allocate and GetPreferredAllocation, and re-registration after a kubelet restart.
+"""
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+
+from device_plugin.api import HEALTHY, UNHEALTHY, VERSION, pb
+from device_plugin.config import DeviceConfig, DeviceEntry, DeviceKind, DiscoveryRule
+from qss_api import RESOURCE_QKD_DEVICE
+from tests.unit.device_plugin.harness import (
+    SOON,
+    Connect,
+    RunPlugin,
+    SimDeviceFactory,
+    StubKubelet,
+)
+
+
+def sim(device_id: str, link: str) -> DeviceEntry:
+    return DeviceEntry(
+        id=device_id, kind=DeviceKind.SIMULATED, path=f"/run/qss/{device_id}.sock", link=link
+    )
+
+
+def hardware(device_id: str, link: str) -> DeviceEntry:
+    return DeviceEntry(id=device_id, kind=DeviceKind.HARDWARE, path=f"/dev/{device_id}", link=link)
+
+
+def config(*devices: DeviceEntry, discover: tuple[DiscoveryRule, ...] = ()) -> DeviceConfig:
+    return DeviceConfig(devices=devices, discover=discover)
+
+
+def allocate_request(*containers: list[str]) -> object:
+    return pb.AllocateRequest(
+        container_requests=[pb.ContainerAllocateRequest(devices_ids=ids) for ids in containers]
+    )
+
+
+async def test_plugin_registers_with_version_endpoint_resource_and_options_after_serving(
+    kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory
+) -> None:
+    await sim_device("qkd-a")
+    plugin = await run_plugin(config(sim("qkd-a", "alice-bob")))
+
+    registration = await kubelet.next_registration()
+
+    request = registration.request
+    assert request.version == VERSION == "v1beta1"
+    assert request.endpoint == "qss-qkd.sock"
+    assert request.resource_name == RESOURCE_QKD_DEVICE == "qss.dev/qkd"
+    assert request.options.get_preferred_allocation_available is True
+    assert request.options.pre_start_required is False
+    # The stub kubelet dialled the plugin's socket back before answering, as the kubelet does.
+    assert registration.options_on_dial_back == request.options
+    assert plugin.socket_path.is_socket()
+
+
+async def test_resource_name_and_socket_name_are_configurable(
+    kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory
+) -> None:
+    await sim_device("qkd-a")
+    await run_plugin(
+        config(sim("qkd-a", "alice-bob")),
+        resource_name="example.com/qkd-lab",
+        socket_name="lab.sock",
+    )
+
+    request = (await kubelet.next_registration()).request
+
+    assert (request.resource_name, request.endpoint) == ("example.com/qkd-lab", "lab.sock")
+
+
+async def test_list_and_watch_sends_the_list_then_only_changes_of_simulated_device_health(
+    kubelet: StubKubelet,
+    run_plugin: RunPlugin,
+    sim_device: SimDeviceFactory,
+    connect: Connect,
+) -> None:
+    device_a = await sim_device("qkd-a")
+    await sim_device("qkd-b")
+    plugin = await run_plugin(config(sim("qkd-a", "alice-bob"), sim("qkd-b", "alice-carol")))
+    await kubelet.next_registration()
+    client = connect(plugin.socket_path)
+    client.watch()
+
+    assert await client.next_update() == [("qkd-a", HEALTHY), ("qkd-b", HEALTHY)]
+    # Ten health rounds with nothing changed: nothing is sent.
+    await client.assert_no_update(within=10 * plugin.settings.health_interval)
+
+    device_a.healthy = False  # the device says so itself (e.g. QBER above threshold)
+    assert await client.next_update() == [("qkd-a", UNHEALTHY), ("qkd-b", HEALTHY)]
+    await client.assert_no_update(within=5 * plugin.settings.health_interval)
+
+    device_a.healthy = True
+    assert await client.next_update() == [("qkd-a", HEALTHY), ("qkd-b", HEALTHY)]
+
+
+async def test_a_simulated_device_that_goes_away_turns_unhealthy_and_recovers_when_back(
+    kubelet: StubKubelet,
+    run_plugin: RunPlugin,
+    sim_device: SimDeviceFactory,
+    connect: Connect,
+) -> None:
+    device = await sim_device("qkd-a")
+    plugin = await run_plugin(config(sim("qkd-a", "alice-bob")))
+    await kubelet.next_registration()
+    client = connect(plugin.socket_path)
+    client.watch()
+    assert await client.next_update() == [("qkd-a", HEALTHY)]
+
+    await device.stop()
+    assert await client.next_update() == [("qkd-a", UNHEALTHY)]
+
+    await device.start()
+    assert await client.next_update() == [("qkd-a", HEALTHY)]
+
+
+async def test_a_hardware_node_that_is_removed_turns_unhealthy_and_recovers(
+    kubelet: StubKubelet, run_plugin: RunPlugin, connect: Connect, host_root: Path
+) -> None:
+    node = host_root / "dev" / "qkd0"
+    node.parent.mkdir(parents=True)
+    node.write_bytes(b"")
+    plugin = await run_plugin(config(hardware("qkd0", "alice-bob")))
+    await kubelet.next_registration()
+    client = connect(plugin.socket_path)
+    client.watch()
+    assert await client.next_update() == [("qkd0", HEALTHY)]
+
+    node.unlink()
+    assert await client.next_update() == [("qkd0", UNHEALTHY)]
+
+    node.write_bytes(b"")
+    assert await client.next_update() == [("qkd0", HEALTHY)]
+
+
+async def test_device_nodes_matching_the_pattern_come_and_go_from_the_list(
+    kubelet: StubKubelet, run_plugin: RunPlugin, connect: Connect, host_root: Path
+) -> None:
+    (host_root / "dev").mkdir()
+    (host_root / "dev" / "qkd0").write_bytes(b"")
+    rule = DiscoveryRule(pattern="/dev/qkd*", kind=DeviceKind.HARDWARE, link="alice-bob")
+    plugin = await run_plugin(config(discover=(rule,)))
+    await kubelet.next_registration()
+    client = connect(plugin.socket_path)
+    client.watch()
+    assert await client.next_update() == [("qkd0", HEALTHY)]
+
+    (host_root / "dev" / "qkd1").write_bytes(b"")
+    assert await client.next_update() == [("qkd0", HEALTHY), ("qkd1", HEALTHY)]
+
+    (host_root / "dev" / "qkd0").unlink()
+    assert await client.next_update() == [("qkd1", HEALTHY)]
+
+
+async def test_allocate_a_simulated_device_mounts_its_socket_and_sets_the_qkdm_environment(
+    kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory, connect: Connect
+) -> None:
+    await sim_device("qkd-a")
+    plugin = await run_plugin(config(sim("qkd-a", "alice-bob")))
+    await kubelet.next_registration()
+    client = connect(plugin.socket_path)
+
+    response = await client.stub.Allocate(allocate_request(["qkd-a"]), timeout=SOON)
+
+    (container,) = response.container_responses
+    assert dict(container.envs) == {
+        "QSS_QKD_DEVICE_ID": "qkd-a",
+        "QSS_QKD_DEVICE_KIND": "simulated",
+        "QSS_QKD_DEVICE_PATH": "/var/run/qss/qkd-device.sock",
+        "QSS_QKD_LINK": "alice-bob",
+        "QSS_QKD_DEVICE_IDS": "qkd-a",
+    }
+    (mount,) = container.mounts
+    # The kubelet gets the host path, not where the plugin itself sees the socket.
+    assert mount.host_path == "/run/qss/qkd-a.sock"
+    assert mount.container_path == "/var/run/qss/qkd-device.sock"
+    assert mount.read_only is True
+    assert list(container.devices) == []
+
+
+async def test_allocate_a_hardware_device_hands_over_its_node_and_environment(
+    kubelet: StubKubelet, run_plugin: RunPlugin, connect: Connect, host_root: Path
+) -> None:
+    (host_root / "dev").mkdir()
+    (host_root / "dev" / "qkd0").write_bytes(b"")
+    plugin = await run_plugin(config(hardware("qkd0", "alice-carol")))
+    await kubelet.next_registration()
+    client = connect(plugin.socket_path)
+
+    response = await client.stub.Allocate(allocate_request(["qkd0"]), timeout=SOON)
+
+    (container,) = response.container_responses
+    (spec,) = container.devices
+    assert (spec.host_path, spec.container_path, spec.permissions) == (
+        "/dev/qkd0",
+        "/dev/qkd0",
+        "rw",
+    )
+    assert list(container.mounts) == []
+    assert container.envs["QSS_QKD_DEVICE_PATH"] == "/dev/qkd0"
+    assert container.envs["QSS_QKD_DEVICE_KIND"] == "hardware"
+    assert container.envs["QSS_QKD_LINK"] == "alice-carol"
+
+
+async def test_allocate_answers_each_container_of_the_request(
+    kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory, connect: Connect
+) -> None:
+    await sim_device("qkd-a")
+    await sim_device("qkd-b")
+    plugin = await run_plugin(config(sim("qkd-a", "alice-bob"), sim("qkd-b", "alice-carol")))
+    await kubelet.next_registration()
+    client = connect(plugin.socket_path)
+
+    response = await client.stub.Allocate(allocate_request(["qkd-b"], ["qkd-a"]), timeout=SOON)
+
+    assert [c.envs["QSS_QKD_DEVICE_ID"] for c in response.container_responses] == ["qkd-b", "qkd-a"]
+
+
+async def test_allocate_of_an_unknown_device_is_invalid_argument_naming_it(
+    kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory, connect: Connect
+) -> None:
+    await sim_device("qkd-a")
+    plugin = await run_plugin(config(sim("qkd-a", "alice-bob")))
+    await kubelet.next_registration()
+    client = connect(plugin.socket_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.stub.Allocate(allocate_request(["qkd-a", "qkd-nope"]), timeout=SOON)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'qkd-nope' is not offered by this plugin" in str(caught.value.details())
+
+
+async def test_allocate_of_an_unhealthy_device_is_failed_precondition_naming_it(
+    kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory, connect: Connect
+) -> None:
+    device = await sim_device("qkd-a")
+    device.healthy = False
+    plugin = await run_plugin(config(sim("qkd-a", "alice-bob")))
+    await kubelet.next_registration()
+    client = connect(plugin.socket_path)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.stub.Allocate(allocate_request(["qkd-a"]), timeout=SOON)
+
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "'qkd-a' is unhealthy" in str(caught.value.details())
+
+
+async def test_preferred_allocation_keeps_must_include_devices_and_fills_with_healthy_ones(
+    kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory, connect: Connect
+) -> None:
+    for name in ("qkd-a", "qkd-b", "qkd-c"):
+        await sim_device(name)
+    (await sim_device("qkd-d")).healthy = False
+    entries = [sim(n, "alice-bob") for n in ("qkd-a", "qkd-b", "qkd-c", "qkd-d")]
+    plugin = await run_plugin(config(*entries))
+    await kubelet.next_registration()
+    client = connect(plugin.socket_path)
+    request = pb.PreferredAllocationRequest(
+        container_requests=[
+            pb.ContainerPreferredAllocationRequest(
+                available_deviceIDs=["qkd-d", "qkd-c", "qkd-b", "qkd-a"],
+                must_include_deviceIDs=["qkd-c"],
+                allocation_size=2,
+            ),
+            pb.ContainerPreferredAllocationRequest(
+                available_deviceIDs=["qkd-d", "qkd-b"],
+                must_include_deviceIDs=["qkd-d"],
+                allocation_size=1,
+            ),
+        ]
+    )
+
+    response = await client.stub.GetPreferredAllocation(request, timeout=SOON)
+
+    assert [list(c.deviceIDs) for c in response.container_responses] == [
+        ["qkd-c", "qkd-a"],
+        ["qkd-d"],
+    ]
+
+
+async def test_pre_start_container_and_options_answer(
+    kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory, connect: Connect
+) -> None:
+    await sim_device("qkd-a")
+    plugin = await run_plugin(config(sim("qkd-a", "alice-bob")))
+    await kubelet.next_registration()
+    client = connect(plugin.socket_path)
+
+    options = await client.stub.GetDevicePluginOptions(pb.Empty(), timeout=SOON)
+    answer = await client.stub.PreStartContainer(
+        pb.PreStartContainerRequest(devices_ids=["qkd-a"]), timeout=SOON
+    )
+
+    assert options.get_preferred_allocation_available is True
+    assert answer == pb.PreStartContainerResponse()
+
+
+async def test_deleting_the_plugin_socket_leads_to_a_new_registration_on_a_new_socket(
+    kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory, connect: Connect
+) -> None:
+    await sim_device("qkd-a")
+    plugin = await run_plugin(config(sim("qkd-a", "alice-bob")))
+    await kubelet.next_registration()
+
+    plugin.socket_path.unlink()
+
+    again = await kubelet.next_registration()
+    assert again.request.endpoint == "qss-qkd.sock"
+    assert plugin.socket_path.is_socket()
+    client = connect(plugin.socket_path)
+    client.watch()
+    assert await client.next_update() == [("qkd-a", HEALTHY)]
+
+
+async def test_a_kubelet_restart_leads_to_a_new_registration(
+    kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory
+) -> None:
+    await sim_device("qkd-a")
+    await run_plugin(config(sim("qkd-a", "alice-bob")))
+    await kubelet.next_registration()
+
+    await kubelet.restart()
+
+    again = await kubelet.next_registration()
+    assert again.request.resource_name == "qss.dev/qkd"
+
+
+async def test_registration_is_retried_with_backoff_until_the_kubelet_accepts(
+    kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory
+) -> None:
+    await sim_device("qkd-a")
+    kubelet.refuse_with = "resource name qss.dev/qkd is already registered"
+    plugin = await run_plugin(config(sim("qkd-a", "alice-bob")))
+    await asyncio.sleep(4 * plugin.settings.backoff_initial)
+    assert kubelet.registrations.empty()
+
+    kubelet.refuse_with = None
+
+    await kubelet.next_registration()
+
+
+async def test_plugin_waits_for_a_kubelet_that_is_not_there_yet(
+    socket_dir: Path, run_plugin: RunPlugin, sim_device: SimDeviceFactory
+) -> None:
+    await sim_device("qkd-a")
+    await run_plugin(config(sim("qkd-a", "alice-bob")))
+    await asyncio.sleep(0.2)
+    late_kubelet = StubKubelet(directory=socket_dir)
+    await late_kubelet.start()
+    try:
+        registration = await late_kubelet.next_registration()
+        assert registration.request.version == "v1beta1"
+    finally:
+        await late_kubelet.stop()
+
+
+async def test_stopping_the_plugin_removes_its_socket(
+    kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory, connect: Connect
+) -> None:
+    await sim_device("qkd-a")
+    plugin = await run_plugin(config(sim("qkd-a", "alice-bob")))
+    await kubelet.next_registration()
+    client = connect(plugin.socket_path)
+    client.watch()
+    await client.next_update()
+
+    await plugin.stop()
+
+    assert plugin.task.done()
+    assert plugin.task.exception() is None
+    assert not plugin.socket_path.exists()
