@@ -93,7 +93,12 @@ class Inventory:
         """Refresh every ``interval`` seconds until cancelled."""
         while True:
             await asyncio.sleep(interval)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:
+                # Health must keep flowing: one bad round (say, an unreadable directory under a
+                # discovery pattern) is logged and the next round tries again.
+                logger.exception("health round failed; keeping the previous device list")
 
     def _log_changes(self, new: Mapping[str, DeviceState]) -> None:
         old = self._snapshot

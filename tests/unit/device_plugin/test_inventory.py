@@ -1,7 +1,10 @@
 """The inventory: a refresh reports change only when IDs or health changed, and wakes waiters."""
 
 import asyncio
+import contextlib
 from pathlib import Path
+
+import pytest
 
 from device_plugin.config import DeviceConfig, DeviceKind, DiscoveryRule
 from device_plugin.inventory import Inventory
@@ -44,3 +47,30 @@ async def test_waiters_wake_on_a_change_with_the_new_version(tmp_path: Path) -> 
     await inventory.refresh()
 
     assert await asyncio.wait_for(waiter, 1) == 1
+
+
+async def test_a_failing_round_does_not_stop_the_health_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "dev").mkdir()
+    inventory = node_inventory(tmp_path)
+    rounds = 0
+    real_refresh = inventory.refresh
+
+    async def flaky_refresh() -> bool:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise PermissionError("unreadable")
+        return await real_refresh()
+
+    monkeypatch.setattr(inventory, "refresh", flaky_refresh)
+    loop = asyncio.create_task(inventory.run(interval=0.01))
+    try:
+        (tmp_path / "dev" / "qkd0").write_bytes(b"")
+        assert await asyncio.wait_for(inventory.wait_changed(0), 1) == 1
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    assert "health round failed" in caplog.text
