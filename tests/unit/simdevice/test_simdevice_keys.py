@@ -1,0 +1,53 @@
+"""Key material: both ends give the same bytes for a (KSID, index); anything else differs."""
+
+from __future__ import annotations
+
+from device_plugin.simdevice.keymaterial import KeyMaterial
+from tests.unit.simdevice.helpers import SECRET, FakeClock, Pair, key_bytes
+
+
+async def test_both_ends_give_identical_bytes_for_the_same_index(
+    pair: Pair, clock: FakeClock
+) -> None:
+    ksid = await pair.open_both(key_chunk_size=16)
+    clock.advance(1.0)
+    at_a = [key_bytes(await pair.a.get_key(key_stream_id=ksid)) for _ in range(5)]
+    at_b = [key_bytes(await pair.b.get_key(key_stream_id=ksid, index=i)) for i in range(5)]
+    assert at_a == at_b
+    assert len(set(at_a)) == 5
+    assert all(len(k) == 16 for k in at_a)
+
+
+async def test_get_key_returns_the_index_it_served(pair: Pair, clock: FakeClock) -> None:
+    ksid = await pair.open_both()
+    clock.advance(1.0)
+    assert (await pair.a.get_key(key_stream_id=ksid))["index"] == 0
+    assert (await pair.a.get_key(key_stream_id=ksid, index=7))["index"] == 7
+    # Without an index, the end goes on after the highest index it served.
+    assert (await pair.a.get_key(key_stream_id=ksid))["index"] == 8
+
+
+async def test_different_streams_give_different_bytes(pair: Pair, clock: FakeClock) -> None:
+    first = await pair.open_both(max_bps=640)
+    second = await pair.open_both(max_bps=640)
+    clock.advance(1.0)
+    assert key_bytes(await pair.a.get_key(key_stream_id=first, index=0)) != key_bytes(
+        await pair.a.get_key(key_stream_id=second, index=0)
+    )
+
+
+async def test_chunk_size_is_in_bytes(pair: Pair, clock: FakeClock) -> None:
+    ksid = await pair.open_both(key_chunk_size=4)
+    clock.advance(1.0)
+    assert len(key_bytes(await pair.a.get_key(key_stream_id=ksid))) == 4
+
+
+def test_key_material_depends_on_the_pair_secret() -> None:
+    mine = KeyMaterial(secret=SECRET)
+    same = KeyMaterial(secret=SECRET)
+    other = KeyMaterial(secret=b"another secret of 32 bytes......")
+    chunk = mine.chunk(ksid="k", index=3, size=64)
+    assert same.chunk(ksid="k", index=3, size=64) == chunk
+    assert other.chunk(ksid="k", index=3, size=64) != chunk
+    # A longer chunk at index i does not run into chunk i + 1.
+    assert mine.chunk(ksid="k", index=4, size=64) not in mine.chunk(ksid="k", index=3, size=128)
