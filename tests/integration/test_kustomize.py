@@ -11,7 +11,9 @@ import yaml
 
 from tests.cluster.localcluster import REPO_ROOT, Cluster
 
-OVERLAYS = ["default", "demo"]
+# Overlays, and components that are applied on their own (the device plugin keeps its own
+# namespace, whose Pod Security level allows its hostPath mount).
+OVERLAYS = ["default", "demo", "device-plugin"]
 K8S_SCHEMA_VERSION = "1.34.0"
 
 
@@ -43,8 +45,10 @@ def test_every_rendered_object_carries_the_recommended_labels(
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_applies_to_the_real_api_server(cluster: Cluster, overlay: str) -> None:
     path = str(REPO_ROOT / "kustomize" / overlay)
-    # Namespaced objects of the default overlay need their namespace to exist for a dry run.
-    cluster.kubectl("create", "namespace", "kube-qss-system", check=False)
+    # A dry run does not create namespaces, and the namespaced objects need theirs.
+    for doc in render(cluster, overlay):
+        if doc["kind"] == "Namespace":
+            cluster.kubectl("create", "namespace", doc["metadata"]["name"], check=False)
     result = cluster.kubectl("apply", "--server-side", "--dry-run=server", "-k", path, check=False)
     assert result.returncode == 0, result.stderr
     assert "serverside-applied (server dry run)" in result.stdout
