@@ -1,0 +1,137 @@
+"""NodeIdentity's TLS contexts over a real loopback TLS connection: the node certificate is
+loaded from memory, client certificates are required, and the client checks the peer's name."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from controllers import pki
+from controllers.identity import NodeIdentity
+
+
+def _identity(ca: pki.Credentials, node_id: str) -> NodeIdentity:
+    node = pki.issue_node_certificate(ca, node_id, ip_addresses=["127.0.0.1"])
+    return NodeIdentity(
+        node_id=node_id,
+        ca_cert_pem=ca.cert_pem,
+        cert_pem=node.cert_pem,
+        key_pem=node.key_pem,
+        ca_key_pem=ca.key_pem,
+    )
+
+
+@asynccontextmanager
+async def _server(context: ssl.SSLContext, seen: list[bytes | None]) -> AsyncIterator[int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ssl_object = writer.get_extra_info("ssl_object")
+        seen.append(ssl_object.getpeercert(binary_form=True))
+        writer.write(b"hello\n")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _talk(port: int, context: ssl.SSLContext, server_hostname: str) -> bytes:
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=context, server_hostname=server_hostname
+    )
+    try:
+        return await reader.readline()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.fixture(scope="module")
+def nodes() -> Callable[[str], NodeIdentity]:
+    cas: dict[str, pki.Credentials] = {}
+
+    def make(node_id: str) -> NodeIdentity:
+        ca = cas.setdefault(node_id, pki.create_ca(f"{node_id} CA"))
+        return _identity(ca, node_id)
+
+    return make
+
+
+async def test_mutual_tls_between_two_nodes_with_their_own_cas(
+    nodes: Callable[[str], NodeIdentity],
+) -> None:
+    a, b = nodes("node-a"), nodes("node-b")
+    seen: list[bytes | None] = []
+    async with _server(a.server_ssl_context(client_ca_pems=[b.ca_cert_pem]), seen) as port:
+        line = await _talk(port, b.client_ssl_context(server_ca_pem=a.ca_cert_pem), "node-a")
+    assert line == b"hello\n"
+    assert seen[0] is not None
+    assert pki.node_id_of(seen[0]) == "node-b"
+
+
+async def test_client_refuses_a_server_that_is_not_the_expected_node(
+    nodes: Callable[[str], NodeIdentity],
+) -> None:
+    a, b = nodes("node-a"), nodes("node-b")
+    seen: list[bytes | None] = []
+    async with _server(a.server_ssl_context(client_ca_pems=[b.ca_cert_pem]), seen) as port:
+        with pytest.raises(ssl.SSLCertVerificationError, match=r"[Hh]ostname mismatch"):
+            await _talk(port, b.client_ssl_context(server_ca_pem=a.ca_cert_pem), "node-c")
+
+
+async def test_client_refuses_a_server_signed_by_another_ca(
+    nodes: Callable[[str], NodeIdentity],
+) -> None:
+    a, b = nodes("node-a"), nodes("node-b")
+    seen: list[bytes | None] = []
+    async with _server(a.server_ssl_context(client_ca_pems=[b.ca_cert_pem]), seen) as port:
+        with pytest.raises(ssl.SSLCertVerificationError, match="unable to get local issuer"):
+            await _talk(port, b.client_ssl_context(server_ca_pem=b.ca_cert_pem), "node-a")
+
+
+async def test_a_server_presenting_an_sae_certificate_is_refused(
+    nodes: Callable[[str], NodeIdentity],
+) -> None:
+    # An SAE certificate (EKU clientAuth only) of node-a's own CA, named like the node.
+    a, b = nodes("node-a"), nodes("node-b")
+    assert a.ca_key_pem is not None
+    sae = pki.issue_sae_certificate(pki.Credentials(a.ca_cert_pem, a.ca_key_pem), "node-a")
+    impostor = NodeIdentity(
+        node_id="node-a", ca_cert_pem=a.ca_cert_pem, cert_pem=sae.cert_pem, key_pem=sae.key_pem
+    )
+    seen: list[bytes | None] = []
+    context = impostor.server_ssl_context(client_ca_pems=[b.ca_cert_pem])
+    async with _server(context, seen) as port:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await _talk(port, b.client_ssl_context(server_ca_pem=a.ca_cert_pem), "node-a")
+
+
+async def test_server_requires_a_client_certificate(
+    nodes: Callable[[str], NodeIdentity],
+) -> None:
+    a = nodes("node-a")
+    bare = ssl.create_default_context(cadata=a.ca_cert_pem.decode())
+    seen: list[bytes | None] = []
+    async with _server(a.server_ssl_context(client_ca_pems=[a.ca_cert_pem]), seen) as port:
+        # TLS 1.3: the client learns of the refusal on its first read, as an alert or EOF.
+        try:
+            line = await _talk(port, bare, "node-a")
+        except (ssl.SSLError, ConnectionError):
+            line = b""
+    assert line == b"", "the server must not answer a client without a certificate"
+    assert seen == []
+
+
+def test_node_identity_repr_has_no_keys(nodes: Callable[[str], NodeIdentity]) -> None:
+    a = nodes("node-a")
+    text = repr(a)
+    assert "PRIVATE KEY" not in text
+    assert a.key_pem.decode() not in text
