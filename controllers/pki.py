@@ -86,7 +86,11 @@ class Credentials:
         return load_certificate(self.cert_pem)
 
     def __repr__(self) -> str:
-        return f"Credentials(subject={self.certificate.subject.rfc4514_string()!r})"
+        try:
+            subject = self.certificate.subject.rfc4514_string()
+        except CertificateError:
+            return "Credentials(<not a certificate>)"
+        return f"Credentials(subject={subject!r})"
 
 
 # --- PEM helpers ---------------------------------------------------------------------------

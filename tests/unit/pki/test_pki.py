@@ -236,6 +236,7 @@ def test_private_keys_stay_out_of_repr_and_errors(ca: pki.Credentials) -> None:
     body = node.key_pem.decode().splitlines()[1]
     assert body not in repr(node)
     assert repr(node) == "Credentials(subject='CN=node-a')"
+    assert repr(pki.Credentials(b"junk", node.key_pem)) == "Credentials(<not a certificate>)"
     # A damaged key: the error does not quote what it was given.
     damaged = node.key_pem.replace(body.encode(), body[::-1].encode())
     with pytest.raises(pki.CertificateError) as excinfo:
