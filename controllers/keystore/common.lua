@@ -12,9 +12,23 @@ local E_UNKNOWN_KEYS = -6
 local E_CORRUPT = -7
 local E_CHUNK_SIZE_CHANGE = -8
 local E_BAD_CHUNK = -9
+local E_RETRY = -10
 
 -- Unpack at most this many values into one redis.call (Lua's C stack holds about 8000).
 local SLICE = 1000
+
+-- Push or pop `values` in slices (see SLICE).
+local function call_sliced(command, key, values, step)
+  for first = 1, #values, step do
+    redis.call(command, key, unpack(values, first, math.min(#values, first + step - 1)))
+  end
+end
+
+-- Available chunks: the `avail` sorted set (by arrival number) holds the older ones, the
+-- `incoming` list the newer ones, in arrival order and numbered `head`, `head` + 1, ... .
+local function available(avail, incoming)
+  return redis.call('ZCARD', avail) + redis.call('LLEN', incoming)
+end
 
 -- The ID of a key composed of several chunks: UUIDv5(namespace, "id1,id2,..."), bit for bit what
 -- Python's uuid.uuid5 gives, so both nodes and both languages derive the same ID.

@@ -6,7 +6,8 @@ if current and current ~= chunk_bytes then
   return {E_CHUNK_SIZE_CHANGE, tonumber(current)}
 end
 if not current then
-  redis.call('HSET', meta, 'chunk_bytes', chunk_bytes, 'added', 0, 'reserved', 0, 'consumed', 0)
+  redis.call('HSET', meta, 'chunk_bytes', chunk_bytes, 'added', 0, 'reserved', 0, 'consumed', 0,
+    'head', 1)
 end
 redis.call('HSET', meta, 'capacity', capacity)
 return {OK}

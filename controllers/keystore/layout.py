@@ -26,12 +26,17 @@ def check_stream_name(stream: str) -> None:
 class StreamKeys:
     """The Redis keys of one stream.
 
-    meta   hash: capacity, chunk_bytes, added, reserved, consumed (chunks)
-    avail  sorted set: available chunk IDs, scored by arrival order
-    data   hash: chunk ID -> material (available and reserved chunks)
-    keys   hash: reserved key ID -> JSON {reservation, owner, size, chunk IDs, scores}
-    res    hash: reservation ID -> JSON {owner, size, key IDs, keys not yet consumed}
-    gone   sets per time bucket: IDs of consumed chunks, so a retried add cannot revive them
+    meta      hash: capacity, chunk_bytes, added, reserved, consumed (chunks); head (below)
+    incoming  list: newly added chunk IDs in arrival order, numbered head, head + 1, ...; the
+              ingest path appends here because a list append is far cheaper than a sorted set
+    avail     sorted set: the other available chunk IDs, scored by their arrival number, all
+              older than the list's (released chunks, and chunks moved out of the list when
+              the peer reserved some behind them)
+    data      hash: chunk ID -> material (available and reserved chunks)
+    rsv       set: reserved chunk IDs
+    keys      hash: reserved key ID -> JSON {reservation, owner, size, chunk IDs, numbers}
+    res       hash: reservation ID -> JSON {owner, size, key IDs, keys not yet consumed}
+    gone      sets per time bucket: IDs of consumed chunks, so a retried add cannot revive them
     """
 
     stream: str
@@ -47,6 +52,14 @@ class StreamKeys:
     @property
     def avail(self) -> str:
         return f"{self._base}:avail"
+
+    @property
+    def incoming(self) -> str:
+        return f"{self._base}:incoming"
+
+    @property
+    def rsv(self) -> str:
+        return f"{self._base}:rsv"
 
     @property
     def data(self) -> str:

@@ -1,6 +1,7 @@
--- Release a reservation: its unconsumed keys' chunks go back to available at their old places.
--- KEYS: meta, avail, keys, res. ARGV: reservation_id. Reply: {OK, keys released}.
-local meta, avail, keys, res = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- Release a reservation: its unconsumed keys' chunks go back to available at their old places
+-- (the sorted set, under the numbers they arrived with). KEYS: meta, avail, keys, res, rsv.
+-- ARGV: reservation_id. Reply: {OK, keys released}.
+local meta, avail, keys, res, rsv = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local existing = redis.call('HGET', res, ARGV[1])
 if not existing then
   if redis.call('EXISTS', meta) == 0 then
@@ -20,6 +21,7 @@ for _, kid in ipairs(record.k) do
       zadd[#zadd + 1] = chunk_id
     end
     redis.call('ZADD', avail, unpack(zadd))
+    redis.call('SREM', rsv, unpack(key.c))
     redis.call('HDEL', keys, kid)
     released = released + 1
     chunks = chunks + #key.c

@@ -1,33 +1,33 @@
 -- The peer side of a reservation: reserve exactly these keys (the IDs the other node reserved).
--- KEYS: meta, avail, keys, res.
--- ARGV: reservation_id, owner, size_bits, id_namespace, count, then per key:
+-- KEYS: meta, avail, incoming, data, keys, res, rsv.
+-- ARGV: reservation_id, owner, size_bits, id_namespace, flush_limit, count, then per key:
 --       key_id, number of chunks, chunk_id...
--- Reply as reserve.lua; {E_INSUFFICIENT, missing, chunk_id...} when a chunk is not available.
-local meta, avail, keys, res = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- Reply as reserve.lua; {E_INSUFFICIENT, missing, chunk_id...} when a chunk is not available;
+-- {E_RETRY} when the chunks lie deeper in the incoming list than flush_limit: entries before
+-- them have been moved to the sorted set (which changes nothing a caller can see) and the
+-- call should be repeated. Chunks are found at once in the usual case: the peer reserved its
+-- oldest chunks, which are this node's oldest too.
+local meta, avail, incoming, data = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local keys, res, rsv = KEYS[5], KEYS[6], KEYS[7]
 local rid, owner, size_bits, ns = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local count = tonumber(ARGV[5])
+local flush_limit, count = tonumber(ARGV[5]), tonumber(ARGV[6])
 if redis.call('EXISTS', meta) == 0 then
   return {E_UNKNOWN_STREAM}
 end
 local per_key = chunks_per_key(meta, size_bits)
 local wanted = {}
-local seen = {}
-local at = 6
+local all = {}
+local at = 7
 for k = 1, count do
   local kid, n = ARGV[at], tonumber(ARGV[at + 1])
   local chunk_ids = {}
   for c = 1, n do
     chunk_ids[c] = ARGV[at + 1 + c]
+    all[#all + 1] = chunk_ids[c]
   end
   at = at + 2 + n
   if n ~= per_key or composed_id(ns, chunk_ids) ~= kid then
     return {E_ID_MISMATCH, kid, per_key}
-  end
-  for _, c in ipairs(chunk_ids) do
-    if seen[c] then
-      return {E_ID_MISMATCH, kid, per_key}
-    end
-    seen[c] = true
   end
   wanted[k] = {kid, chunk_ids}
 end
@@ -44,15 +44,20 @@ if existing then
   end
   return reservation_reply(keys, record)
 end
--- First check every chunk, then change anything: all or nothing.
-local scores = {}
+-- Available means held and not reserved. Check every chunk before changing anything.
 local missing = {}
-for k, w in ipairs(wanted) do
-  local s = redis.call('ZMSCORE', avail, unpack(w[2]))
-  scores[k] = s
-  for c, score in ipairs(s) do
-    if not score then
-      missing[#missing + 1] = w[2][c]
+local seen = {}
+for first = 1, #all, SLICE do
+  local part = {unpack(all, first, math.min(#all, first + SLICE - 1))}
+  local held = redis.call('HMGET', data, unpack(part))
+  local reserved = redis.call('SMISMEMBER', rsv, unpack(part))
+  for i, c in ipairs(part) do
+    if seen[c] then
+      return {E_ID_MISMATCH, c, per_key}
+    end
+    seen[c] = true
+    if not held[i] or reserved[i] == 1 then
+      missing[#missing + 1] = c
     end
   end
 end
@@ -63,15 +68,76 @@ if #missing > 0 then
   end
   return out
 end
+-- Each chunk is in the sorted set (with its number) or else in the incoming list.
+local seq = {}
+local in_list = 0
+for first = 1, #all, SLICE do
+  local part = {unpack(all, first, math.min(#all, first + SLICE - 1))}
+  local scores = redis.call('ZMSCORE', avail, unpack(part))
+  for i, c in ipairs(part) do
+    if scores[i] then
+      seq[c] = tonumber(scores[i])
+    else
+      in_list = in_list + 1
+    end
+  end
+end
+if in_list > 0 then
+  -- Take the list's head until every wanted chunk is found; the others move to the sorted set
+  -- under their own numbers, so the order of what stays available does not change.
+  local head = tonumber(redis.call('HGET', meta, 'head'))
+  local moved = 0
+  local found = {}
+  while in_list > 0 do
+    if moved >= flush_limit then
+      -- Give back what this call found, so that everything popped is in the sorted set.
+      local zadd = {}
+      for _, c in ipairs(found) do
+        zadd[#zadd + 1] = seq[c]
+        zadd[#zadd + 1] = c
+      end
+      call_sliced('ZADD', avail, zadd, 2 * SLICE)
+      redis.call('HSET', meta, 'head', head)
+      return {E_RETRY}
+    end
+    local popped = redis.call('LPOP', incoming, SLICE)
+    if not popped then
+      return {E_CORRUPT, all[1]}
+    end
+    local zadd = {}
+    for i, c in ipairs(popped) do
+      if seen[c] and not seq[c] then
+        seq[c] = head + i - 1
+        found[#found + 1] = c
+        in_list = in_list - 1
+      else
+        zadd[#zadd + 1] = head + i - 1
+        zadd[#zadd + 1] = c
+      end
+    end
+    call_sliced('ZADD', avail, zadd, 2 * SLICE)
+    head = head + #popped
+    moved = moved + #popped
+  end
+  redis.call('HSET', meta, 'head', head)
+end
+for first = 1, #all, SLICE do
+  local part = {unpack(all, first, math.min(#all, first + SLICE - 1))}
+  redis.call('ZREM', avail, unpack(part))
+end
+call_sliced('SADD', rsv, all, SLICE)
 local out = {OK, owner, size_bits}
 local key_ids = {}
 for k, w in ipairs(wanted) do
-  redis.call('ZREM', avail, unpack(w[2]))
+  local seqs = {}
+  for c, chunk_id in ipairs(w[2]) do
+    seqs[c] = seq[chunk_id]
+  end
   key_ids[k] = w[1]
   redis.call('HSET', keys, w[1], cjson.encode({r = rid, o = owner, b = size_bits, c = w[2],
-    s = scores[k]}))
+    s = seqs}))
   out[#out + 1] = key_reply(w[1], w[2])
 end
 redis.call('HSET', res, rid, cjson.encode({o = owner, b = size_bits, k = key_ids, n = count}))
-redis.call('HINCRBY', meta, 'reserved', per_key * count)
+redis.call('HINCRBY', meta, 'reserved', #all)
 return out

@@ -57,13 +57,19 @@ _E_UNKNOWN_KEYS = -6
 _E_CORRUPT = -7
 _E_CHUNK_SIZE_CHANGE = -8
 _E_BAD_CHUNK = -9
+_E_RETRY = -10
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_UUID = re.compile(f"^{_UUID_PATTERN}$")
+_UUIDS = re.compile(f"(?:{_UUID_PATTERN})*")
 _TOKEN = re.compile(r"^[A-Za-z0-9._:@/-]{1,253}$")
 
 # Chunks per script call: big enough to amortise the round trip, small enough that one call
 # does not hold Redis (single-threaded) for long. add_chunks splits larger batches.
 MAX_BATCH = 10_000
+# reserve_ids moves at most about this many chunks per script call while it looks for the
+# peer's chunks in the incoming list, so one call never holds Redis for long.
+FLUSH_LIMIT = 50_000
 # Upper bound on one key (bits): 1 MiB, far above any ETSI 014 key size.
 MAX_KEY_BITS = 8 * 1024 * 1024
 
@@ -168,7 +174,9 @@ class KeyStore:
             keys=[
                 keys.meta,
                 keys.avail,
+                keys.incoming,
                 keys.data,
+                keys.rsv,
                 keys.keys,
                 keys.res,
                 keys.gone(bucket),
@@ -180,7 +188,7 @@ class KeyStore:
     async def counts(self, *, stream: str) -> StreamCounts:
         check_stream_name(stream)
         keys = StreamKeys(stream)
-        reply = await self._scripts.counts(keys=[keys.meta, keys.avail])
+        reply = await self._scripts.counts(keys=[keys.meta, keys.avail, keys.incoming])
         self._raise_for(reply, stream=stream)
         capacity, chunk_bytes, added, reserved, consumed, available = reply[1:7]
         return StreamCounts(
@@ -196,29 +204,46 @@ class KeyStore:
 
     async def add_chunks(self, *, stream: str, chunks: Sequence[Chunk]) -> AddResult:
         """Add chunks in order. Idempotent per chunk ID: a chunk already held, or consumed
-        within the tombstone period, counts as a duplicate. When the stream reaches capacity
+        within the tombstone period, counts as a duplicate; the same ID twice in one batch is
+        a caller bug (``InvalidChunkError``). When the stream reaches capacity
         the rest of the batch is refused (``AddResult.refused``) and nothing of it is kept."""
         check_stream_name(stream)
         keys = StreamKeys(stream)
         bucket = self._bucket()
-        script_keys = [keys.meta, keys.avail, keys.data, keys.gone(bucket), keys.gone(bucket - 1)]
+        script_keys = [
+            keys.meta,
+            keys.avail,
+            keys.incoming,
+            keys.data,
+            keys.gone(bucket),
+            keys.gone(bucket - 1),
+        ]
         accepted = duplicates = 0
         for start in range(0, len(chunks), MAX_BATCH):
             part = chunks[start : start + MAX_BATCH]
-            args: list[str | bytes] = []
-            for index, chunk in enumerate(part, start):
-                if not _UUID.match(chunk.chunk_id):
-                    raise InvalidChunkError(
-                        stream=stream, index=index, reason="the chunk ID is not a lowercase UUID"
-                    )
-                args.append(chunk.chunk_id)
-                args.append(chunk.material)
-            reply = await self._scripts.add(keys=script_keys, args=args)
+            ids = [c.chunk_id for c in part]
+            joined = "".join(ids)
+            # Checked for the whole batch at C speed; the per-chunk loop only finds the culprit.
+            if set(map(len, ids)) != {36} or not _UUIDS.fullmatch(joined):
+                bad = next(i for i, c in enumerate(ids) if not _UUID.match(c))
+                raise InvalidChunkError(
+                    stream=stream, index=start + bad, reason="the chunk ID is not a lowercase UUID"
+                )
+            if len(set(ids)) != len(ids):
+                bad = next(i for i, c in enumerate(ids) if c in ids[:i])
+                raise InvalidChunkError(
+                    stream=stream, index=start + bad, reason="its ID appears earlier in the batch"
+                )
+            reply = await self._scripts.add(
+                keys=script_keys, args=[joined, b"".join(c.material for c in part)]
+            )
             if reply[0] == _E_BAD_CHUNK:
+                size = int(reply[1])
+                bad = next(i for i, c in enumerate(part) if len(c.material) != size)
                 raise InvalidChunkError(
                     stream=stream,
-                    index=start + reply[1],
-                    reason=f"the stream takes chunks of exactly {reply[2]} bytes",
+                    index=start + bad,
+                    reason=f"the stream takes chunks of exactly {size} bytes",
                 )
             self._raise_for(reply, stream=stream)
             accepted += reply[1]
@@ -245,7 +270,7 @@ class KeyStore:
             raise ValueError(f"key count {count} must be positive")
         keys = StreamKeys(stream)
         reply = await self._scripts.reserve(
-            keys=[keys.meta, keys.avail, keys.keys, keys.res],
+            keys=[keys.meta, keys.avail, keys.incoming, keys.keys, keys.res, keys.rsv],
             args=[reservation_id, owner, size_bits, count, COMPOSED_KEY_NAMESPACE.bytes],
         )
         if reply[0] == _E_INSUFFICIENT:
@@ -272,15 +297,27 @@ class KeyStore:
             owner,
             size_bits,
             COMPOSED_KEY_NAMESPACE.bytes,
+            FLUSH_LIMIT,
             len(keys),
         ]
         for key in keys:
             _check_key_ids(key.chunk_ids)
             args.extend((key.key_id, len(key.chunk_ids), *key.chunk_ids))
         names = StreamKeys(stream)
-        reply = await self._scripts.reserve_ids(
-            keys=[names.meta, names.avail, names.keys, names.res], args=args
-        )
+        script_keys = [
+            names.meta,
+            names.avail,
+            names.incoming,
+            names.data,
+            names.keys,
+            names.res,
+            names.rsv,
+        ]
+        while (reply := await self._scripts.reserve_ids(keys=script_keys, args=args))[0] == (
+            _E_RETRY
+        ):
+            # The chunks lie deep in the incoming list; each call moves FLUSH_LIMIT more.
+            continue
         if reply[0] == _E_INSUFFICIENT:
             raise KeysUnavailableError(
                 stream=stream, missing=reply[1], examples=[_text(c) for c in reply[2:]]
@@ -297,7 +334,7 @@ class KeyStore:
         _check_token("reservation ID", reservation_id)
         keys = StreamKeys(stream)
         reply = await self._scripts.release(
-            keys=[keys.meta, keys.avail, keys.keys, keys.res], args=[reservation_id]
+            keys=[keys.meta, keys.avail, keys.keys, keys.res, keys.rsv], args=[reservation_id]
         )
         self._raise_for(reply, stream=stream, reservation_id=reservation_id)
         return int(reply[1])
@@ -334,7 +371,7 @@ class KeyStore:
         _check_key_ids(key_ids)
         keys = StreamKeys(stream)
         reply = await self._scripts.take(
-            keys=[keys.meta, keys.data, keys.keys, keys.res, keys.gone(self._bucket())],
+            keys=[keys.meta, keys.data, keys.keys, keys.res, keys.gone(self._bucket()), keys.rsv],
             args=[mode, owner, 2 * self._tombstone_seconds, *key_ids],
         )
         if reply[0] == _E_UNKNOWN_KEYS:

@@ -1,8 +1,8 @@
 -- Fetch (read) or consume (read and delete, exactly once) reserved keys by ID, all or nothing.
--- KEYS: meta, data, keys, res, gone (current bucket).
+-- KEYS: meta, data, keys, res, gone (current bucket), rsv.
 -- ARGV: mode ('fetch' or 'consume'), owner, tombstone TTL in seconds, key_id...
 -- Reply: {OK, {key_id, size_bits, chunk bytes...}...} or {E_UNKNOWN_KEYS, missing, key_id...}.
-local meta, data, keys, res, gone = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, data, keys, res, gone, rsv = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local consume, owner, ttl = ARGV[1] == 'consume', ARGV[2], tonumber(ARGV[3])
 if redis.call('EXISTS', meta) == 0 then
   return {E_UNKNOWN_STREAM}
@@ -50,6 +50,7 @@ for i, f in ipairs(found) do
   out[#out + 1] = entry
   if consume then
     redis.call('HDEL', data, unpack(key.c))
+    redis.call('SREM', rsv, unpack(key.c))
     redis.call('SADD', gone, unpack(key.c))
     redis.call('HDEL', keys, kid)
     chunks = chunks + #key.c

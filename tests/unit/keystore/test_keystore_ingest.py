@@ -30,10 +30,11 @@ async def test_retried_batch_is_not_stored_twice(store: KeyStore) -> None:
     assert (await store.counts(stream=STREAM)).available == 10
 
 
-async def test_same_chunk_twice_in_one_batch_is_stored_once(store: KeyStore) -> None:
-    chunk = make_chunks(1)[0]
-    result = await store.add_chunks(stream=STREAM, chunks=[chunk, chunk])
-    assert (result.accepted, result.duplicates) == (1, 1)
+async def test_same_chunk_twice_in_one_batch_is_refused(store: KeyStore) -> None:
+    chunks = make_chunks(3)
+    with pytest.raises(InvalidChunkError, match=r"chunk 3 .* appears earlier"):
+        await store.add_chunks(stream=STREAM, chunks=[*chunks, chunks[1]])
+    assert (await store.counts(stream=STREAM)).added == 0
 
 
 async def test_consumed_chunk_cannot_be_added_again(store: KeyStore) -> None:

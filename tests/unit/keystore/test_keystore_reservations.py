@@ -15,6 +15,7 @@ from controllers.keystore import (
     UnknownReservationError,
     composed_key_id,
 )
+from controllers.keystore import store as store_module
 from tests.unit.keystore.helpers import STREAM, assert_counts_add_up, make_chunks
 
 
@@ -256,3 +257,32 @@ async def test_bad_arguments_are_refused_with_a_clear_message(store: KeyStore) -
     key_id = make_chunks(1)[0].chunk_id
     with pytest.raises(ValueError, match="more than once"):
         await store.consume(stream=STREAM, owner="sae-a", key_ids=[key_id, key_id])
+
+
+async def test_peer_reservation_finds_chunks_anywhere_and_keeps_the_order(
+    store: KeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # New chunks wait in a list; the peer may name chunks deep in it. Make each script call
+    # search only a little of it, so that the search takes several calls.
+    monkeypatch.setattr(store_module, "FLUSH_LIMIT", 1)
+    await store.configure_stream(stream=STREAM, capacity=5000, chunk_bytes=16)
+    chunks = make_chunks(2500)
+    await store.add_chunks(stream=STREAM, chunks=chunks)
+    wanted = [chunks[10], chunks[2400]]
+    keys = [ReservedKey(key_id=c.chunk_id, chunk_ids=(c.chunk_id,)) for c in wanted]
+    await store.reserve_ids(
+        stream=STREAM, reservation_id="peer", owner="sae-b", size_bits=128, keys=keys
+    )
+    await assert_counts_add_up(store)
+    assert (await store.counts(stream=STREAM)).available == 2498
+    # What is left comes out oldest first, as it went in.
+    rest = await store.reserve(
+        stream=STREAM, reservation_id="all", owner="sae-a", count=2498, size_bits=128
+    )
+    assert list(rest.key_ids) == [c.chunk_id for c in chunks if c not in wanted]
+    # Released, the peer's two chunks are the oldest available again.
+    await store.release(stream=STREAM, reservation_id="peer")
+    again = await store.reserve(
+        stream=STREAM, reservation_id="again", owner="sae-a", count=2, size_bits=128
+    )
+    assert list(again.key_ids) == [c.chunk_id for c in wanted]
