@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.cluster", "tests.fixtures.redis"]
+pytest_plugins = ["tests.fixtures.cluster", "tests.fixtures.redis", "tests.fixtures.qss"]
 
 
 @pytest.fixture(autouse=True)

@@ -130,7 +130,10 @@ class ControlPlane:
     _processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     _etcd_url: str = ""
 
-    def _spawn(self, name: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, argv: list[str], log: Path, *, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a process owned by this control plane (stopped by `stop` or `down`)."""
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 argv,
@@ -138,6 +141,7 @@ class ControlPlane:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=self.detach,
+                env=env,
             )
         self._processes.append((name, proc))
         self._record_pids()
@@ -152,7 +156,7 @@ class ControlPlane:
         data.mkdir(parents=True, exist_ok=True)
         client, peer = free_port(), free_port()
         self._etcd_url = f"http://127.0.0.1:{client}"
-        proc = self._spawn(
+        proc = self.spawn(
             "etcd",
             [
                 str(self.bin_dir / "etcd"),
@@ -195,7 +199,7 @@ class ControlPlane:
             kubectl_binary=self.bin_dir / "kubectl",
         )
         cluster.write_kubeconfig()
-        apiserver = self._spawn(
+        apiserver = self.spawn(
             f"{name}/kube-apiserver",
             [
                 str(self.bin_dir / "kube-apiserver"),
@@ -235,7 +239,7 @@ class ControlPlane:
         self._wait_http(
             f"{cluster.server}/readyz", apiserver, "kube-apiserver", context=cluster.ssl_context()
         )
-        self._spawn(
+        self.spawn(
             f"{name}/kube-controller-manager",
             [
                 str(self.bin_dir / "kube-controller-manager"),

@@ -7,39 +7,24 @@ manager, exactly as the QKDM writes it, so that the controller's reaction is che
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.cluster.localcluster import Cluster, free_port
+from tests.cluster.localcluster import Cluster
+from tests.cluster.network import QssNetwork
 
 
-@pytest.fixture(scope="module")
-def controller(cluster: Cluster) -> Iterator[subprocess.Popen[str]]:
-    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), QSS_NODE_ID="node-a")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controllers.main",
-            "--health-endpoint",
-            f"http://127.0.0.1:{port}/healthz",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    yield proc
-    proc.terminate()
-    proc.wait(timeout=30)
+@pytest.fixture
+def controller(qss_network: QssNetwork) -> subprocess.Popen[bytes]:
+    """node-a's controller, as the local QSS network runs it."""
+    proc = qss_network.nodes["node-a"].controller
+    assert proc is not None
+    return proc
 
 
 def _apply(
@@ -112,7 +97,7 @@ def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
 
 
 def test_keystream_without_its_link_gets_LinkNotFound_and_recovers_when_link_appears(
-    cluster: Cluster, controller: subprocess.Popen[str]
+    cluster: Cluster, controller: subprocess.Popen[bytes]
 ) -> None:
     link, stream = f"l-{uuid.uuid4().hex[:6]}", f"s-{uuid.uuid4().hex[:6]}"
     _apply(cluster, _stream(stream, link))
@@ -134,7 +119,7 @@ def test_keystream_without_its_link_gets_LinkNotFound_and_recovers_when_link_app
 
 
 def test_link_state_and_cost_follow_its_stream_without_clobbering_the_qkdm_status(
-    cluster: Cluster, controller: subprocess.Popen[str]
+    cluster: Cluster, controller: subprocess.Popen[bytes]
 ) -> None:
     link, stream = f"l-{uuid.uuid4().hex[:6]}", f"s-{uuid.uuid4().hex[:6]}"
     _apply(cluster, _link(link, capacity=1000))
@@ -165,7 +150,9 @@ def test_link_state_and_cost_follow_its_stream_without_clobbering_the_qkdm_statu
     assert {"LinkUp", "LinkDown"} <= reasons
 
 
-def test_link_cost_rises_as_keys_drain(cluster: Cluster, controller: subprocess.Popen[str]) -> None:
+def test_link_cost_rises_as_keys_drain(
+    cluster: Cluster, controller: subprocess.Popen[bytes]
+) -> None:
     link, stream = f"l-{uuid.uuid4().hex[:6]}", f"s-{uuid.uuid4().hex[:6]}"
     _apply(cluster, _link(link, capacity=1000))
     _apply(cluster, _stream(stream, link))

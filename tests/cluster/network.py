@@ -1,0 +1,293 @@
+"""A local QSS network: QSS nodes (a cluster, a Redis and a controller each) joined by QKD links
+(a simulated device pair, a QKDLink and a KeyStream on both clusters, and a QKDM per end).
+
+Used by the demo (``tests.cluster.demo``) and the end-to-end tests (``tests/fixtures/qss.py``).
+Every process is started through the ``ControlPlane`` that owns the clusters, so ``stop()`` (or
+``localcluster down`` for the demo) stops all of them by PID. Processes run from this checkout's
+Python (``sys.executable -m ...``), as a pod would run the console scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.cluster.localcluster import Cluster, ControlPlane, free_port
+
+API_VERSION = "qss.dev/v1alpha1"
+
+
+@dataclass
+class QssNode:
+    """One QSS node: its cluster, key store and controller."""
+
+    name: str
+    cluster: Cluster
+    redis_port: int
+    redis_dir: Path
+    controller: subprocess.Popen[bytes] | None = None
+    redis: subprocess.Popen[bytes] | None = None
+    qkdms: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+
+@dataclass
+class QkdLinkPair:
+    """A QKD link between two nodes: the device pair and the stream's name on both."""
+
+    a: str
+    b: str
+    stream: str
+    socket_a: Path
+    socket_b: Path
+    device: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class QssNetwork:
+    plane: ControlPlane
+    nodes: dict[str, QssNode] = field(default_factory=dict)
+    links: dict[str, QkdLinkPair] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.plane.state_dir
+
+    def _env(self, node: QssNode, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(KUBECONFIG=str(node.cluster.kubeconfig), QSS_NODE_ID=node.name, **extra)
+        return env
+
+    # -- nodes ---------------------------------------------------------------------------------
+
+    def add_node(self, name: str, cluster: Cluster) -> QssNode:
+        directory = cluster.directory
+        node = QssNode(
+            name=name, cluster=cluster, redis_port=free_port(), redis_dir=directory / "redis"
+        )
+        node.redis_dir.mkdir(parents=True, exist_ok=True)
+        self.nodes[name] = node
+        self.start_redis(node)
+        self.start_controller(node)
+        return node
+
+    def start_redis(self, node: QssNode) -> None:
+        node.redis = self.plane.spawn(
+            f"{node.name}/redis",
+            [
+                "redis-server",
+                "--port",
+                str(node.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(node.redis_dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            node.cluster.directory / "redis.log",
+        )
+        _wait_tcp(node.redis_port, node.redis, "redis-server")
+
+    def stop_redis(self, node: QssNode) -> None:
+        _stop(node.redis)
+        node.redis = None
+
+    def start_controller(self, node: QssNode) -> None:
+        port = free_port()
+        node.controller = self.plane.spawn(
+            f"{node.name}/qss-controller",
+            [
+                sys.executable,
+                "-m",
+                "controllers.main",
+                "--health-endpoint",
+                f"http://127.0.0.1:{port}/healthz",
+            ],
+            node.cluster.directory / "qss-controller.log",
+            env=self._env(node, QSS_REDIS_URL=node.redis_url),
+        )
+
+    # -- links ---------------------------------------------------------------------------------
+
+    def add_link(
+        self,
+        a: str,
+        b: str,
+        *,
+        rate_bps: int,
+        name: str | None = None,
+        capacity: int = 100_000,
+        chunk_bits: int = 256,
+        min_bps: int | None = None,
+        buffer_bits: int | None = None,
+    ) -> QkdLinkPair:
+        """A device pair between nodes a and b, the QKDLinks and KeyStreams, a QKDM per end.
+
+        The QKDLink on each side is named after the peer node, or ``name`` (then the KeyStream
+        too) when a test wants several links between the same two nodes."""
+        stream = name or f"{min(a, b)}-{max(a, b)}"
+        sockets = Path(f"/tmp/kqss-{secrets.token_hex(4)}")
+        sockets.mkdir()
+        pair = QkdLinkPair(
+            a=a, b=b, stream=stream, socket_a=sockets / "a.sock", socket_b=sockets / "b.sock"
+        )
+        secret_file = sockets / "pair.secret"
+        secret_file.write_bytes(secrets.token_bytes(32))
+        secret_file.chmod(0o600)
+        argv = [
+            sys.executable,
+            "-m",
+            "device_plugin.simdevice",
+            "pair",
+            "--socket-a",
+            str(pair.socket_a),
+            "--socket-b",
+            str(pair.socket_b),
+            "--rate-bps",
+            str(rate_bps),
+            "--secret-file",
+            str(secret_file),
+        ]
+        if buffer_bits is not None:
+            argv += ["--buffer-bits", str(buffer_bits)]
+        pair.device = self.plane.spawn(
+            f"device/{stream}", argv, self.state_dir / f"device-{stream}.log"
+        )
+        _wait_unix(pair.socket_a, pair.device, "simulated QKD device")
+        _wait_unix(pair.socket_b, pair.device, "simulated QKD device")
+        self.links[stream] = pair
+        for here, there, sock in ((a, b, pair.socket_a), (b, a, pair.socket_b)):
+            node = self.nodes[here]
+            qos: dict[str, Any] = {"keyChunkSize": chunk_bits}
+            if min_bps is not None:
+                qos["minBps"] = min_bps
+            apply(
+                node.cluster,
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "QKDLink",
+                    "metadata": {"name": name or there},
+                    "spec": {
+                        "peerNodeID": there,
+                        "peerEndpoint": "https://127.0.0.1:9443",
+                        "keyBufferCapacity": capacity,
+                    },
+                },
+            )
+            apply(
+                node.cluster,
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "KeyStream",
+                    "metadata": {"name": stream},
+                    "spec": {"link": name or there, "qos": qos},
+                },
+            )
+            self.start_qkdm(node, stream, sock)
+        return pair
+
+    def start_qkdm(self, node: QssNode, stream: str, device: Path) -> None:
+        port = free_port()
+        node.qkdms[stream] = self.plane.spawn(
+            f"{node.name}/qss-qkdm-{stream}",
+            [
+                sys.executable,
+                "-m",
+                "controllers.qkdm.main",
+                "--health-endpoint",
+                f"http://127.0.0.1:{port}/healthz",
+            ],
+            node.cluster.directory / f"qss-qkdm-{stream}.log",
+            env=self._env(
+                node,
+                QSS_REDIS_URL=node.redis_url,
+                QSS_KEYSTREAM=stream,
+                QSS_QKD_DEVICE_PATH=str(device),
+            ),
+        )
+
+    def kill_qkdm(self, node: str, stream: str) -> None:
+        proc = self.nodes[node].qkdms.pop(stream)
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def restart_qkdm(self, node: str, stream: str) -> None:
+        pair = self.links[stream]
+        device = pair.socket_a if node == pair.a else pair.socket_b
+        self.start_qkdm(self.nodes[node], stream, device)
+
+    def device_fault(self, stream: str, **faults: Any) -> dict[str, Any]:
+        """Switch a fault of the link's device pair (link_down, rate_bps, qber)."""
+        return device_request(self.links[stream].socket_a, {"op": "FAULT", **faults})
+
+
+def device_request(path: Path, request: dict[str, Any]) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            part = sock.recv(65536)
+            if not part:
+                break
+            data += part
+    reply: dict[str, Any] = json.loads(data)
+    return reply
+
+
+def apply(cluster: Cluster, obj: dict[str, Any]) -> None:
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=qss-network",
+        "-f",
+        "-",
+        stdin=json.dumps(obj),
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _wait_tcp(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port} within 15 s")
+
+
+def _wait_unix(path: Path, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        if path.exists():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not create {path} within 15 s")
