@@ -1,10 +1,13 @@
 -- Add a batch of chunks, idempotent per chunk ID, up to the stream's capacity.
 -- KEYS: meta, avail, incoming, data, gone (current bucket), gone (previous bucket).
--- ARGV: the chunk IDs concatenated (36 characters each), their material concatenated.
+-- ARGV: the chunk IDs concatenated (36 characters each), their material concatenated, and the
+--       device index of the batch's first chunk or '' (see below).
 -- (Two arguments rather than two per chunk: packing and parsing arguments cost more than the
 -- work itself at 10^5 chunks/s. For the same reason new chunks go to the `incoming` list, not
 -- the sorted set.) The caller guarantees the IDs within one batch are distinct.
 -- Reply: {OK, accepted, duplicates, refused}; the refused chunks are always the batch's tail.
+-- With a first index, the stream's ingest cursor moves past the chunks now stored, in the same
+-- atomic step, so the QKDM resumes exactly after what the store holds.
 local meta, avail, incoming, data = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local gone_cur, gone_prev = KEYS[5], KEYS[6]
 local id_blob, material_blob = ARGV[1], ARGV[2]
@@ -58,5 +61,8 @@ while first <= n and refused == 0 do
 end
 if accepted > 0 then
   redis.call('HINCRBY', meta, 'added', accepted)
+end
+if ARGV[3] ~= '' then
+  redis.call('HSET', meta, 'cursor', tonumber(ARGV[3]) + accepted + duplicates)
 end
 return {OK, accepted, duplicates, refused}

@@ -26,7 +26,8 @@ def check_stream_name(stream: str) -> None:
 class StreamKeys:
     """The Redis keys of one stream.
 
-    meta      hash: capacity, chunk_bytes, added, reserved, consumed (chunks); head (below)
+    meta      hash: capacity, chunk_bytes, added, reserved, consumed (chunks); head (below);
+              cursor (the next device index the stream's QKDM fetches)
     incoming  list: newly added chunk IDs in arrival order, numbered head, head + 1, ...; the
               ingest path appends here because a list append is far cheaper than a sorted set
     avail     sorted set: the other available chunk IDs, scored by their arrival number, all

@@ -28,6 +28,7 @@ class Scripts:
     release: AsyncScript
     take: AsyncScript
     lookup: AsyncScript
+    cursor: AsyncScript
     drop: AsyncScript
 
     @classmethod

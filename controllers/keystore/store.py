@@ -202,12 +202,18 @@ class KeyStore:
 
     # -- ingest (QKDM) -------------------------------------------------------------------------
 
-    async def add_chunks(self, *, stream: str, chunks: Sequence[Chunk]) -> AddResult:
+    async def add_chunks(
+        self, *, stream: str, chunks: Sequence[Chunk], first_index: int | None = None
+    ) -> AddResult:
         """Add chunks in order. Idempotent per chunk ID: a chunk already held, or consumed
         within the tombstone period, counts as a duplicate; the same ID twice in one batch is
-        a caller bug (``InvalidChunkError``). When the stream reaches capacity
+        a caller bug (``InvalidChunkError``). With ``first_index`` (the device index of
+        ``chunks[0]``), the stream's ingest cursor becomes ``first_index + stored`` in the same
+        atomic step. When the stream reaches capacity
         the rest of the batch is refused (``AddResult.refused``) and nothing of it is kept."""
         check_stream_name(stream)
+        if first_index is not None and first_index < 0:
+            raise ValueError(f"first_index {first_index} must not be negative")
         keys = StreamKeys(stream)
         bucket = self._bucket()
         script_keys = [
@@ -234,8 +240,9 @@ class KeyStore:
                 raise InvalidChunkError(
                     stream=stream, index=start + bad, reason="its ID appears earlier in the batch"
                 )
+            cursor = "" if first_index is None else first_index + start
             reply = await self._scripts.add(
-                keys=script_keys, args=[joined, b"".join(c.material for c in part)]
+                keys=script_keys, args=[joined, b"".join(c.material for c in part), cursor]
             )
             if reply[0] == _E_BAD_CHUNK:
                 size = int(reply[1])
@@ -255,6 +262,22 @@ class KeyStore:
                     refused=len(chunks) - start - len(part) + reply[3],
                 )
         return AddResult(accepted=accepted, duplicates=duplicates, refused=0)
+
+    async def ingest_cursor(self, *, stream: str) -> int:
+        """The next device index the stream's QKDM fetches (0 for a new stream)."""
+        return await self._cursor(stream, "")
+
+    async def set_ingest_cursor(self, *, stream: str, cursor: int) -> None:
+        """Move the ingest cursor, e.g. past device indices that expired unread."""
+        if cursor < 0:
+            raise ValueError(f"ingest cursor {cursor} must not be negative")
+        await self._cursor(stream, cursor)
+
+    async def _cursor(self, stream: str, value: int | str) -> int:
+        check_stream_name(stream)
+        reply = await self._scripts.cursor(keys=[StreamKeys(stream).meta], args=[value])
+        self._raise_for(reply, stream=stream)
+        return int(reply[1])
 
     # -- reservations (key requests, relay) ----------------------------------------------------
 

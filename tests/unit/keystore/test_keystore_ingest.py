@@ -138,3 +138,29 @@ async def test_key_material_stays_out_of_reprs_and_errors(store: KeyStore) -> No
     assert key.material == chunks[0].material
     assert key.material.hex() not in repr(key)
     assert repr(key.material)[2:-1] not in repr(key)
+
+
+async def test_ingest_cursor_moves_past_what_the_store_holds(store: KeyStore) -> None:
+    assert await store.ingest_cursor(stream=STREAM) == 0
+    await store.configure_stream(stream=STREAM, capacity=5, chunk_bytes=16)
+    chunks = make_chunks(8)
+    first = await store.add_chunks(stream=STREAM, chunks=chunks[:3], first_index=0)
+    assert await store.ingest_cursor(stream=STREAM) == first.stored == 3
+    # A batch that runs into capacity moves the cursor only past the part that was kept.
+    second = await store.add_chunks(stream=STREAM, chunks=chunks[3:], first_index=3)
+    assert (second.accepted, second.refused) == (2, 3)
+    assert await store.ingest_cursor(stream=STREAM) == 5
+    # A retried batch (all duplicates) still counts as held.
+    await store.set_ingest_cursor(stream=STREAM, cursor=0)
+    await store.add_chunks(stream=STREAM, chunks=chunks[:5], first_index=0)
+    assert await store.ingest_cursor(stream=STREAM) == 5
+    # Without first_index, the cursor stays where it is.
+    await store.add_chunks(stream=STREAM, chunks=chunks[:2])
+    assert await store.ingest_cursor(stream=STREAM) == 5
+
+
+async def test_ingest_cursor_of_unknown_stream_fails(store: KeyStore) -> None:
+    with pytest.raises(UnknownStreamError):
+        await store.ingest_cursor(stream="nope")
+    with pytest.raises(UnknownStreamError):
+        await store.set_ingest_cursor(stream="nope", cursor=3)
