@@ -12,7 +12,6 @@ lost, never served twice. A caller that must not lose keys fetches, delivers, th
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
@@ -22,6 +21,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from controllers.keystore.checks import UUID, UUIDS, check_key_ids, check_size, check_token
 from controllers.keystore.errors import (
     ChunkSizeChangeError,
     InsufficientKeysError,
@@ -59,43 +59,12 @@ _E_CHUNK_SIZE_CHANGE = -8
 _E_BAD_CHUNK = -9
 _E_RETRY = -10
 
-_UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_UUID = re.compile(f"^{_UUID_PATTERN}$")
-_UUIDS = re.compile(f"(?:{_UUID_PATTERN})*")
-_TOKEN = re.compile(r"^[A-Za-z0-9._:@/-]{1,253}$")
-
 # Chunks per script call: big enough to amortise the round trip, small enough that one call
 # does not hold Redis (single-threaded) for long. add_chunks splits larger batches.
 MAX_BATCH = 10_000
 # reserve_ids moves at most about this many chunks per script call while it looks for the
 # peer's chunks in the incoming list, so one call never holds Redis for long.
 FLUSH_LIMIT = 50_000
-# Upper bound on one key (bits): 1 MiB, far above any ETSI 014 key size.
-MAX_KEY_BITS = 8 * 1024 * 1024
-
-
-def _check_token(what: str, value: str) -> None:
-    if not _TOKEN.match(value):
-        raise ValueError(
-            f"{what} {value!r} must be 1-253 characters of letters, digits and '._:@/-'"
-        )
-
-
-def _check_key_ids(key_ids: Sequence[str]) -> None:
-    if not key_ids:
-        raise ValueError("no key IDs given")
-    for key_id in key_ids:
-        if not _UUID.match(key_id):
-            raise ValueError(f"key ID {key_id!r} is not a lowercase UUID")
-    if len(set(key_ids)) != len(key_ids):
-        raise ValueError("the same key ID is given more than once")
-
-
-def _check_size(size_bits: int) -> None:
-    if size_bits <= 0 or size_bits % 8 or size_bits > MAX_KEY_BITS:
-        raise ValueError(
-            f"key size {size_bits} bits must be a positive multiple of 8 up to {MAX_KEY_BITS}"
-        )
 
 
 def _text(value: Any) -> str:
@@ -230,8 +199,8 @@ class KeyStore:
             ids = [c.chunk_id for c in part]
             joined = "".join(ids)
             # Checked for the whole batch at C speed; the per-chunk loop only finds the culprit.
-            if set(map(len, ids)) != {36} or not _UUIDS.fullmatch(joined):
-                bad = next(i for i, c in enumerate(ids) if not _UUID.match(c))
+            if set(map(len, ids)) != {36} or not UUIDS.fullmatch(joined):
+                bad = next(i for i, c in enumerate(ids) if not UUID.match(c))
                 raise InvalidChunkError(
                     stream=stream, index=start + bad, reason="the chunk ID is not a lowercase UUID"
                 )
@@ -314,7 +283,7 @@ class KeyStore:
         ``Reservation.keys``), all or nothing (``KeysUnavailableError``). Idempotent per
         reservation ID."""
         self._check_reservation_args(stream, reservation_id, owner, size_bits)
-        _check_key_ids([k.key_id for k in keys])
+        check_key_ids([k.key_id for k in keys])
         args: list[str | int | bytes] = [
             reservation_id,
             owner,
@@ -324,7 +293,7 @@ class KeyStore:
             len(keys),
         ]
         for key in keys:
-            _check_key_ids(key.chunk_ids)
+            check_key_ids(key.chunk_ids)
             args.extend((key.key_id, len(key.chunk_ids), *key.chunk_ids))
         names = StreamKeys(stream)
         script_keys = [
@@ -354,7 +323,7 @@ class KeyStore:
         """Put a reservation's unconsumed keys back to available, at their old place in the
         order; returns how many keys went back."""
         check_stream_name(stream)
-        _check_token("reservation ID", reservation_id)
+        check_token("reservation ID", reservation_id)
         keys = StreamKeys(stream)
         reply = await self._scripts.release(
             keys=[keys.meta, keys.avail, keys.keys, keys.res, keys.rsv], args=[reservation_id]
@@ -365,7 +334,7 @@ class KeyStore:
     async def reservation(self, *, stream: str, reservation_id: str) -> Reservation | None:
         """The reservation's keys not consumed yet, or None if there is no such reservation."""
         check_stream_name(stream)
-        _check_token("reservation ID", reservation_id)
+        check_token("reservation ID", reservation_id)
         keys = StreamKeys(stream)
         reply = await self._scripts.lookup(
             keys=[keys.meta, keys.keys, keys.res], args=[reservation_id]
@@ -390,8 +359,8 @@ class KeyStore:
         self, mode: str, *, stream: str, owner: str, key_ids: Sequence[str]
     ) -> list[Key]:
         check_stream_name(stream)
-        _check_token("owner", owner)
-        _check_key_ids(key_ids)
+        check_token("owner", owner)
+        check_key_ids(key_ids)
         keys = StreamKeys(stream)
         reply = await self._scripts.take(
             keys=[keys.meta, keys.data, keys.keys, keys.res, keys.gone(self._bucket()), keys.rsv],
@@ -430,9 +399,9 @@ class KeyStore:
         stream: str, reservation_id: str, owner: str, size_bits: int
     ) -> None:
         check_stream_name(stream)
-        _check_token("reservation ID", reservation_id)
-        _check_token("owner", owner)
-        _check_size(size_bits)
+        check_token("reservation ID", reservation_id)
+        check_token("owner", owner)
+        check_size(size_bits)
 
     @staticmethod
     def _reservation(reservation_id: str, reply: list[Any]) -> Reservation:
