@@ -1,0 +1,145 @@
+"""The ``qss-qkdm`` command: the QKD module of one key-stream end, as a kopf operator.
+
+It watches only its own KeyStream. A kopf daemon runs the pump (device -> store) for as long as
+the KeyStream exists, and a reporter beside it applies the stream's status every
+``status_interval`` seconds, with an event on every state change. SIGTERM stops both and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from typing import Any
+
+import kopf
+
+from controllers.conditions import merge_conditions
+from controllers.keystore import KeyStore
+from controllers.kube import Kube, NotFoundError, connect
+from controllers.qkdm.device import DeviceClient
+from controllers.qkdm.pump import Pump
+from controllers.qkdm.settings import QkdmSettings, SettingsError
+from controllers.qkdm.status import decide_state, stream_status
+from qss_api import GROUP, KEYSTREAMS, KOPF_PREFIX
+
+FIELD_MANAGER = "qss-qkdm"  # owner of the KeyStream status fields the QKDM writes
+
+
+@kopf.on.startup()
+async def _startup(settings: Any, memo: kopf.Memo, **_: Any) -> None:
+    qkdm: QkdmSettings = memo["settings"]
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_PREFIX, key="qkdm-last-handled-configuration"
+    )
+    # Not the controller's finalizer: each writer releases only its own hold on deletion.
+    settings.persistence.finalizer = f"{GROUP}/qkdm-{qkdm.node_id}"
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.posting.level = logging.WARNING
+    memo["kube"] = Kube(api=await connect(qkdm.kubeconfig), field_manager=FIELD_MANAGER)
+    memo["store"] = KeyStore.from_url(qkdm.redis_url)
+
+
+@kopf.on.cleanup()
+async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "store" in memo:
+        await memo["store"].aclose()
+    if "kube" in memo:
+        await memo["kube"].api.close()
+
+
+def _is_my_stream(name: str, memo: kopf.Memo, **_: Any) -> bool:
+    settings: QkdmSettings = memo["settings"]
+    return name == settings.stream
+
+
+@kopf.daemon(KEYSTREAMS, when=_is_my_stream, cancellation_timeout=10.0)
+async def serve_stream(
+    name: str, body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
+) -> None:
+    settings: QkdmSettings = memo["settings"]
+    kube: Kube = memo["kube"]
+    device = DeviceClient(path=settings.device_path)
+    pump = Pump(
+        node_id=settings.node_id, stream_name=name, kube=kube, store=memo["store"], device=device
+    )
+    reporter = asyncio.create_task(_report(pump, body, kube, settings.status_interval))
+    try:
+        await pump.run(stopped)
+    finally:
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+        await device.aclose()
+
+
+async def _report(pump: Pump, body: kopf.Body, kube: Kube, interval: float) -> None:
+    """Apply the stream's status every ``interval`` seconds; post an event on state changes."""
+    last_state: str | None = (body.get("status") or {}).get("state")
+    conditions: list[Any] = list((body.get("status") or {}).get("conditions") or [])
+    while True:
+        obs = pump.observation()
+        if pump.plan is not None:
+            with contextlib.suppress(Exception):
+                pump.counts = await pump.store.counts(stream=pump.plan.name)
+            obs = pump.observation()
+        status = stream_status(obs)
+        conditions = merge_conditions(conditions, status["conditions"])
+        status["conditions"] = [c for c in conditions if c["type"] == "Ready"]
+        try:
+            await kube.apply_status(KEYSTREAMS, pump.stream_name, status)
+        except NotFoundError:
+            return
+        except Exception as exc:  # the API server may be restarting; try again next round
+            logging.getLogger("controllers.qkdm").warning("status not written: %r", exc)
+        state, reason, message = decide_state(obs)
+        if state != last_state:
+            kopf.event(
+                body,
+                type="Normal" if state == "Up" else "Warning",
+                reason=f"Stream{state}",
+                message=f"{last_state or 'Unknown'} -> {state} ({reason}): {message}",
+            )
+            last_state = state
+        await asyncio.sleep(interval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qss-qkdm", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--node-id", help="this node's ID (QSS_NODE_ID)")
+    parser.add_argument("--stream", help="the KeyStream to serve (QSS_KEYSTREAM)")
+    parser.add_argument("--device", help="the QKD device's socket (QSS_QKD_DEVICE_PATH)")
+    parser.add_argument("--redis-url", help="the node's key store (QSS_REDIS_URL)")
+    parser.add_argument("--health-endpoint", help="liveness URL (QSS_QKDM_HEALTH_ENDPOINT)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = QkdmSettings.from_env(
+            os.environ,
+            node_id=args.node_id,
+            stream=args.stream,
+            device_path=args.device,
+            redis_url=args.redis_url,
+            health_endpoint=args.health_endpoint,
+        )
+    except SettingsError as exc:
+        print(f"qss-qkdm: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    kopf.run(
+        clusterwide=True,
+        standalone=True,
+        liveness_endpoint=settings.health_endpoint,
+        memo=kopf.Memo(settings=settings),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

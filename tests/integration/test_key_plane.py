@@ -1,0 +1,236 @@
+"""The key plane end to end: simulated device pairs, a QKDM per end, the Redis key stores, and
+the KeyStream/QKDLink status on both clusters, all real processes on a local QSS network."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any
+
+import pytest
+
+from controllers.keystore import KeyStore
+from tests.cluster.localcluster import Cluster
+from tests.cluster.network import QssNetwork
+
+A, B = "node-a", "node-b"
+CHUNK_BITS = 256
+
+
+def _stream(cluster: Cluster, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = json.loads(cluster.kubectl("get", "keystream", name, "-o", "json").stdout)
+    return obj
+
+
+def _status(cluster: Cluster, kind: str, name: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", kind, name, "-o", "json").stdout
+    status: dict[str, Any] = json.loads(out).get("status", {})
+    return status
+
+
+def _status_if(cluster: Cluster, kind: str, name: str, state: str) -> dict[str, Any] | None:
+    """The object's status once its state is ``state``, else None (for ``_eventually``)."""
+    status = _status(cluster, kind, name)
+    return status if status.get("state") == state else None
+
+
+def _ready(status: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in status.get("conditions", []) if c["type"] == "Ready")
+
+
+async def _eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"not met within {timeout}s; last value {last!r}")
+
+
+async def _both_up(qss_network: QssNetwork, stream: str) -> None:
+    for node in (A, B):
+        cluster = qss_network.nodes[node].cluster
+        await _eventually(partial(_status_if, cluster, "keystream", stream, "Up"))
+
+
+@pytest.fixture
+async def stores(qss_network: QssNetwork) -> AsyncIterator[dict[str, KeyStore]]:
+    opened = {n: KeyStore.from_url(qss_network.nodes[n].redis_url) for n in (A, B)}
+    yield opened
+    for store in opened.values():
+        await store.aclose()
+
+
+async def _drain_and_compare(stores: dict[str, KeyStore], stream: str, count: int) -> None:
+    """Reserve ``count`` keys on A, the same IDs on B, and check the bytes are identical."""
+    rid = str(uuid.uuid4())
+    on_a = await stores[A].reserve(
+        stream=stream, reservation_id=rid, owner="test", count=count, size_bits=CHUNK_BITS
+    )
+    on_b = await stores[B].reserve_ids(
+        stream=stream, reservation_id=rid, owner="test", size_bits=CHUNK_BITS, keys=on_a.keys
+    )
+    assert on_b.key_ids == on_a.key_ids
+    keys_a = await stores[A].consume(stream=stream, owner="test", key_ids=list(on_a.key_ids))
+    keys_b = await stores[B].consume(stream=stream, owner="test", key_ids=list(on_b.key_ids))
+    assert [k.material for k in keys_a] == [k.material for k in keys_b]
+    assert len({k.material for k in keys_a}) == count, "a key repeated within the stream"
+
+
+async def _quiesce(qss_network: QssNetwork, stores: dict[str, KeyStore], stream: str) -> int:
+    """Stop key generation (rate 0: what was generated stays readable) and wait until both
+    QKDMs have stored all of it."""
+    qss_network.device_fault(stream, rate_bps=0)
+
+    async def same() -> int | None:
+        a = await stores[A].counts(stream=stream)
+        b = await stores[B].counts(stream=stream)
+        await asyncio.sleep(1.5)  # both QKDMs have had time to store what they fetched
+        a2 = await stores[A].counts(stream=stream)
+        b2 = await stores[B].counts(stream=stream)
+        stable = a == a2 and b == b2
+        return a.available if stable and a.available == b.available else None
+
+    result: int = await _eventually(same, timeout=30)
+    return result
+
+
+async def test_both_stores_hold_the_same_chunks_and_status_agrees_with_them(
+    qss_network: QssNetwork, stores: dict[str, KeyStore]
+) -> None:
+    pair = qss_network.add_link(A, B, name="same-bytes", rate_bps=64_000)
+    await _eventually(
+        lambda: _status(qss_network.nodes[A].cluster, "keystream", pair.stream).get("state") == "Up"
+    )
+    available = await _quiesce(qss_network, stores, pair.stream)
+    assert available > 50
+    for node in (A, B):
+        cluster = qss_network.nodes[node].cluster
+
+        async def agrees(cluster: Cluster = cluster) -> bool:
+            status = _status(cluster, "keystream", pair.stream)
+            return status.get("availableKeys") == available
+
+        await _eventually(agrees, timeout=10)
+    await _drain_and_compare(stores, pair.stream, available)
+
+
+async def test_fill_stops_at_capacity_and_resumes_when_keys_are_consumed(
+    qss_network: QssNetwork, stores: dict[str, KeyStore]
+) -> None:
+    pair = qss_network.add_link(A, B, name="capacity", rate_bps=256_000, capacity=200)
+    await _both_up(qss_network, pair.stream)
+
+    async def full() -> bool:
+        counts = await stores[A].counts(stream=pair.stream)
+        return counts.available == 200
+
+    await _eventually(full)
+    await asyncio.sleep(1.0)
+    assert (await stores[A].counts(stream=pair.stream)).available == 200, "grew past capacity"
+
+    def filled() -> dict[str, Any] | None:
+        status = _status(qss_network.nodes[A].cluster, "keystream", pair.stream)
+        return status if status.get("fill") == "100%" else None
+
+    status = await _eventually(filled)
+    assert status["state"] == "Up"
+    assert _ready(status)["reason"] == "BufferFull"
+    before = await stores[A].counts(stream=pair.stream)
+    await _drain_and_compare(stores, pair.stream, 120)
+    await _eventually(full)
+    after = await stores[A].counts(stream=pair.stream)
+    assert after.added == before.added + 120
+    assert after.consumed == before.consumed + 120
+
+
+async def test_measured_rate_is_within_ten_percent_of_the_device_rate(
+    qss_network: QssNetwork,
+) -> None:
+    rate = 32_000
+    pair = qss_network.add_link(A, B, name="rate", rate_bps=rate)
+    await _both_up(qss_network, pair.stream)
+    await asyncio.sleep(7)  # longer than the QKDM's 5 s rate window
+    for node in (A, B):
+        status = _status(qss_network.nodes[node].cluster, "keystream", pair.stream)
+        assert abs(status["rateBps"] - rate) <= 0.1 * rate, status["rate"]
+        assert status["rate"].endswith("kbit/s")
+
+
+async def test_device_link_down_takes_stream_and_link_down_and_back_up(
+    qss_network: QssNetwork,
+) -> None:
+    pair = qss_network.add_link(A, B, name="flaky", rate_bps=16_000)
+    cluster = qss_network.nodes[A].cluster
+    await _both_up(qss_network, pair.stream)
+    await _eventually(lambda: _status(cluster, "qkdlink", "flaky").get("state") == "Up")
+    qss_network.device_fault(pair.stream, link_down=True)
+    status = await _eventually(lambda: _status_if(cluster, "keystream", pair.stream, "Down"))
+    assert _ready(status)["reason"] == "LinkDown"
+    await _eventually(lambda: _status(cluster, "qkdlink", "flaky").get("state") == "Down")
+    for node in (A, B):
+        other = qss_network.nodes[node].cluster
+        await _eventually(partial(_status_if, other, "keystream", pair.stream, "Down"))
+    qss_network.device_fault(pair.stream, link_down=False)
+    await _eventually(lambda: _status(cluster, "keystream", pair.stream).get("state") == "Up")
+    await _eventually(lambda: _status(cluster, "qkdlink", "flaky").get("state") == "Up")
+    reasons = json.loads(
+        cluster.kubectl(
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            f"involvedObject.name={pair.stream}",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    assert {"StreamDown", "StreamUp"} <= {e["reason"] for e in reasons}
+
+
+async def test_redis_restart_mid_stream_loses_and_duplicates_nothing(
+    qss_network: QssNetwork, stores: dict[str, KeyStore]
+) -> None:
+    pair = qss_network.add_link(A, B, name="redis-restart", rate_bps=64_000)
+    node = qss_network.nodes[A]
+    await _both_up(qss_network, pair.stream)
+    qss_network.stop_redis(node)
+    await asyncio.sleep(2)
+    qss_network.start_redis(node)
+    await _eventually(
+        lambda: _status(node.cluster, "keystream", pair.stream).get("state") == "Up", timeout=40
+    )
+    available = await _quiesce(qss_network, stores, pair.stream)
+    await _drain_and_compare(stores, pair.stream, available)
+
+
+async def test_qkdm_killed_and_restarted_leaves_the_stores_in_agreement(
+    qss_network: QssNetwork, stores: dict[str, KeyStore]
+) -> None:
+    pair = qss_network.add_link(A, B, name="qkdm-restart", rate_bps=64_000)
+    await _both_up(qss_network, pair.stream)
+    qss_network.kill_qkdm(A, pair.stream)
+    await asyncio.sleep(2)
+    qss_network.restart_qkdm(A, pair.stream)
+    available = await _quiesce(qss_network, stores, pair.stream)
+    assert available > 0
+    await _drain_and_compare(stores, pair.stream, available)
+
+
+async def test_qos_the_device_cannot_meet_is_reported_and_nothing_flows(
+    qss_network: QssNetwork, stores: dict[str, KeyStore]
+) -> None:
+    pair = qss_network.add_link(A, B, name="greedy", rate_bps=8_000, min_bps=1_000_000)
+    cluster = qss_network.nodes[A].cluster
+    status = await _eventually(lambda: _status_if(cluster, "keystream", pair.stream, "Down"))
+    ready = _ready(status)
+    assert ready["reason"] == "QoSNotMet"
+    assert "QoS" in ready["message"]
