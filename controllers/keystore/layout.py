@@ -28,11 +28,17 @@ class StreamKeys:
 
     meta      hash: capacity, chunk_bytes, added, reserved, consumed (chunks); head (below);
               cursor (the next device index the stream's QKDM fetches)
-    incoming  list: newly added chunk IDs in arrival order, numbered head, head + 1, ...; the
-              ingest path appends here because a list append is far cheaper than a sorted set
-    avail     sorted set: the other available chunk IDs, scored by their arrival number, all
-              older than the list's (released chunks, and chunks moved out of the list when
-              the peer reserved some behind them)
+    incoming  list: newly added chunk IDs in arrival order, numbered head, head + 1, ...
+              except where ``gaps`` says (the n-th chunk ever added has number n); the ingest
+              path appends here because a list append is far cheaper than a sorted set.
+              Reservations pop from either end.
+    gaps      sorted set: where the list's numbering jumps (chunks were popped from its end and
+              more added after them): the number after each jump, scored by the number before
+              it; one at the list's end (member added + 1) marks where the list ends
+    avail     sorted set: the other available chunk IDs, scored by their arrival number
+              (released chunks, and chunks moved out of the list when the peer reserved some
+              behind them); they may lie anywhere in the order, so reservations merge the two
+              by number
     data      hash: chunk ID -> material (available and reserved chunks)
     rsv       set: reserved chunk IDs
     keys      hash: reserved key ID -> JSON {reservation, owner, size, chunk IDs, numbers}
@@ -57,6 +63,10 @@ class StreamKeys:
     @property
     def incoming(self) -> str:
         return f"{self._base}:incoming"
+
+    @property
+    def gaps(self) -> str:
+        return f"{self._base}:gaps"
 
     @property
     def rsv(self) -> str:

@@ -1,23 +1,25 @@
 -- The peer side of a reservation: reserve exactly these keys (the IDs the other node reserved).
--- KEYS: meta, avail, incoming, data, keys, res, rsv.
--- ARGV: reservation_id, owner, size_bits, id_namespace, flush_limit, count, then per key:
---       key_id, number of chunks, chunk_id...
+-- KEYS: meta, avail, incoming, data, keys, res, rsv, gaps.
+-- ARGV: reservation_id, owner, size_bits, id_namespace, flush_limit, direction ('' on the first
+--       call, then what {E_RETRY} returned), count, then per key: key_id, number of chunks,
+--       chunk_id...
 -- Reply as reserve.lua; {E_INSUFFICIENT, missing, chunk_id...} when a chunk is not available;
--- {E_RETRY} when the chunks lie deeper in the incoming list than flush_limit: entries before
--- them have been moved to the sorted set (which changes nothing a caller can see) and the
--- call should be repeated. Chunks are found at once in the usual case: the peer reserved its
--- oldest chunks, which are this node's oldest too.
+-- {E_RETRY, direction} when the chunks lie deeper in the incoming list than flush_limit:
+-- entries before them have been moved to the sorted set (which changes nothing a caller can
+-- see) and the call should be repeated with that direction. Chunks are found at once in the
+-- usual case: the peer reserved its oldest chunks, which are this node's oldest too, or its
+-- newest (reserve from_newest), which are at the end of this node's list, searched from there.
 local meta, avail, incoming, data = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local keys, res, rsv = KEYS[5], KEYS[6], KEYS[7]
+local keys, res, rsv, gaps = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local rid, owner, size_bits, ns = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local flush_limit, count = tonumber(ARGV[5]), tonumber(ARGV[6])
+local flush_limit, direction, count = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 if redis.call('EXISTS', meta) == 0 then
   return {E_UNKNOWN_STREAM}
 end
 local per_key = chunks_per_key(meta, size_bits)
 local wanted = {}
 local all = {}
-local at = 7
+local at = 8
 for k = 1, count do
   local kid, n = ARGV[at], tonumber(ARGV[at + 1])
   local chunk_ids = {}
@@ -83,9 +85,24 @@ for first = 1, #all, SLICE do
   end
 end
 if in_list > 0 then
-  -- Take the list's head until every wanted chunk is found; the others move to the sorted set
-  -- under their own numbers, so the order of what stays available does not change.
-  local head = tonumber(redis.call('HGET', meta, 'head'))
+  -- Pop from one end of the list until every wanted chunk is found; the others move to the
+  -- sorted set under their own numbers, so the order of what stays available does not change.
+  -- Search from the end nearer the chunks: a peer that reserved from the newest end named
+  -- chunks at the list's end. A retried call keeps the direction the first one chose.
+  if direction == '' then
+    local function hits(entries)
+      local n = 0
+      for _, c in ipairs(entries) do
+        if seen[c] and not seq[c] then
+          n = n + 1
+        end
+      end
+      return n
+    end
+    local at_head = hits(redis.call('LRANGE', incoming, 0, SLICE - 1))
+    local at_tail = hits(redis.call('LRANGE', incoming, -SLICE, -1))
+    direction = at_tail > at_head and 'tail' or 'head'
+  end
   local moved = 0
   local found = {}
   while in_list > 0 do
@@ -97,29 +114,34 @@ if in_list > 0 then
         zadd[#zadd + 1] = c
       end
       call_sliced('ZADD', avail, zadd, 2 * SLICE)
-      redis.call('HSET', meta, 'head', head)
-      return {E_RETRY}
+      return {E_RETRY, direction}
     end
-    local popped = redis.call('LPOP', incoming, SLICE)
-    if not popped then
+    local popped, number, step
+    if direction == 'tail' then
+      popped, number = pop_tail(meta, incoming, gaps, SLICE)
+      step = -1
+    else
+      popped, number = pop_head(meta, incoming, gaps, SLICE)
+      step = 1
+    end
+    if #popped == 0 then
       return {E_CORRUPT, all[1]}
     end
     local zadd = {}
     for i, c in ipairs(popped) do
+      local n = number + (i - 1) * step
       if seen[c] and not seq[c] then
-        seq[c] = head + i - 1
+        seq[c] = n
         found[#found + 1] = c
         in_list = in_list - 1
       else
-        zadd[#zadd + 1] = head + i - 1
+        zadd[#zadd + 1] = n
         zadd[#zadd + 1] = c
       end
     end
     call_sliced('ZADD', avail, zadd, 2 * SLICE)
-    head = head + #popped
     moved = moved + #popped
   end
-  redis.call('HSET', meta, 'head', head)
 end
 for first = 1, #all, SLICE do
   local part = {unpack(all, first, math.min(#all, first + SLICE - 1))}

@@ -5,6 +5,11 @@ Called by the QKDM (configure_stream, add_chunks, counts), the KeyRequest and re
 (counts). Each method is one Lua script round trip; see ``layout.py`` for the data model and
 the ``*.lua`` files for the atomic steps.
 
+Both ends: ``reserve`` takes the oldest available chunks, or with ``from_newest`` the newest, so
+that the two nodes of a link, each reserving for its own SAEs, do not take the same chunks
+(the caller picks the end from the node IDs). The peer's ``reserve_ids`` searches its incoming
+list from the end nearer the chunks, so either way it finds them at once.
+
 Exactly once: ``consume`` reads and deletes in one script. If the connection drops after the
 script ran, redis-py's retry re-sends it and it fails with ``UnknownKeysError``: such keys are
 lost, never served twice. A caller that must not lose keys fetches, delivers, then consumes.
@@ -65,6 +70,9 @@ MAX_BATCH = 10_000
 # reserve_ids moves at most about this many chunks per script call while it looks for the
 # peer's chunks in the incoming list, so one call never holds Redis for long.
 FLUSH_LIMIT = 50_000
+# The position, among reserve_ids.lua's arguments, of the end of the incoming list it searches
+# from: '' on the first call (the script chooses), then what its retry reply says.
+_DIRECTION_ARG = 5
 
 
 def _text(value: Any) -> str:
@@ -148,6 +156,7 @@ class KeyStore:
                 keys.rsv,
                 keys.keys,
                 keys.res,
+                keys.gaps,
                 keys.gone(bucket),
                 keys.gone(bucket - 1),
             ]
@@ -251,19 +260,40 @@ class KeyStore:
     # -- reservations (key requests, relay) ----------------------------------------------------
 
     async def reserve(
-        self, *, stream: str, reservation_id: str, owner: str, count: int, size_bits: int
+        self,
+        *,
+        stream: str,
+        reservation_id: str,
+        owner: str,
+        count: int,
+        size_bits: int,
+        from_newest: bool = False,
     ) -> Reservation:
-        """Reserve ``count`` keys of ``size_bits`` from the oldest available chunks, all or
-        nothing (``InsufficientKeysError``). A key longer than a chunk is made of consecutive
-        chunks; ``size_bits`` need not fill the last one (the rest is discarded on consume).
-        Retrying with the same reservation ID returns the same reservation."""
+        """Reserve ``count`` keys of ``size_bits`` from the oldest available chunks, or with
+        ``from_newest`` the newest, all or nothing (``InsufficientKeysError``). A key longer
+        than a chunk is made of consecutive chunks in stream order (also from the newest end,
+        so its ID is the one the peer's ``reserve_ids`` derives); ``size_bits`` need not fill
+        the last one (the rest is discarded on consume). Retrying with the same reservation ID
+        returns the same reservation, whichever end the retry names.
+
+        Two neighbours that each reserve for their own SAEs at the same time would otherwise
+        take the same oldest chunks and then fail to reserve them on each other; the callers
+        pass ``from_newest = local node ID > peer node ID`` so the two directions of a link
+        draw from opposite ends and meet only when the buffer is nearly empty."""
         self._check_reservation_args(stream, reservation_id, owner, size_bits)
         if count <= 0:
             raise ValueError(f"key count {count} must be positive")
         keys = StreamKeys(stream)
         reply = await self._scripts.reserve(
-            keys=[keys.meta, keys.avail, keys.incoming, keys.keys, keys.res, keys.rsv],
-            args=[reservation_id, owner, size_bits, count, COMPOSED_KEY_NAMESPACE.bytes],
+            keys=[keys.meta, keys.avail, keys.incoming, keys.keys, keys.res, keys.rsv, keys.gaps],
+            args=[
+                reservation_id,
+                owner,
+                size_bits,
+                count,
+                COMPOSED_KEY_NAMESPACE.bytes,
+                "newest" if from_newest else "oldest",
+            ],
         )
         if reply[0] == _E_INSUFFICIENT:
             raise InsufficientKeysError(stream=stream, needed=reply[1], available=reply[2])
@@ -280,8 +310,8 @@ class KeyStore:
         keys: Sequence[ReservedKey],
     ) -> Reservation:
         """The peer side of ``reserve``: reserve exactly ``keys`` (as the other node's
-        ``Reservation.keys``), all or nothing (``KeysUnavailableError``). Idempotent per
-        reservation ID."""
+        ``Reservation.keys``, from either end), all or nothing (``KeysUnavailableError``).
+        Idempotent per reservation ID."""
         self._check_reservation_args(stream, reservation_id, owner, size_bits)
         check_key_ids([k.key_id for k in keys])
         args: list[str | int | bytes] = [
@@ -290,6 +320,7 @@ class KeyStore:
             size_bits,
             COMPOSED_KEY_NAMESPACE.bytes,
             FLUSH_LIMIT,
+            "",  # _DIRECTION_ARG
             len(keys),
         ]
         for key in keys:
@@ -304,12 +335,14 @@ class KeyStore:
             names.keys,
             names.res,
             names.rsv,
+            names.gaps,
         ]
         while (reply := await self._scripts.reserve_ids(keys=script_keys, args=args))[0] == (
             _E_RETRY
         ):
-            # The chunks lie deep in the incoming list; each call moves FLUSH_LIMIT more.
-            continue
+            # The chunks lie deep in the incoming list; each call moves FLUSH_LIMIT more, from
+            # the end the first call chose.
+            args[_DIRECTION_ARG] = _text(reply[1])
         if reply[0] == _E_INSUFFICIENT:
             raise KeysUnavailableError(
                 stream=stream, missing=reply[1], examples=[_text(c) for c in reply[2:]]
