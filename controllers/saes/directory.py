@@ -1,0 +1,83 @@
+"""Which node each SAE is registered with, as far as this node knows: its own SAEs, and the
+remote ones its neighbours announce.
+
+The announcement route (``controllers.saes.announce``) calls ``record`` with each neighbour's
+full list of SAEs, and the announcer calls ``forget`` when a neighbour stops being one; key
+delivery asks ``node_of`` where the peer SAE of a request lives. Pure and synchronous: no I/O,
+no clock, no event loop.
+
+Announcements carry a generation that grows with every announcement of a node, so one that
+arrives late (after a newer one) is ignored. The highest generation seen from a node is kept
+after ``forget``, so a delayed announcement from a departed neighbour cannot bring it back.
+
+An SAE ID is meant to be unique in the network. If several nodes announce the same one anyway,
+the local SAE wins, then the remote node whose ID sorts first, so every node resolves the
+conflict the same way; ``claimants`` lists them all for diagnostics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable, Mapping
+
+
+class SaeDirectory:
+    """SAE ID -> node ID for this node's SAEs (``local``) and its neighbours' (announced)."""
+
+    def __init__(self, *, local_node_id: str, local: Container[str]) -> None:
+        self.local_node_id = local_node_id
+        self._local = local
+        self._saes: dict[str, frozenset[str]] = {}  # node -> its announced SAE IDs
+        self._generations: dict[str, int] = {}  # node -> highest generation seen
+        self._nodes: dict[str, set[str]] = {}  # SAE ID -> nodes announcing it
+
+    def record(self, node_id: str, sae_ids: Iterable[str], generation: int) -> bool:
+        """Make ``sae_ids`` the SAEs of remote node ``node_id``, unless ``generation`` is not
+        newer than the last one recorded from that node; True if recorded."""
+        if node_id == self.local_node_id:
+            return False  # this node's SAEs are ``local``'s business, not anyone's claim
+        if generation <= self._generations.get(node_id, -1):
+            return False
+        self._generations[node_id] = generation
+        self._replace(node_id, frozenset(sae_ids))
+        return True
+
+    def forget(self, node_id: str) -> bool:
+        """Drop everything ``node_id`` announced (its generation mark stays); True if it had
+        announced anything."""
+        had = node_id in self._saes
+        self._replace(node_id, frozenset())
+        return had
+
+    def node_of(self, sae_id: str) -> str | None:
+        """The node ``sae_id`` is registered with: this node if it is local, else the
+        announcing neighbour (the first by ID if several), else None."""
+        if sae_id in self._local:
+            return self.local_node_id
+        nodes = self._nodes.get(sae_id)
+        return min(nodes) if nodes else None
+
+    def claimants(self, sae_id: str) -> list[str]:
+        """Every remote node announcing ``sae_id``, sorted (more than one is a conflict)."""
+        return sorted(self._nodes.get(sae_id, ()))
+
+    def remote(self) -> Mapping[str, frozenset[str]]:
+        """Remote node -> the SAE IDs it announced (a copy)."""
+        return dict(self._saes)
+
+    def generation(self, node_id: str) -> int | None:
+        """The newest generation recorded from ``node_id``, if any."""
+        return self._generations.get(node_id)
+
+    def _replace(self, node_id: str, sae_ids: frozenset[str]) -> None:
+        old = self._saes.get(node_id, frozenset())
+        for sae_id in old - sae_ids:
+            nodes = self._nodes[sae_id]
+            nodes.discard(node_id)
+            if not nodes:
+                del self._nodes[sae_id]
+        for sae_id in sae_ids - old:
+            self._nodes.setdefault(sae_id, set()).add(node_id)
+        if sae_ids:
+            self._saes[node_id] = sae_ids
+        else:
+            self._saes.pop(node_id, None)
