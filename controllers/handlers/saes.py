@@ -1,0 +1,155 @@
+"""Sae reconciler of the controller: credentials, registration with this node, revocation.
+
+On create, on resume (controller start) and on spec changes the Sae's credentials are put in
+place and its certificate registered in ``memo["local_saes"]`` (``controllers.saes.reconcile``);
+a timer re-checks every Sae (certificate renewal, a Manual Secret changed or deleted, an SAE ID
+freed by another Sae). Deleting a Sae unregisters it before kopf removes its finalizer, so its
+certificate is refused from then on; its issued Secret goes with it (ownerReference).
+
+What may heal (a Secret not there yet, a duplicate SAE ID, an API error) is retried by kopf with
+a growing delay; a spec that cannot work is a ``kopf.PermanentError``. Status is written with
+server-side apply. Handlers read ``memo["kube"]``, ``memo["settings"]``, ``memo["identity"]``
+and ``memo["local_saes"]``, which ``controllers.main`` sets at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any, Final
+
+import kopf
+
+from controllers.identity import NodeIdentity
+from controllers.kube import Kube, NotFoundError
+from controllers.saes.reconcile import (
+    InvalidSpec,
+    Outcome,
+    SaeObject,
+    invalid_spec_status,
+    reconcile,
+    sae_status,
+    serial_hex,
+)
+from controllers.saes.registry import LocalSaes
+from controllers.saes.secrets import SecretAccessError
+from controllers.settings import ControllerSettings
+from qss_api import SAES
+
+# How often every Sae is checked again without a change to it: bounds how late a renewal, a
+# replaced Manual Secret or a freed SAE ID is noticed.
+RESYNC_SECONDS: Final = 60.0
+# Retries of what may heal start this soon and double up to the cap, so a Sae waiting for its
+# Secret is served quickly but does not flood the API server and the events for hours.
+RETRY_FIRST_SECONDS: Final = 5.0
+RETRY_MAX_SECONDS: Final = 300.0
+
+_LOCKS: Final = "sae_locks"  # memo key of the per-Sae locks (internal to this module)
+
+
+def retry_delay(retry: int) -> float:
+    """kopf's delay before retry number ``retry + 1``."""
+    return min(RETRY_FIRST_SECONDS * (1 << min(retry, 16)), RETRY_MAX_SECONDS)
+
+
+@asynccontextmanager
+async def _one_at_a_time(memo: kopf.Memo, namespace: str, name: str) -> AsyncIterator[None]:
+    """Serialise the handlers and the timer of one Sae, so a slow reconcile never registers a
+    certificate after a newer one (or after the Sae's deletion)."""
+    locks: dict[tuple[str, str], asyncio.Lock] = memo.setdefault(_LOCKS, {})
+    lock = locks.setdefault((namespace, name), asyncio.Lock())
+    async with lock:
+        yield
+
+
+async def _sae(body: kopf.Body, kube: Kube, node_id: str) -> SaeObject:
+    """The decoded Sae; for a spec that cannot work, Ready=False InvalidSpec and
+    ``kopf.PermanentError``."""
+    try:
+        return SaeObject.from_body(body)
+    except InvalidSpec as exc:
+        meta = body.get("metadata", {})
+        status = invalid_spec_status(body, str(exc), node_id=node_id)
+        with suppress(NotFoundError):
+            await kube.apply_status(
+                SAES, str(meta.get("name")), status, namespace=str(meta.get("namespace"))
+            )
+        raise kopf.PermanentError(str(exc)) from None
+
+
+async def _reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger) -> Outcome | None:
+    """Reconcile the Sae and write its status (None if it is being deleted);
+    ``kopf.TemporaryError`` on an API failure."""
+    kube: Kube = memo["kube"]
+    identity: NodeIdentity = memo["identity"]
+    local: LocalSaes = memo["local_saes"]
+    settings: ControllerSettings = memo["settings"]
+    sae = await _sae(body, kube, settings.node_id)
+    async with _one_at_a_time(memo, sae.namespace, sae.name):
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            return None
+        try:
+            outcome = await reconcile(
+                sae, core=kube.core, local=local, ca_cert_pem=identity.ca_cert_pem, ca=identity.ca
+            )
+        except SecretAccessError as exc:
+            raise kopf.TemporaryError(str(exc), delay=RETRY_FIRST_SECONDS) from None
+        conditions = (body.get("status") or {}).get("conditions")
+        status = sae_status(sae, outcome, node_id=settings.node_id, conditions=conditions)
+        try:
+            await kube.apply_status(SAES, sae.name, status, namespace=sae.namespace)
+        except NotFoundError:
+            return outcome  # deleted meanwhile; the delete handler unregisters it
+    if outcome.issued_because is not None and outcome.certificate is not None:
+        not_after = outcome.certificate.not_valid_after_utc.date().isoformat()
+        kopf.event(
+            body,
+            type="Normal",
+            reason="CertificateIssued",
+            message=f"issued a client certificate for SAE {sae.sae_id} into Secret "
+            f"{sae.secret_name} (serial {serial_hex(outcome.certificate)}, valid until "
+            f"{not_after}) because {outcome.issued_because}",
+        )
+    if outcome.ready:
+        logger.info("SAE %s is registered (%s)", sae.sae_id, outcome.message)
+    return outcome
+
+
+@kopf.on.resume(SAES)
+@kopf.on.create(SAES)
+@kopf.on.update(SAES, field="spec")
+async def register_sae(
+    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, retry: int, **_: Any
+) -> None:
+    outcome = await _reconcile(body, memo, logger)
+    if outcome is not None and not outcome.ready:
+        raise kopf.TemporaryError(f"{outcome.reason}: {outcome.message}", delay=retry_delay(retry))
+
+
+@kopf.timer(SAES, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+async def resync_sae(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    # The status already says what is wrong; the change handlers own the retries.
+    try:
+        await _reconcile(body, memo, logger)
+    except kopf.TemporaryError as exc:
+        logger.warning("re-checking the Sae failed, next try in %ss: %s", RESYNC_SECONDS, exc)
+    except kopf.PermanentError:
+        pass
+
+
+@kopf.on.delete(SAES)
+async def unregister_sae(
+    name: str,
+    namespace: str | None,
+    spec: kopf.Spec,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    local: LocalSaes = memo["local_saes"]
+    sae_id, namespace = str(spec.get("saeID", "")), str(namespace)
+    async with _one_at_a_time(memo, namespace, name):
+        if local.unregister(sae_id=sae_id, namespace=namespace, name=name):
+            logger.info("SAE %s unregistered; its certificate is no longer accepted", sae_id)
+    memo[_LOCKS].pop((namespace, name), None)
