@@ -4,17 +4,23 @@ Called by ``controllers.saes.reconcile`` only. Secret data is decoded to bytes a
 ``repr``; errors carry the API's status and reason, never a body (a Secret's body is key
 material). A create that loses a race (409) returns the winner's Secret; an update names the
 resourceVersion it read, so a concurrent change makes it fail with ``SecretConflict`` instead of
-overwriting.
+overwriting. Importing the module keeps kubernetes_asyncio from logging response bodies.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+
+# kubernetes_asyncio logs every response body at DEBUG ("response body: ..."), Secrets and their
+# keys included, whenever the root logger is at DEBUG (qss-controller --verbose). Its own
+# Configuration.debug switch guards a logger named "client", not this one, so pin it here.
+logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)
 
 
 class SecretAccessError(Exception):
