@@ -15,8 +15,7 @@ and ``memo["local_saes"]``, which ``controllers.main`` sets at start-up.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from typing import Any, Final
 
 import kopf
@@ -45,7 +44,9 @@ RESYNC_SECONDS: Final = 60.0
 RETRY_FIRST_SECONDS: Final = 5.0
 RETRY_MAX_SECONDS: Final = 300.0
 
-_LOCKS: Final = "sae_locks"  # memo key of the per-Sae locks (internal to this module)
+# kopf gives every object its own memo (a shallow copy of the operator's), shared by that
+# object's handlers and timer: the place for the lock that serialises them.
+_LOCK: Final = "sae_lock"
 
 
 def retry_delay(retry: int) -> float:
@@ -53,14 +54,11 @@ def retry_delay(retry: int) -> float:
     return min(RETRY_FIRST_SECONDS * (1 << min(retry, 16)), RETRY_MAX_SECONDS)
 
 
-@asynccontextmanager
-async def _one_at_a_time(memo: kopf.Memo, namespace: str, name: str) -> AsyncIterator[None]:
-    """Serialise the handlers and the timer of one Sae, so a slow reconcile never registers a
-    certificate after a newer one (or after the Sae's deletion)."""
-    locks: dict[tuple[str, str], asyncio.Lock] = memo.setdefault(_LOCKS, {})
-    lock = locks.setdefault((namespace, name), asyncio.Lock())
-    async with lock:
-        yield
+def _one_at_a_time(memo: kopf.Memo) -> asyncio.Lock:
+    """The lock serialising the handlers and the timer of one Sae, so a slow reconcile never
+    registers a certificate after a newer one (or after the Sae's deletion)."""
+    lock: asyncio.Lock = memo.setdefault(_LOCK, asyncio.Lock())
+    return lock
 
 
 async def _sae(body: kopf.Body, kube: Kube, node_id: str) -> SaeObject:
@@ -86,7 +84,7 @@ async def _reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger) -> O
     local: LocalSaes = memo["local_saes"]
     settings: ControllerSettings = memo["settings"]
     sae = await _sae(body, kube, settings.node_id)
-    async with _one_at_a_time(memo, sae.namespace, sae.name):
+    async with _one_at_a_time(memo):
         if body.get("metadata", {}).get("deletionTimestamp"):
             return None
         try:
@@ -149,7 +147,6 @@ async def unregister_sae(
 ) -> None:
     local: LocalSaes = memo["local_saes"]
     sae_id, namespace = str(spec.get("saeID", "")), str(namespace)
-    async with _one_at_a_time(memo, namespace, name):
+    async with _one_at_a_time(memo):
         if local.unregister(sae_id=sae_id, namespace=namespace, name=name):
             logger.info("SAE %s unregistered; its certificate is no longer accepted", sae_id)
-    memo[_LOCKS].pop((namespace, name), None)
