@@ -4,11 +4,13 @@ refusal says (one ``details`` entry per wrong parameter)."""
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
 
 from controllers.delivery.api import MAX_KEY_SIZE, MAX_KEYS_PER_REQUEST, MIN_KEY_SIZE
+from controllers.etsi014.app import MAX_BODY_BYTES
 from controllers.etsi014.requests import (
     KeyIdsRequest,
     KeyRequest,
@@ -257,3 +259,12 @@ def test_sae_ids_of_another_form_are_refused(sae_id: str) -> None:
     error = _refusal(lambda: parse_sae_id(sae_id, parameter="slave_SAE_ID"))
     assert error.details[0]["parameter"] == "slave_SAE_ID"
     assert "is not an SAE ID" in error.message
+
+
+def test_the_largest_dec_keys_body_fits_the_body_limit_with_room_to_spare() -> None:
+    ids = [
+        {"key_ID": str(uuid.uuid4()), "key_ID_extension": {}} for _ in range(MAX_KEYS_PER_REQUEST)
+    ]
+    body = json.dumps({"key_IDs": ids}, indent=2).encode()
+    assert len(body) * 2 < MAX_BODY_BYTES
+    assert len(parse_dec_keys_body(body).key_ids) == MAX_KEYS_PER_REQUEST
