@@ -23,6 +23,10 @@ class NotFoundError(LookupError):
     """The object does not exist (HTTP 404)."""
 
 
+class AlreadyExistsError(Exception):
+    """An object of that name exists already (HTTP 409 on create)."""
+
+
 async def connect(kubeconfig: str | None) -> client.ApiClient:
     """An API client from a kubeconfig file; with None, the pod's service account if in a pod,
     else the default kubeconfig."""
@@ -106,4 +110,50 @@ class Kube:
         except ApiException as exc:
             if exc.status == 404:
                 raise NotFoundError(f"{plural}/{name} not found") from None
+            raise
+
+    async def create(
+        self, plural: str, body: Mapping[str, Any], *, namespace: str | None = None
+    ) -> dict[str, Any]:
+        """Create a custom object; ``AlreadyExistsError`` if the name is taken."""
+        try:
+            if namespace is None:
+                obj = await self.custom.create_cluster_custom_object(
+                    GROUP, VERSION, plural, dict(body)
+                )
+            else:
+                obj = await self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, dict(body)
+                )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise AlreadyExistsError(f"{plural}/{body['metadata']['name']} exists") from None
+            raise
+        return cast(dict[str, Any], obj)
+
+    async def secret_data(self, name: str, namespace: str) -> dict[str, Any] | None:
+        """A Secret's metadata and data (base64 values), or None if it does not exist."""
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        owners = secret.metadata.owner_references or []
+        return {
+            "uid": secret.metadata.uid,
+            "owner_uids": [o.uid for o in owners],
+            "data": dict(secret.data or {}),
+        }
+
+    async def create_secret(self, body: Mapping[str, Any]) -> None:
+        """Create a Secret; ``AlreadyExistsError`` if the name is taken."""
+        namespace = str(body["metadata"]["namespace"])
+        try:
+            await self.core.create_namespaced_secret(namespace, dict(body))  # type: ignore[arg-type]
+        except ApiException as exc:
+            if exc.status == 409:
+                raise AlreadyExistsError(
+                    f"Secret {namespace}/{body['metadata']['name']} exists"
+                ) from None
             raise

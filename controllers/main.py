@@ -16,7 +16,9 @@ from typing import Any
 import kopf
 
 import controllers.handlers  # noqa: F401  (registers the reconcilers with kopf)
+from controllers.etsi014 import Etsi014Settings, Etsi014SettingsError
 from controllers.kube import Kube, connect
+from controllers.node import NodeRuntime, start_node
 from controllers.settings import ControllerSettings, SettingsError
 from qss_api import GROUP, KOPF_PREFIX
 
@@ -42,12 +44,22 @@ def configure_kopf(kopf_settings: Any, settings: ControllerSettings) -> None:
 async def _startup(settings: Any, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     node: ControllerSettings = memo["settings"]
     configure_kopf(settings, node)
-    memo["kube"] = Kube(api=await connect(node.kubeconfig), field_manager=FIELD_MANAGER)
-    logger.info("QSS node %s starting (namespace %s)", node.node_id, node.namespace)
+    kube = Kube(api=await connect(node.kubeconfig), field_manager=FIELD_MANAGER)
+    memo["kube"] = kube
+    runtime = await start_node(node, kube, memo["key_api_settings"])
+    # What the handlers use, by the names they look for.
+    memo["node"] = runtime
+    memo["identity"] = runtime.identity
+    memo["local_saes"] = runtime.local_saes
+    memo["delivery"] = runtime.delivery
+    logger.info("QSS node %s started (namespace %s)", node.node_id, node.namespace)
 
 
 @kopf.on.cleanup()
 async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
+    runtime: NodeRuntime | None = memo.get("node")
+    if runtime is not None:
+        await runtime.aclose()
     kube: Kube | None = memo.get("kube")
     if kube is not None:
         await kube.api.close()
@@ -73,18 +85,21 @@ def main(argv: list[str] | None = None) -> int:
             redis_url=args.redis_url,
             health_endpoint=args.health_endpoint,
         )
-    except SettingsError as exc:
+        key_api_settings = Etsi014Settings.from_env(os.environ)
+    except (SettingsError, Etsi014SettingsError) as exc:
         print(f"qss-controller: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # At DEBUG, kubernetes_asyncio logs whole response bodies, Secrets' data included.
+    logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)
     kopf.run(
         clusterwide=True,
         standalone=True,  # one replica per node; kopf's peering would need its own CRDs
         liveness_endpoint=settings.health_endpoint,
-        memo=kopf.Memo(settings=settings),
+        memo=kopf.Memo(settings=settings, key_api_settings=key_api_settings),
     )
     return 0
 

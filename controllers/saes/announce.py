@@ -44,6 +44,8 @@ DIRECTORY: Final = web.AppKey("qss_sae_directory", SaeDirectory)
 # Re-announce this often even without changes: bounds how long a neighbour that missed a push
 # (it was down, or restarted) goes without our list.
 ANNOUNCE_INTERVAL: Final = 30.0
+# How soon a round is repeated while some neighbour could not be reached or refused us.
+FAILED_RETRY_INTERVAL: Final = 2.0
 
 
 class AnnouncementError(ValueError):
@@ -214,8 +216,10 @@ class Announcer:
         while True:
             # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
             # that arrives just as the event is set, and aclose would then wait a full interval.
+            # A neighbour that refused us (it may not know our link yet) hears again soon.
+            wait = min(self._interval, FAILED_RETRY_INTERVAL) if self._failing else self._interval
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
             self._wake.clear()
             try:

@@ -9,6 +9,7 @@ Python (``sys.executable -m ...``), as a pod would run the console scripts.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -20,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controllers import pki
 from tests.cluster.localcluster import Cluster, ControlPlane, free_port
 
 API_VERSION = "qss.dev/v1alpha1"
+NODE_NAMESPACE = "kube-qss-system"
 
 
 @dataclass
@@ -33,6 +36,9 @@ class QssNode:
     cluster: Cluster
     redis_port: int
     redis_dir: Path
+    ca: pki.Credentials
+    channel_port: int
+    key_api_port: int
     controller: subprocess.Popen[bytes] | None = None
     redis: subprocess.Popen[bytes] | None = None
     qkdms: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -40,6 +46,15 @@ class QssNode:
     @property
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def channel_url(self) -> str:
+        return f"https://127.0.0.1:{self.channel_port}"
+
+    @property
+    def key_api_url(self) -> str:
+        """The node's ETSI GS QKD 014 key API."""
+        return f"https://127.0.0.1:{self.key_api_port}"
 
 
 @dataclass
@@ -74,10 +89,22 @@ class QssNetwork:
     def add_node(self, name: str, cluster: Cluster) -> QssNode:
         directory = cluster.directory
         node = QssNode(
-            name=name, cluster=cluster, redis_port=free_port(), redis_dir=directory / "redis"
+            name=name,
+            cluster=cluster,
+            redis_port=free_port(),
+            redis_dir=directory / "redis",
+            ca=pki.create_ca(f"kube-qss {name} node CA"),
+            channel_port=free_port(),
+            key_api_port=free_port(),
         )
         node.redis_dir.mkdir(parents=True, exist_ok=True)
         self.nodes[name] = node
+        # The node's CA is supplied, as an operator would, so peers can be told to trust it
+        # before the node first starts; the controller issues its own certificate from it.
+        cluster.kubectl("create", "namespace", NODE_NAMESPACE, check=False)
+        create_secret(
+            cluster, "qss-node-ca", {"ca.crt": node.ca.cert_pem, "ca.key": node.ca.key_pem}
+        )
         self.start_redis(node)
         self.start_controller(node)
         return node
@@ -120,7 +147,15 @@ class QssNetwork:
                 f"http://127.0.0.1:{port}/healthz",
             ],
             node.cluster.directory / "qss-controller.log",
-            env=self._env(node, QSS_REDIS_URL=node.redis_url),
+            env=self._env(
+                node,
+                QSS_REDIS_URL=node.redis_url,
+                QSS_NAMESPACE=NODE_NAMESPACE,
+                QSS_CHANNEL_ADDRESS=f"127.0.0.1:{node.channel_port}",
+                QSS_ETSI014_HOST="127.0.0.1",
+                QSS_ETSI014_PORT=str(node.key_api_port),
+                QSS_NODE_IPS="127.0.0.1",
+            ),
         )
 
     # -- links ---------------------------------------------------------------------------------
@@ -174,6 +209,7 @@ class QssNetwork:
         self.links[stream] = pair
         for here, there, sock in ((a, b, pair.socket_a), (b, a, pair.socket_b)):
             node = self.nodes[here]
+            create_secret(node.cluster, f"{there}-ca", {"ca.crt": self.nodes[there].ca.cert_pem})
             qos: dict[str, Any] = {"keyChunkSize": chunk_bits}
             if min_bps is not None:
                 qos["minBps"] = min_bps
@@ -185,7 +221,8 @@ class QssNetwork:
                     "metadata": {"name": name or there},
                     "spec": {
                         "peerNodeID": there,
-                        "peerEndpoint": "https://127.0.0.1:9443",
+                        "peerEndpoint": self.nodes[there].channel_url,
+                        "peerCASecretName": f"{there}-ca",
                         "keyBufferCapacity": capacity,
                     },
                 },
@@ -250,6 +287,20 @@ def device_request(path: Path, request: dict[str, Any]) -> dict[str, Any]:
             data += part
     reply: dict[str, Any] = json.loads(data)
     return reply
+
+
+def create_secret(cluster: Cluster, name: str, data: dict[str, bytes]) -> None:
+    """Create or replace an Opaque Secret in the node namespace."""
+    apply(
+        cluster,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": NODE_NAMESPACE},
+            "type": "Opaque",
+            "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+        },
+    )
 
 
 def apply(cluster: Cluster, obj: dict[str, Any]) -> None:

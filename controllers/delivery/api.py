@@ -1,0 +1,128 @@
+"""The contract of key delivery, shared by its callers (KeyRequest reconciler, ETSI 014 API).
+
+Callers depend on these protocols and types only; ``controllers.delivery.service`` implements
+them. Errors carry a CamelCase ``reason`` that becomes a condition reason or an HTTP status, and
+a message that never contains key material.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Bounds of what one request may ask for; the CRD and the 014 status report the same numbers.
+MAX_KEYS_PER_REQUEST = 1000
+MIN_KEY_SIZE = 8
+MAX_KEY_SIZE = 32768
+
+
+class DeliveryError(Exception):
+    """A request that cannot be served. ``retryable`` says whether waiting may help."""
+
+    reason = "DeliveryFailed"
+    retryable = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnknownSae(DeliveryError):
+    """No SAE with that ID is registered here or known from a neighbour. Retryable: SAEs
+    registered elsewhere become known as the announcements travel."""
+
+    reason = "UnknownSae"
+    retryable = True
+
+
+class NoRoute(DeliveryError):
+    """The peer SAE's node is known but no usable key stream leads there."""
+
+    reason = "NoRoute"
+    retryable = True
+
+
+class InsufficientKeys(DeliveryError):
+    """Not enough keys now; more may arrive."""
+
+    reason = "InsufficientKeys"
+    retryable = True
+
+
+class PeerUnreachable(DeliveryError):
+    """The peer node did not answer, or refused us."""
+
+    reason = "PeerUnreachable"
+    retryable = True
+
+
+class UnknownKeys(DeliveryError):
+    """Some key IDs are not reserved for this SAE pair (never were, or already delivered)."""
+
+    reason = "UnknownKeys"
+
+
+class InvalidRequest(DeliveryError):
+    """The request itself is malformed (sizes, counts, IDs)."""
+
+    reason = "InvalidRequest"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredKey:
+    key_id: str
+    material: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PairStatus:
+    """What the ETSI 014 status call reports for a (master SAE, slave SAE) pair."""
+
+    source_node: str
+    target_node: str
+    key_size: int  # bits of one key by default (the stream's chunk size)
+    stored_key_count: int  # keys of key_size available towards the target now
+    max_key_count: int  # keys of key_size the buffer can hold
+
+
+class KeyDelivery(Protocol):
+    """Gets keys shared between a local SAE and a remote one, each exactly once."""
+
+    node_id: str
+
+    async def pair_status(self, *, master_sae_id: str, slave_sae_id: str) -> PairStatus:
+        """Status of the key supply from ``master_sae_id`` (local) to ``slave_sae_id``."""
+        ...
+
+    async def get_keys(
+        self,
+        *,
+        request_id: str,
+        master_sae_id: str,
+        slave_sae_id: str,
+        number: int,
+        size_bits: int,
+        timeout: float,
+    ) -> list[DeliveredKey]:
+        """Master side (getKey / enc_keys): reserve ``number`` fresh keys here and on the slave
+        SAE's node, and return them. Waits up to ``timeout`` seconds for keys, then raises
+        ``InsufficientKeys``; never returns part of a set. ``request_id`` makes retries of the
+        same request idempotent (the same keys, or none)."""
+        ...
+
+    async def get_keys_with_ids(
+        self, *, slave_sae_id: str, master_sae_id: str, key_ids: Sequence[str]
+    ) -> list[DeliveredKey]:
+        """Slave side (getKeyWithId / dec_keys): the keys the master SAE reserved for
+        ``slave_sae_id`` under ``key_ids``, each delivered once (``UnknownKeys`` otherwise)."""
+        ...
+
+
+class SaeAuthenticator(Protocol):
+    """Tells which local SAE a client certificate belongs to (ETSI 014 authentication)."""
+
+    def authenticate(self, certificate_der: bytes) -> str | None:
+        """The SAE ID if the certificate is the current credential of a registered local SAE;
+        None for an unknown, revoked or superseded certificate."""
+        ...

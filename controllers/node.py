@@ -1,0 +1,166 @@
+"""The QSS node's runtime: everything the controller's handlers share, started and stopped once.
+
+``start_node`` (called by the controller's kopf startup handler) builds, in order: the node's
+identity (CA and certificate Secrets), the key store client, the in-memory topology and SAE
+registry/directory, the peer registry with its clients, key delivery, the inter-node channel
+(KRP, SAE announcements) and the ETSI GS QKD 014 key API. ``NodeRuntime.aclose`` stops them in
+reverse. QKDLink changes reach ``links_changed``, which refreshes the peers and their trust.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controllers.channel import (
+    ChannelServer,
+    LinkProblem,
+    PeerClients,
+    PeerRefusals,
+    PeerRegistry,
+    init_channel_app,
+)
+from controllers.delivery.handover import slave_request_creator
+from controllers.delivery.krp import krp_routes
+from controllers.delivery.service import NodeKeyDelivery
+from controllers.delivery.topology import Topology
+from controllers.etsi014 import Etsi014Server, Etsi014Settings
+from controllers.etsi014 import init as init_key_api
+from controllers.identity import NodeIdentity, ensure_node_identity, peer_ca_reader
+from controllers.keystore import KeyStore
+from controllers.kube import Kube
+from controllers.saes import Announcer, LocalSaes, SaeDirectory, register_routes
+from controllers.settings import ControllerSettings
+
+log = logging.getLogger("controllers.node")
+
+
+@dataclass
+class NodeRuntime:
+    settings: ControllerSettings
+    kube: Kube
+    identity: NodeIdentity
+    store: KeyStore
+    topology: Topology
+    local_saes: LocalSaes
+    directory: SaeDirectory
+    registry: PeerRegistry
+    refusals: PeerRefusals
+    peers: PeerClients
+    delivery: NodeKeyDelivery
+    channel: ChannelServer
+    key_api: Etsi014Server
+    announcer: Announcer
+    links: dict[str, dict[str, Any]] = field(default_factory=dict)
+    link_problems: dict[str, LinkProblem] = field(default_factory=dict)
+    _trusted_sae_cas: set[bytes] = field(default_factory=set)
+
+    async def links_changed(self, name: str, link: Mapping[str, Any] | None) -> None:
+        """A QKDLink was added, changed (spec) or deleted: rebuild the peers from all links."""
+        if link is None:
+            self.links.pop(name, None)
+            self.topology.forget_link(name)
+        else:
+            self.links[name] = dict(link)
+            self.topology.update_link(link)
+        read_ca = peer_ca_reader(self.kube.api, namespace=self.settings.namespace)
+        problems = await self.registry.update_from_links(list(self.links.values()), read_ca)
+        self.link_problems = {p.link: p for p in problems}
+
+    def trust_sae_cas(self) -> None:
+        """Let the 014 API accept client certificates of Manual SAEs' own CAs."""
+        for pem in self.local_saes.client_ca_pems():
+            if pem not in self._trusted_sae_cas:
+                self.key_api.trust_client_ca(pem)
+                self._trusted_sae_cas.add(pem)
+
+    async def aclose(self) -> None:
+        await self.announcer.aclose()
+        await self.key_api.close()
+        await self.channel.close()
+        await self.peers.aclose()
+        await self.store.aclose()
+
+
+async def start_node(
+    settings: ControllerSettings, kube: Kube, key_api_settings: Etsi014Settings
+) -> NodeRuntime:
+    identity = await ensure_node_identity(
+        kube.api,
+        namespace=settings.namespace,
+        node_id=settings.node_id,
+        dns_names=settings.node_dns_names,
+        ip_addresses=settings.node_ips,
+    )
+    store = KeyStore.from_url(settings.redis_url)
+    topology = Topology()
+    local_saes = LocalSaes()
+    directory = SaeDirectory(local_node_id=settings.node_id, local=local_saes)
+    registry = PeerRegistry(local_node_id=settings.node_id)
+    refusals = PeerRefusals()
+    peers = PeerClients(identity=identity, registry=registry)
+    delivery = NodeKeyDelivery(
+        node_id=settings.node_id,
+        store=store,
+        topology=topology,
+        local_saes=local_saes,
+        directory=directory,
+        peers=peers,
+    )
+    app = init_channel_app(
+        identity=identity,
+        registry=registry,
+        refusals=refusals,
+        routes=[
+            krp_routes(
+                store=store,
+                topology=topology,
+                local_saes=local_saes,
+                handover=slave_request_creator(kube, local_saes),
+            )
+        ],
+    )
+    register_routes(app, directory)
+    host, port = settings.channel_host_port
+    channel = ChannelServer(app, host=host, port=port)
+    key_api = Etsi014Server(
+        init_key_api(delivery=delivery, authenticator=local_saes, settings=key_api_settings),
+        identity=identity,
+        settings=key_api_settings,
+    )
+    announcer = Announcer(
+        node_id=settings.node_id,
+        local=local_saes,
+        registry=registry,
+        clients=peers,
+        directory=directory,
+    )
+    node = NodeRuntime(
+        settings=settings,
+        kube=kube,
+        identity=identity,
+        store=store,
+        topology=topology,
+        local_saes=local_saes,
+        directory=directory,
+        registry=registry,
+        refusals=refusals,
+        peers=peers,
+        delivery=delivery,
+        channel=channel,
+        key_api=key_api,
+        announcer=announcer,
+    )
+    await channel.start()
+    await key_api.start()
+    local_saes.subscribe(lambda *_: node.trust_sae_cas())
+    announcer.start()
+    log.info(
+        "node %s: channel on port %d, ETSI 014 key API on port %d",
+        settings.node_id,
+        channel.port,
+        key_api.port,
+    )
+    return node

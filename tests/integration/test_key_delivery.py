@@ -1,0 +1,182 @@
+"""Point-to-point key delivery between two clusters: Sae, KeyRequest (master and automatic
+slave), the inter-node channel, on a local QSS network of real processes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.cluster.localcluster import Cluster
+from tests.cluster.network import QssNetwork, apply
+
+A, B = "node-a", "node-b"
+NS_A, NS_B = "team-a", "team-b"
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"{what or 'condition'} not met within {timeout}s; last {last!r}")
+
+
+def get(cluster: Cluster, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    result = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    obj: dict[str, Any] = json.loads(result.stdout)
+    return obj
+
+
+def secret_keys(cluster: Cluster, name: str, namespace: str) -> dict[str, bytes]:
+    secret = get(cluster, "secret", name, namespace)
+    assert secret is not None, f"Secret {namespace}/{name} missing"
+    return {k: base64.b64decode(v) for k, v in secret["data"].items() if k != "keys.json"}
+
+
+def phase_of(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] | None:
+    obj = get(cluster, "keyrequest", name, namespace)
+    if obj is None:
+        return None
+    status: dict[str, Any] = obj.get("status", {})
+    return status if status.get("phase") in ("Ready", "Failed") else None
+
+
+def keyrequest(cluster: Cluster, namespace: str, **spec: Any) -> str:
+    name = f"kr-{uuid.uuid4().hex[:8]}"
+    apply(
+        cluster,
+        {
+            "apiVersion": "qss.dev/v1alpha1",
+            "kind": "KeyRequest",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        },
+    )
+    return name
+
+
+@dataclass
+class Pair:
+    network: QssNetwork
+    stream: str
+
+    @property
+    def a(self) -> Cluster:
+        return self.network.nodes[A].cluster
+
+    @property
+    def b(self) -> Cluster:
+        return self.network.nodes[B].cluster
+
+
+def register_sae(cluster: Cluster, namespace: str, name: str, sae_id: str) -> None:
+    cluster.kubectl("create", "namespace", namespace, check=False)
+    apply(
+        cluster,
+        {
+            "apiVersion": "qss.dev/v1alpha1",
+            "kind": "Sae",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"saeID": sae_id},
+        },
+    )
+
+    def ready() -> bool:
+        obj = get(cluster, "sae", name, namespace) or {}
+        conds = obj.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+    eventually(ready, what=f"Sae {name} Ready")
+
+
+@pytest.fixture(scope="module")
+def pair(qss_network: QssNetwork) -> Pair:
+    link = qss_network.add_link(A, B, name="delivery", rate_bps=2_000_000, capacity=200_000)
+    p = Pair(network=qss_network, stream=link.stream)
+    register_sae(p.a, NS_A, "alice", "alice")
+    register_sae(p.b, NS_B, "bob", "bob")
+    # The first request also waits for the SAE announcements to reach the other node.
+    name = keyrequest(p.a, NS_A, sae="alice", slaveSaeID="bob", number=1, size=256)
+    status = eventually(lambda: phase_of(p.a, name, NS_A), timeout=60, what="first request")
+    assert status["phase"] == "Ready", status
+    return p
+
+
+def test_keyrequest_on_a_yields_secrets_on_both_clusters_with_identical_keys(pair: Pair) -> None:
+    name = keyrequest(pair.a, NS_A, sae="alice", slaveSaeID="bob", number=10, size=512)
+    status = eventually(lambda: phase_of(pair.a, name, NS_A), what="master request")
+    assert status["phase"] == "Ready", status
+    assert status["keyCount"] == 10
+    assert status["peerNodeID"] == B
+    keys_a = secret_keys(pair.a, f"{name}-keys", NS_A)
+    assert sorted(keys_a) == sorted(status["keyIDs"])
+    assert all(len(v) == 64 for v in keys_a.values())
+    # The automatic slave request on B, in bob's namespace.
+    slave_name = f"bob-{get(pair.a, 'keyrequest', name, NS_A)['metadata']['uid']}"  # type: ignore[index]
+    slave = eventually(lambda: phase_of(pair.b, slave_name, NS_B), what="slave request")
+    assert slave["phase"] == "Ready", slave
+    keys_b = secret_keys(pair.b, f"{slave_name}-keys", NS_B)
+    assert keys_b == keys_a
+
+
+def test_handwritten_slave_request_gets_the_same_keys_by_id(pair: Pair) -> None:
+    # Deliver to alice without handing over: bob asks by ID himself, as in the paper.
+    name = keyrequest(pair.a, NS_A, sae="alice", slaveSaeID="bob", number=3, size=256)
+    status = eventually(lambda: phase_of(pair.a, name, NS_A))
+    uid = get(pair.a, "keyrequest", name, NS_A)["metadata"]["uid"]  # type: ignore[index]
+    auto = f"bob-{uid}"
+    eventually(lambda: phase_of(pair.b, auto, NS_B), what="automatic slave request")
+    # The automatic request took the keys: a second, hand-written one finds none left.
+    late = keyrequest(
+        pair.b, NS_B, sae="bob", masterSaeID="alice", keyIDs=status["keyIDs"], timeoutSeconds=5
+    )
+    failed = eventually(lambda: phase_of(pair.b, late, NS_B))
+    assert failed["phase"] == "Failed"
+    ready = next(c for c in failed["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "UnknownKeys"
+    assert "already delivered" in ready["message"]
+
+
+def test_slave_request_with_an_unknown_key_id_fails_clearly(pair: Pair) -> None:
+    name = keyrequest(
+        pair.b, NS_B, sae="bob", masterSaeID="alice", keyIDs=[str(uuid.uuid4())], timeoutSeconds=5
+    )
+    status = eventually(lambda: phase_of(pair.b, name, NS_B))
+    assert status["phase"] == "Failed"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "UnknownKeys"
+    assert get(pair.b, "secret", f"{name}-keys", NS_B) is None
+
+
+def test_request_for_an_unknown_sae_fails_with_UnknownSae(pair: Pair) -> None:
+    name = keyrequest(
+        pair.a, NS_A, sae="alice", slaveSaeID="nobody", number=1, size=256, timeoutSeconds=3
+    )
+    status = eventually(lambda: phase_of(pair.a, name, NS_A))
+    assert status["phase"] == "Failed"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "UnknownSae"
+    assert "nobody" in ready["message"]
+
+
+def test_deleting_a_keyrequest_deletes_its_secret(pair: Pair) -> None:
+    name = keyrequest(pair.a, NS_A, sae="alice", slaveSaeID="bob", number=1, size=256)
+    eventually(lambda: phase_of(pair.a, name, NS_A))
+    assert get(pair.a, "secret", f"{name}-keys", NS_A) is not None
+    pair.a.kubectl("delete", "keyrequest", name, "-n", NS_A)
+    eventually(
+        lambda: get(pair.a, "secret", f"{name}-keys", NS_A) is None,
+        what="Secret garbage-collected",
+    )
