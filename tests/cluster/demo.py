@@ -18,21 +18,14 @@ from tests.cluster.localcluster import (
     Cluster,
     ControlPlane,
     control_plane_binaries,
+    install_crds,
     stop_recorded,
 )
 
 
 def install(cluster: Cluster) -> None:
     """CRDs first and wait until they are served, then the rest of the demo overlay."""
-    cluster.kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "kustomize" / "crd"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "-l",
-        "app.kubernetes.io/part-of=kube-qss",
-    )
+    install_crds(cluster)
     cluster.kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "kustomize" / "demo"))
 
 

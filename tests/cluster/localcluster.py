@@ -303,6 +303,19 @@ class ControlPlane:
         self._record_pids()
 
 
+def install_crds(cluster: Cluster) -> None:
+    """Install kube-qss's CRDs and wait until the API server serves them."""
+    cluster.kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "kustomize" / "crd"))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=kube-qss",
+    )
+
+
 def stop_recorded(state_dir: Path) -> int:
     """Stop the processes a detached `up` recorded; returns how many were still running."""
     pid_file = state_dir / "pids.json"

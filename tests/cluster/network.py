@@ -17,12 +17,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from controllers import pki
-from tests.cluster.localcluster import Cluster, ControlPlane, free_port
+from tests.cluster.localcluster import (
+    Cluster,
+    ControlPlane,
+    control_plane_binaries,
+    free_port,
+    install_crds,
+)
 
 API_VERSION = "qss.dev/v1alpha1"
 NODE_NAMESPACE = "kube-qss-system"
@@ -269,9 +277,62 @@ class QssNetwork:
         device = pair.socket_a if node == pair.a else pair.socket_b
         self.start_qkdm(self.nodes[node], stream, device)
 
+    def register_sae(self, node: str, namespace: str, name: str, sae_id: str) -> None:
+        """Apply an Automatic Sae on ``node`` and wait until it is Ready."""
+        cluster = self.nodes[node].cluster
+        cluster.kubectl("create", "namespace", namespace, check=False)
+        apply(
+            cluster,
+            {
+                "apiVersion": API_VERSION,
+                "kind": "Sae",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"saeID": sae_id},
+            },
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            out = cluster.kubectl("get", "sae", name, "-n", namespace, "-o", "json").stdout
+            conditions = json.loads(out).get("status", {}).get("conditions", [])
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"Sae {namespace}/{name} on {node} not Ready within 60 s")
+
+    def sae_credentials(self, node: str, namespace: str, name: str) -> dict[str, bytes]:
+        """The Sae's issued credentials Secret: tls.crt, tls.key, ca.crt (PEM)."""
+        cluster = self.nodes[node].cluster
+        out = cluster.kubectl(
+            "get", "secret", f"{name}-credentials", "-n", namespace, "-o", "json"
+        ).stdout
+        data = json.loads(out)["data"]
+        return {k: base64.b64decode(v) for k, v in data.items()}
+
     def device_fault(self, stream: str, **faults: Any) -> dict[str, Any]:
         """Switch a fault of the link's device pair (link_down, rate_bps, qber)."""
         return device_request(self.links[stream].socket_a, {"op": "FAULT", **faults})
+
+
+@contextmanager
+def running_network(
+    state_dir: Path, *, nodes: tuple[str, ...] = ("node-a", "node-b"), detach: bool = False
+) -> Iterator[QssNetwork]:
+    """A local QSS network outside pytest (benchmarks, the demo): control plane, clusters with
+    the CRDs, and the nodes' Redis and controllers. Stopped on exit unless ``detach``."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    plane = ControlPlane(state_dir=state_dir, bin_dir=control_plane_binaries(), detach=detach)
+    try:
+        network = QssNetwork(plane=plane)
+        for name in nodes:
+            cluster = plane.start_cluster(name)
+            install_crds(cluster)
+            network.add_node(name, cluster)
+        yield network
+    except BaseException:
+        plane.stop()
+        raise
+    if not detach:
+        plane.stop()
 
 
 def device_request(path: Path, request: dict[str, Any]) -> dict[str, Any]:

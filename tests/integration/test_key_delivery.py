@@ -81,32 +81,12 @@ class Pair:
         return self.network.nodes[B].cluster
 
 
-def register_sae(cluster: Cluster, namespace: str, name: str, sae_id: str) -> None:
-    cluster.kubectl("create", "namespace", namespace, check=False)
-    apply(
-        cluster,
-        {
-            "apiVersion": "qss.dev/v1alpha1",
-            "kind": "Sae",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"saeID": sae_id},
-        },
-    )
-
-    def ready() -> bool:
-        obj = get(cluster, "sae", name, namespace) or {}
-        conds = obj.get("status", {}).get("conditions", [])
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
-
-    eventually(ready, what=f"Sae {name} Ready")
-
-
 @pytest.fixture(scope="module")
 def pair(qss_network: QssNetwork) -> Pair:
     link = qss_network.add_link(A, B, name="delivery", rate_bps=2_000_000, capacity=200_000)
     p = Pair(network=qss_network, stream=link.stream)
-    register_sae(p.a, NS_A, "alice", "alice")
-    register_sae(p.b, NS_B, "bob", "bob")
+    qss_network.register_sae(A, NS_A, "alice", "alice")
+    qss_network.register_sae(B, NS_B, "bob", "bob")
     # The first request also waits for the SAE announcements to reach the other node.
     name = keyrequest(p.a, NS_A, sae="alice", slaveSaeID="bob", number=1, size=256)
     status = eventually(lambda: phase_of(p.a, name, NS_A), timeout=60, what="first request")
