@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controllers.conditions import condition, merge_conditions, now_rfc3339
+from controllers.conditions import Condition, condition, merge_conditions, now_rfc3339
 from controllers.linkcost import CostWeights, State, link_cost, link_state
 
 DEFAULT_CAPACITY = 100_000
@@ -43,8 +43,41 @@ def streams_of(link_name: str, streams: Sequence[Mapping[str, Any]]) -> list[Map
     return [s for s in streams if (s.get("spec") or {}).get("link") == link_name]
 
 
+def peer_condition(
+    *, problem: tuple[str, str] | None, refusal: tuple[str, str] | None, generation: int = 0
+) -> Condition:
+    """PeerTrusted: whether the channel to the link's peer is set up and the peer got in.
+    ``problem`` is a configuration problem of the link (reason, message); ``refusal`` the
+    latest refusal of a client claiming to be the peer."""
+    if problem is not None:
+        reason, message = problem
+        return condition(
+            "PeerTrusted", ok=False, reason=reason, message=message, generation=generation
+        )
+    if refusal is not None:
+        reason, message = refusal
+        return condition(
+            "PeerTrusted",
+            ok=False,
+            reason=reason,
+            message=f"a client was refused on this link: {message}",
+            generation=generation,
+        )
+    return condition(
+        "PeerTrusted",
+        ok=True,
+        reason="PeerCAConfigured",
+        message="the channel trusts the peer's CA and no client was refused",
+        generation=generation,
+    )
+
+
 def link_status(
-    link: Mapping[str, Any], streams: Sequence[Mapping[str, Any]], *, at: str | None = None
+    link: Mapping[str, Any],
+    streams: Sequence[Mapping[str, Any]],
+    *,
+    extra: Sequence[Condition] = (),
+    at: str | None = None,
 ) -> LinkSample:
     """The link's next status from its spec, its current status and its streams' statuses."""
     spec = link.get("spec") or {}
@@ -99,7 +132,7 @@ def link_status(
         "cost": cost,
         "streams": len(streams),
         "lastSampleTime": at or now_rfc3339(),
-        "conditions": merge_conditions(status.get("conditions"), [ready]),
+        "conditions": merge_conditions(status.get("conditions"), [ready, *extra]),
     }
     return LinkSample(status=new_status, state=state, previous_state=status.get("state"))
 

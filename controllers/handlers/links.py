@@ -13,7 +13,8 @@ from typing import Any
 import kopf
 
 from controllers.kube import Kube, NotFoundError
-from controllers.linkstatus import link_status, stream_link_status, streams_of
+from controllers.linkstatus import link_status, peer_condition, stream_link_status, streams_of
+from controllers.node import NodeRuntime
 from qss_api import KEYSTREAMS, QKDLINKS
 
 # How often k_i(t) is sampled; also bounds how stale a link's cost can be.
@@ -33,7 +34,15 @@ async def sample_link(
 ) -> None:
     kube = _kube(memo)
     streams = streams_of(name, await kube.list(KEYSTREAMS))
-    sample = link_status(dict(body), streams)
+    node: NodeRuntime = memo["node"]
+    problem = node.link_problems.get(name)
+    refusal = node.refusals.latest_for_link(name)
+    trusted = peer_condition(
+        problem=(problem.reason, problem.message) if problem else None,
+        refusal=(refusal.reason, refusal.message) if refusal else None,
+        generation=int(body.get("metadata", {}).get("generation", 0)),
+    )
+    sample = link_status(dict(body), streams, extra=[trusted])
     try:
         await kube.apply_status(QKDLINKS, name, sample.status)
     except NotFoundError:

@@ -160,3 +160,34 @@ def test_deleting_a_keyrequest_deletes_its_secret(pair: Pair) -> None:
         lambda: get(pair.a, "secret", f"{name}-keys", NS_A) is None,
         what="Secret garbage-collected",
     )
+
+
+def test_link_whose_peer_ca_secret_is_missing_says_so_in_PeerTrusted(pair: Pair) -> None:
+    apply(
+        pair.a,
+        {
+            "apiVersion": "qss.dev/v1alpha1",
+            "kind": "QKDLink",
+            "metadata": {"name": "untrusted"},
+            "spec": {
+                "peerNodeID": "node-z",
+                "peerEndpoint": "https://127.0.0.1:1",
+                "peerCASecretName": "no-such-secret",
+            },
+        },
+    )
+
+    def trusted() -> dict[str, Any] | None:
+        obj = pair.a.kubectl("get", "qkdlink", "untrusted", "-o", "json").stdout
+        conds = json.loads(obj).get("status", {}).get("conditions", [])
+        return next((c for c in conds if c["type"] == "PeerTrusted"), None)
+
+    cond = eventually(trusted, what="PeerTrusted condition")
+    assert cond["status"] == "False"
+    assert cond["reason"] == "PeerCASecretNotFound"
+    assert "no-such-secret" in cond["message"]
+    # The delivery link's peer is trusted.
+    ok = json.loads(pair.a.kubectl("get", "qkdlink", "delivery", "-o", "json").stdout)
+    peer = next(c for c in ok["status"]["conditions"] if c["type"] == "PeerTrusted")
+    assert peer["status"] == "True"
+    pair.a.kubectl("delete", "qkdlink", "untrusted")
