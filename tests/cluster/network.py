@@ -166,6 +166,14 @@ class QssNetwork:
             ),
         )
 
+    def kill_controller(self, node: str) -> None:
+        """SIGKILL the node's controller, as a crash would (no clean-up runs)."""
+        proc = self.nodes[node].controller
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout=10)
+        self.nodes[node].controller = None
+
     # -- links ---------------------------------------------------------------------------------
 
     def add_link(
