@@ -5,7 +5,6 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STATE_DIR ?= /tmp/kube-qss
-CLUSTERS ?= node-a
 
 .PHONY: setup demo demo-down test lint unit bench clean
 
@@ -24,7 +23,7 @@ setup: $(VENV)/.installed
 
 ## demo: start a local QSS network and show it with kubectl.
 demo: setup
-	$(PY) -m tests.cluster.demo --state-dir $(STATE_DIR) --clusters $(CLUSTERS)
+	$(PY) -m tests.cluster.demo --state-dir $(STATE_DIR)
 
 ## demo-down: stop the local network that `make demo` started.
 demo-down:

@@ -1,62 +1,102 @@
 """The README's main job (``make demo``): a local QSS network, shown with kubectl.
 
-Starts the local control plane (``tests.cluster.localcluster``), installs the CRDs and the
-samples with ``kubectl apply -k kustomize/demo``, and prints ``kubectl get qss``. The processes
-keep running for the user to explore; ``make demo-down`` stops them.
+Two QSS nodes (node-a, node-b), each a real kube-apiserver with its Redis key store and
+controller, joined by one QKD link (a simulated device pair and a QKDM at each end). It shows
+the links and key streams filling on both clusters, registers the SAEs alice (node-a) and bob
+(node-b), applies the sample KeyRequest on node-a and shows that the Secrets on both clusters
+hold the same key IDs (never the keys). The network keeps running; ``make demo-down`` stops it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
-from tests.cluster.localcluster import (
-    DEFAULT_STATE_DIR,
-    REPO_ROOT,
-    Cluster,
-    ControlPlane,
-    control_plane_binaries,
-    install_crds,
-    stop_recorded,
-)
+from tests.cluster.localcluster import DEFAULT_STATE_DIR, REPO_ROOT, Cluster, stop_recorded
+from tests.cluster.network import QssNetwork, running_network
+
+SAMPLES = REPO_ROOT / "kustomize" / "samples"
 
 
-def install(cluster: Cluster) -> None:
-    """CRDs first and wait until they are served, then the rest of the demo overlay."""
-    install_crds(cluster)
-    cluster.kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "kustomize" / "demo"))
+def show(cluster: Cluster, *args: str) -> str:
+    print(f"\n[{cluster.name}] $ kubectl {' '.join(args)}")
+    out = cluster.kubectl(*args).stdout
+    print(out.rstrip())
+    return out
+
+
+def wait_ready(cluster: Cluster, name: str, namespace: str, timeout: float = 60) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = cluster.kubectl("get", "keyrequest", name, "-n", namespace, "-o", "json").stdout
+        status = json.loads(out).get("status", {})
+        if status.get("phase") in ("Ready", "Failed"):
+            return dict(status)
+        time.sleep(0.2)
+    raise RuntimeError(f"KeyRequest {namespace}/{name} on {cluster.name} not done in {timeout}s")
+
+
+def key_ids(cluster: Cluster, secret: str, namespace: str) -> list[str]:
+    out = cluster.kubectl("get", "secret", secret, "-n", namespace, "-o", "json").stdout
+    return sorted(k for k in json.loads(out)["data"] if k != "keys.json")
+
+
+def run(network: QssNetwork) -> None:
+    a, b = network.nodes["node-a"].cluster, network.nodes["node-b"].cluster
+    network.add_link("node-a", "node-b", rate_bps=200_000, capacity=100_000)
+    network.register_sae("node-b", "default", "bob", "bob")
+    a.kubectl("apply", "--server-side", "-f", str(SAMPLES / "qss.dev_v1alpha1_sae.yaml"))
+    network.register_sae("node-a", "default", "alice", "alice")  # waits until it is Ready
+    time.sleep(3)
+    for cluster in (a, b):
+        show(cluster, "get", "qkdlinks,keystreams")
+    print("\n... three seconds later, the key streams have filled further:")
+    time.sleep(3)
+    for cluster in (a, b):
+        show(cluster, "get", "keystreams")
+
+    show(a, "apply", "--server-side", "-f", str(SAMPLES / "qss.dev_v1alpha1_keyrequest.yaml"))
+    status = wait_ready(a, "alice-to-bob", "default")
+    if status.get("phase") != "Ready":
+        raise RuntimeError(f"the demo KeyRequest failed: {status.get('conditions')}")
+    uid = json.loads(
+        a.kubectl("get", "keyrequest", "alice-to-bob", "-n", "default", "-o", "json").stdout
+    )["metadata"]["uid"]
+    slave = f"bob-{uid}"
+    wait_ready(b, slave, "default")
+    show(a, "get", "sae,keyrequests")
+    show(b, "get", "sae,keyrequests")
+    ids_a = key_ids(a, "alice-to-bob-keys", "default")
+    ids_b = key_ids(b, f"{slave}-keys", "default")
+    print("\nKey IDs in Secret default/alice-to-bob-keys on node-a (the keys stay in the Secret):")
+    print("  " + "\n  ".join(ids_a))
+    same = "the same" if ids_a == ids_b else "DIFFERENT"
+    print(f"Secret default/{slave}-keys on node-b holds {same} {len(ids_b)} key IDs.")
+    if ids_a != ids_b:
+        raise RuntimeError("the two Secrets hold different key IDs")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
-    parser.add_argument("--clusters", default="node-a")
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir
-
     if stop_recorded(state_dir):
         print("stopped the previous demo network")
     shutil.rmtree(state_dir, ignore_errors=True)
-    state_dir.mkdir(parents=True)
-    bin_dir = control_plane_binaries()
-    plane = ControlPlane(state_dir=state_dir, bin_dir=bin_dir, detach=True)
-    names = [n for n in args.clusters.split(",") if n]
-    try:
-        clusters = [plane.start_cluster(name) for name in names]
-        for cluster in clusters:
-            install(cluster)
-    except Exception:
-        plane.stop()
-        raise
-    for cluster in clusters:
-        print(f"\n$ kubectl --kubeconfig {cluster.kubeconfig} get qss -A")
-        print(cluster.kubectl("get", "qss", "-A").stdout)
-    print("The network keeps running. Explore it with:")
-    print(f"  export PATH={bin_dir}:$PATH KUBECONFIG={clusters[0].kubeconfig}")
-    print("  kubectl get keystreams")
-    print("Stop it with: make demo-down")
+    with running_network(state_dir, detach=True) as network:
+        run(network)
+        bin_dir = network.plane.bin_dir
+        kubeconfigs = {n: node.cluster.kubeconfig for n, node in network.nodes.items()}
+    print("\nThe network keeps running. Explore it with:")
+    print(f"  export PATH={bin_dir}:$PATH")
+    for name, path in kubeconfigs.items():
+        print(f"  kubectl --kubeconfig {path} get qss -A     # {name}")
+    print(f"Logs are in {state_dir}. Stop it with: make demo-down")
     return 0
 
 
