@@ -17,6 +17,7 @@ import kopf
 
 import controllers.handlers  # noqa: F401  (registers the reconcilers with kopf)
 from controllers.etsi014 import Etsi014Settings, Etsi014SettingsError
+from controllers.identity import IdentityError
 from controllers.kube import Kube, connect
 from controllers.node import NodeRuntime, start_node
 from controllers.settings import ControllerSettings, SettingsError
@@ -46,7 +47,11 @@ async def _startup(settings: Any, memo: kopf.Memo, logger: Any, **_: Any) -> Non
     configure_kopf(settings, node)
     kube = Kube(api=await connect(node.kubeconfig), field_manager=FIELD_MANAGER)
     memo["kube"] = kube
-    runtime = await start_node(node, kube, memo["key_api_settings"])
+    try:
+        runtime = await start_node(node, kube, memo["key_api_settings"])
+    except IdentityError as exc:
+        # Missing namespace, or Secrets a user supplied that do not fit: retrying won't help.
+        raise kopf.PermanentError(f"cannot set up this node's identity: {exc}") from None
     # What the handlers use, by the names they look for.
     memo["node"] = runtime
     memo["identity"] = runtime.identity

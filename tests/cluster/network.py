@@ -275,6 +275,15 @@ class QssNetwork:
             ),
         )
 
+    def stop_link(self, stream: str) -> None:
+        """Stop the link's QKDMs and device pair (its objects and stored keys stay), so that
+        finished tests leave no processes loading the machine."""
+        pair = self.links.pop(stream)
+        for node in (pair.a, pair.b):
+            proc = self.nodes[node].qkdms.pop(stream, None)
+            _stop(proc)
+        _stop(pair.device)
+
     def kill_qkdm(self, node: str, stream: str) -> None:
         proc = self.nodes[node].qkdms.pop(stream)
         proc.kill()

@@ -15,7 +15,17 @@ from tests.cluster.localcluster import Cluster, free_port
 
 
 def _start_controller(cluster: Cluster, port: int) -> subprocess.Popen[str]:
-    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), QSS_NODE_ID="node-a")
+    # Its own namespace for the node's Secrets, and any free ports for its servers.
+    cluster.kubectl("create", "namespace", "qss-process-test", check=False)
+    env = dict(
+        os.environ,
+        KUBECONFIG=str(cluster.kubeconfig),
+        QSS_NODE_ID="node-a",
+        QSS_NAMESPACE="qss-process-test",
+        QSS_CHANNEL_ADDRESS="127.0.0.1:0",
+        QSS_ETSI014_HOST="127.0.0.1",
+        QSS_ETSI014_PORT="0",
+    )
     return subprocess.Popen(
         [
             sys.executable,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,7 +37,7 @@ class Nodes:
 
 
 @pytest.fixture(scope="module")
-def nodes(qss_network: QssNetwork, local_network: LocalNetwork) -> Nodes:
+def nodes(qss_network: QssNetwork, local_network: LocalNetwork) -> Iterator[Nodes]:
     for name in (C, D):
         if name not in qss_network.nodes:
             qss_network.add_node(name, local_network.cluster(name))
@@ -49,7 +49,8 @@ def nodes(qss_network: QssNetwork, local_network: LocalNetwork) -> Nodes:
     eventually(lambda: _stream_available(n, C) >= 64, timeout=60, what="keys on the link")
     first = keyrequest(n.cluster(C), NS_C, sae="carol", slaveSaeID="dave", number=1, size=256)
     assert eventually(lambda: phase_of(n.cluster(C), first, NS_C), timeout=60)["phase"] == "Ready"
-    return n
+    yield n
+    qss_network.stop_link(link.stream)
 
 
 def _stream_available(nodes: Nodes, node: str) -> int:

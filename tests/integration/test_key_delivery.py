@@ -7,7 +7,7 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,8 @@ from tests.cluster.network import QssNetwork, apply
 
 A, B = "node-a", "node-b"
 NS_A, NS_B = "team-a", "team-b"
+# SAE IDs of this module's own (the samples register "alice" on node-a too).
+ALICE, BOB = "kd-alice", "kd-bob"
 
 
 def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
@@ -82,20 +84,21 @@ class Pair:
 
 
 @pytest.fixture(scope="module")
-def pair(qss_network: QssNetwork) -> Pair:
+def pair(qss_network: QssNetwork) -> Iterator[Pair]:
     link = qss_network.add_link(A, B, name="delivery", rate_bps=2_000_000, capacity=200_000)
     p = Pair(network=qss_network, stream=link.stream)
-    qss_network.register_sae(A, NS_A, "alice", "alice")
-    qss_network.register_sae(B, NS_B, "bob", "bob")
+    qss_network.register_sae(A, NS_A, "alice", ALICE)
+    qss_network.register_sae(B, NS_B, "bob", BOB)
     # The first request also waits for the SAE announcements to reach the other node.
-    name = keyrequest(p.a, NS_A, sae="alice", slaveSaeID="bob", number=1, size=256)
+    name = keyrequest(p.a, NS_A, sae="alice", slaveSaeID=BOB, number=1, size=256)
     status = eventually(lambda: phase_of(p.a, name, NS_A), timeout=60, what="first request")
     assert status["phase"] == "Ready", status
-    return p
+    yield p
+    qss_network.stop_link(link.stream)
 
 
 def test_keyrequest_on_a_yields_secrets_on_both_clusters_with_identical_keys(pair: Pair) -> None:
-    name = keyrequest(pair.a, NS_A, sae="alice", slaveSaeID="bob", number=10, size=512)
+    name = keyrequest(pair.a, NS_A, sae="alice", slaveSaeID=BOB, number=10, size=512)
     status = eventually(lambda: phase_of(pair.a, name, NS_A), what="master request")
     assert status["phase"] == "Ready", status
     assert status["keyCount"] == 10
@@ -113,14 +116,14 @@ def test_keyrequest_on_a_yields_secrets_on_both_clusters_with_identical_keys(pai
 
 def test_handwritten_slave_request_gets_the_same_keys_by_id(pair: Pair) -> None:
     # Deliver to alice without handing over: bob asks by ID himself, as in the paper.
-    name = keyrequest(pair.a, NS_A, sae="alice", slaveSaeID="bob", number=3, size=256)
+    name = keyrequest(pair.a, NS_A, sae="alice", slaveSaeID=BOB, number=3, size=256)
     status = eventually(lambda: phase_of(pair.a, name, NS_A))
     uid = get(pair.a, "keyrequest", name, NS_A)["metadata"]["uid"]  # type: ignore[index]
     auto = f"bob-{uid}"
     eventually(lambda: phase_of(pair.b, auto, NS_B), what="automatic slave request")
     # The automatic request took the keys: a second, hand-written one finds none left.
     late = keyrequest(
-        pair.b, NS_B, sae="bob", masterSaeID="alice", keyIDs=status["keyIDs"], timeoutSeconds=5
+        pair.b, NS_B, sae="bob", masterSaeID=ALICE, keyIDs=status["keyIDs"], timeoutSeconds=5
     )
     failed = eventually(lambda: phase_of(pair.b, late, NS_B))
     assert failed["phase"] == "Failed"
@@ -131,7 +134,7 @@ def test_handwritten_slave_request_gets_the_same_keys_by_id(pair: Pair) -> None:
 
 def test_slave_request_with_an_unknown_key_id_fails_clearly(pair: Pair) -> None:
     name = keyrequest(
-        pair.b, NS_B, sae="bob", masterSaeID="alice", keyIDs=[str(uuid.uuid4())], timeoutSeconds=5
+        pair.b, NS_B, sae="bob", masterSaeID=ALICE, keyIDs=[str(uuid.uuid4())], timeoutSeconds=5
     )
     status = eventually(lambda: phase_of(pair.b, name, NS_B))
     assert status["phase"] == "Failed"
@@ -152,7 +155,7 @@ def test_request_for_an_unknown_sae_fails_with_UnknownSae(pair: Pair) -> None:
 
 
 def test_deleting_a_keyrequest_deletes_its_secret(pair: Pair) -> None:
-    name = keyrequest(pair.a, NS_A, sae="alice", slaveSaeID="bob", number=1, size=256)
+    name = keyrequest(pair.a, NS_A, sae="alice", slaveSaeID=BOB, number=1, size=256)
     eventually(lambda: phase_of(pair.a, name, NS_A))
     assert get(pair.a, "secret", f"{name}-keys", NS_A) is not None
     pair.a.kubectl("delete", "keyrequest", name, "-n", NS_A)

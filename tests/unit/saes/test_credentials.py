@@ -20,7 +20,12 @@ from controllers.saes.credentials import (
     renewal_reason,
 )
 
-NOW = dt.datetime.now(dt.UTC)
+
+def _now() -> dt.datetime:
+    """Now, at the time of the check (not at import: a long test session would make fresh
+    certificates look not yet valid)."""
+    return dt.datetime.now(dt.UTC)
+
 
 Spoil = Callable[[dict[str, bytes], pki.Credentials], dict[str, bytes]]
 
@@ -39,7 +44,7 @@ def test_issued_secret_data_has_the_tls_entries(node_ca: pki.Credentials) -> Non
 
 def test_valid_issued_credentials_are_reused(node_ca: pki.Credentials) -> None:
     data = _issued(node_ca)
-    assert renewal_reason(data, sae_id="sae-a", ca_pem=node_ca.cert_pem, now=NOW) is None
+    assert renewal_reason(data, sae_id="sae-a", ca_pem=node_ca.cert_pem, now=_now()) is None
 
 
 @pytest.mark.parametrize(
@@ -58,36 +63,36 @@ def test_spoilt_issued_credentials_are_replaced(
     node_ca: pki.Credentials, spoil: Spoil, why: str
 ) -> None:
     data = spoil(_issued(node_ca), node_ca)
-    reason = renewal_reason(data, sae_id="sae-a", ca_pem=node_ca.cert_pem, now=NOW)
+    reason = renewal_reason(data, sae_id="sae-a", ca_pem=node_ca.cert_pem, now=_now())
     assert reason is not None
     assert why in reason
 
 
 def test_credentials_of_another_sae_id_are_replaced(node_ca: pki.Credentials) -> None:
     data = _issued(node_ca, "sae-b")
-    reason = renewal_reason(data, sae_id="sae-a", ca_pem=node_ca.cert_pem, now=NOW)
+    reason = renewal_reason(data, sae_id="sae-a", ca_pem=node_ca.cert_pem, now=_now())
     assert reason == "its certificate is for another SAE ID"
 
 
 def test_credentials_from_another_ca_are_replaced(node_ca: pki.Credentials) -> None:
     other = pki.create_ca("old node CA")
     data = {**_issued(other), CA_CRT: node_ca.cert_pem}
-    reason = renewal_reason(data, sae_id="sae-a", ca_pem=node_ca.cert_pem, now=NOW)
+    reason = renewal_reason(data, sae_id="sae-a", ca_pem=node_ca.cert_pem, now=_now())
     assert reason is not None
     assert "not a valid SAE certificate from this node's CA" in reason
 
 
 def test_credentials_are_renewed_a_month_before_expiry(node_ca: pki.Credentials) -> None:
     data = _issued(node_ca, validity=RENEW_BEFORE + dt.timedelta(days=5))
-    assert renewal_reason(data, sae_id="sae-a", ca_pem=node_ca.cert_pem, now=NOW) is None
-    later = NOW + dt.timedelta(days=6)
+    assert renewal_reason(data, sae_id="sae-a", ca_pem=node_ca.cert_pem, now=_now()) is None
+    later = _now() + dt.timedelta(days=6)
     reason = renewal_reason(data, sae_id="sae-a", ca_pem=node_ca.cert_pem, now=later)
     assert reason == "its certificate expires within 30 days"
 
 
 def test_expired_credentials_are_replaced(node_ca: pki.Credentials) -> None:
     data = _issued(node_ca)
-    later = NOW + pki.SAE_VALIDITY + dt.timedelta(days=1)
+    later = _now() + pki.SAE_VALIDITY + dt.timedelta(days=1)
     assert renewal_reason(data, sae_id="sae-a", ca_pem=node_ca.cert_pem, now=later) is not None
 
 
@@ -95,7 +100,7 @@ def test_manual_certificate_is_checked_against_its_own_ca() -> None:
     team_ca = pki.create_ca("team CA")
     issued = pki.issue_sae_certificate(team_ca, "sae-m")
     data = {TLS_CRT: issued.cert_pem, CA_CRT: team_ca.cert_pem}  # tls.key is not needed
-    checked = manual_certificate(data, sae_id="sae-m", where="apps/creds", now=NOW)
+    checked = manual_certificate(data, sae_id="sae-m", where="apps/creds", now=_now())
     assert checked.certificate.serial_number == issued.certificate.serial_number
     assert checked.ca_pem == team_ca.cert_pem
 
@@ -125,7 +130,7 @@ def test_manual_secret_problems_say_what_is_wrong(
     }
     data = {k: named[v] if isinstance(v, str) else v for k, v in entries.items()}
     with pytest.raises(CredentialsProblem) as problem:
-        manual_certificate(data, sae_id="sae-m", where="apps/creds", now=NOW)
+        manual_certificate(data, sae_id="sae-m", where="apps/creds", now=_now())
     assert problem.value.reason == "InvalidCredentials"
     assert problem.value.message.startswith("Secret apps/creds: ")
     assert message in problem.value.message
@@ -135,7 +140,7 @@ def test_expired_manual_certificate_is_invalid() -> None:
     team_ca = pki.create_ca("team CA")
     issued = pki.issue_sae_certificate(team_ca, "sae-m")
     data = {TLS_CRT: issued.cert_pem, CA_CRT: team_ca.cert_pem}
-    later = NOW + pki.SAE_VALIDITY + dt.timedelta(days=1)
+    later = _now() + pki.SAE_VALIDITY + dt.timedelta(days=1)
     with pytest.raises(CredentialsProblem, match="does not verify"):
         manual_certificate(data, sae_id="sae-m", where="apps/creds", now=later)
 
@@ -145,5 +150,5 @@ def test_manual_chain_with_an_intermediate_verifies() -> None:
     team_ca = pki.create_ca("team CA")
     issued = pki.issue_sae_certificate(team_ca, "sae-m")
     data = {TLS_CRT: issued.cert_pem + team_ca.cert_pem, CA_CRT: team_ca.cert_pem}
-    checked = manual_certificate(data, sae_id="sae-m", where="apps/creds", now=NOW)
+    checked = manual_certificate(data, sae_id="sae-m", where="apps/creds", now=_now())
     assert pki.sae_id_of(checked.certificate) == "sae-m"
