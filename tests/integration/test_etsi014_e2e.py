@@ -15,7 +15,9 @@ client would. What is checked:
   TLS handshake), and never a key;
 - malformed requests: 400 with a message;
 - keys taken through 014 and through KeyRequests never overlap, by ID or by bytes, and a key
-  handed over through a KeyRequest cannot be fetched again through 014.
+  handed over through a KeyRequest cannot be fetched again through 014;
+- the key supply behind the API: a buffer that was full for a while refills once keys are taken
+  (xfail: a QKDM bug, see the marker).
 
 Other test modules add links between the same two nodes, so the KME may draw a pair's keys from
 any stream towards node-b; the checks hold whichever it picks.
@@ -28,7 +30,7 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -36,6 +38,7 @@ import aiohttp
 import pytest
 
 from controllers import pki
+from controllers.keystore import KeyStore, UnknownStreamError
 from tests.cluster.localcluster import Cluster
 from tests.cluster.network import QssNetwork, apply
 from tests.etsi014_client import Etsi014Client, Etsi014Error, key_map
@@ -48,7 +51,8 @@ SAE_REVOKED = "etsi-revoked"
 LINK = "etsi014"
 CHUNK_BITS = 512
 CAPACITY = 60_000
-RATE_BPS = 1_000_000
+# Well within what the QKDM ingests, so it never falls behind the device.
+RATE_BPS = 256_000
 CHUNK_BYTES = CHUNK_BITS // 8
 
 # Generous: the machine is shared with other test runs.
@@ -85,17 +89,19 @@ class Etsi:
 
 
 @pytest.fixture(scope="module")
-def etsi(qss_network: QssNetwork) -> Etsi:
+def etsi(qss_network: QssNetwork) -> Iterator[Etsi]:
     qss_network.add_link(
         A, B, name=LINK, rate_bps=RATE_BPS, capacity=CAPACITY, chunk_bits=CHUNK_BITS
     )
     qss_network.register_sae(A, NS_A, SAE_A, SAE_A)
     qss_network.register_sae(B, NS_B, SAE_B, SAE_B)
-    return Etsi(
+    yield Etsi(
         network=qss_network,
         creds_a=qss_network.sae_credentials(A, NS_A, SAE_A),
         creds_b=qss_network.sae_credentials(B, NS_B, SAE_B),
     )
+    # Its processes go at module end; its objects and stored keys stay.
+    qss_network.stop_link(LINK)
 
 
 def sae_client(url: str, creds: dict[str, bytes], *, ca_pem: bytes | None = None) -> Etsi014Client:
@@ -560,3 +566,69 @@ async def test_keys_through_014_and_keyrequests_never_overlap(
         obj = await finished(etsi.cluster_b, slave, NS_B)
         assert obj["status"]["phase"] == "Ready", obj["status"]
     await expect_error(400, bob.dec_keys(SAE_A, list(kr_keys)[:per_request]))
+
+
+# --- the key supply behind the API -----------------------------------------------------------
+
+REFILL_LINK = "etsi014-refill"
+REFILL_RATE_BPS = 128_000  # 500 chunks of 256 bits a second
+REFILL_CAPACITY = 200  # full in under a second
+REFILL_DEVICE_BITS = 256_000  # the device keeps 1,000 chunks: a window of 2 s
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug, controllers/qkdm/pump.py Pump._pull: once the store's buffer has been "
+    "full for longer than the device keeps key (device buffer / rate), the QKDM's next "
+    "GET_KEY is 'expired'; it jumps to oldest_index, then (no chunk read, index == cursor) "
+    "waits idle_seconds, by which time oldest_index has moved on, so every try is expired "
+    "again and the stream is never refilled (its status still says KeysFlowing, 0 bit/s). "
+    "enc_keys then runs dry for good.",
+)
+async def test_keys_flow_again_after_the_buffer_was_full_for_a_while(etsi: Etsi) -> None:
+    network = etsi.network
+    await asyncio.to_thread(
+        network.add_link,
+        A,
+        B,
+        name=REFILL_LINK,
+        rate_bps=REFILL_RATE_BPS,
+        capacity=REFILL_CAPACITY,
+        chunk_bits=256,
+        buffer_bits=REFILL_DEVICE_BITS,
+    )
+    window = REFILL_DEVICE_BITS / REFILL_RATE_BPS
+    async with KeyStore.from_url(network.nodes[A].redis_url) as store:
+
+        async def added() -> tuple[int, int]:
+            try:
+                counts = await store.counts(stream=REFILL_LINK)
+            except UnknownStreamError:
+                return 0, 0
+            return counts.added, counts.held
+
+        deadline = time.monotonic() + READY_TIMEOUT
+        while (await added())[1] < REFILL_CAPACITY:
+            assert time.monotonic() < deadline, f"the buffer did not fill: {await added()}"
+            await asyncio.sleep(0.2)
+        # Full for well over the device's window: what it generated meanwhile is gone.
+        await asyncio.sleep(2.5 * window)
+        before, _ = await added()
+        taken = await store.reserve(
+            stream=REFILL_LINK,
+            reservation_id=str(uuid.uuid4()),
+            owner="etsi014-test/refill",
+            count=REFILL_CAPACITY // 2,
+            size_bits=256,
+        )
+        await store.consume(
+            stream=REFILL_LINK, owner="etsi014-test/refill", key_ids=list(taken.key_ids)
+        )
+        # At 500 chunks/s the free half refills in a fraction of a second; allow plenty.
+        deadline = time.monotonic() + 20
+        while (await added())[0] == before:
+            assert time.monotonic() < deadline, (
+                f"no key stored in 20 s after consuming {REFILL_CAPACITY // 2} of a full buffer "
+                f"(added {before}, held {(await added())[1]} of {REFILL_CAPACITY})"
+            )
+            await asyncio.sleep(0.2)
