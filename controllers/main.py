@@ -15,8 +15,10 @@ from typing import Any
 
 import kopf
 
-import controllers.handlers  # noqa: F401  (registers the reconcilers with kopf)
 from controllers.etsi014 import Etsi014Settings, Etsi014SettingsError
+
+# Importing the handler modules registers the reconcilers with kopf.
+from controllers.handlers import keyrequests, links, saes, topology  # noqa: F401
 from controllers.identity import IdentityError
 from controllers.kube import Kube, connect
 from controllers.node import NodeRuntime, start_node

@@ -131,8 +131,57 @@ class DeviceClient:
             raise
         return Status.SUCCESS
 
-    async def get_key(self, *, ksid: str, index: int) -> KeyChunk:
-        reply = await self.request("GET_KEY", key_stream_ID=ksid, index=index)
+    async def get_keys(
+        self, *, ksid: str, first: int, count: int
+    ) -> tuple[list[KeyChunk], DeviceRefusal | None]:
+        """GET_KEY for indices ``first .. first+count-1``, pipelined: all requests are written
+        at once and the answers read in order. Returns the chunks up to the first refusal, and
+        that refusal (None when all ``count`` came)."""
+        lines = b"".join(
+            json.dumps({"op": "GET_KEY", "key_stream_ID": ksid, "index": i}).encode() + b"\n"
+            for i in range(first, first + count)
+        )
+        async with self._lock:
+            if self._writer is None or self._reader is None:
+                await self.connect()
+            assert self._writer is not None
+            assert self._reader is not None
+            replies: list[bytes] = []
+            try:
+                self._writer.write(lines)
+                await self._writer.drain()
+                for _ in range(count):
+                    line = await asyncio.wait_for(self._reader.readline(), self.timeout)
+                    if not line:
+                        raise ConnectionResetError("the device closed the connection")
+                    replies.append(line)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                await self.aclose()
+                raise DeviceUnavailable(f"QKD device at {self.path} failed: {exc!r}") from None
+        chunks: list[KeyChunk] = []
+        for index, line in enumerate(replies, first):
+            try:
+                reply = json.loads(line)
+            except ValueError:
+                raise DeviceProtocolError(
+                    f"QKD device at {self.path} sent a non-JSON line"
+                ) from None
+            if not isinstance(reply, dict) or not isinstance(reply.get("status"), int):
+                raise DeviceProtocolError(
+                    f"QKD device at {self.path} sent a reply without a status"
+                )
+            if reply["status"] != Status.SUCCESS:
+                refusal = DeviceRefusal(
+                    reply["status"],
+                    str(reply.get("reason", "")),
+                    str(reply.get("message", "")),
+                    reply,
+                )
+                return chunks, refusal
+            chunks.append(self._chunk(reply, index))
+        return chunks, None
+
+    def _chunk(self, reply: dict[str, Any], index: int) -> KeyChunk:
         try:
             material = base64.b64decode(reply["key_buffer"], validate=True)
             got = int(reply["index"])

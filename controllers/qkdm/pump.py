@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from controllers.keystore import Chunk, KeyStore, StreamCounts
 from controllers.kube import Kube, NotFoundError
-from controllers.qkdm.device import DeviceClient, DeviceError, DeviceRefusal, Status
+from controllers.qkdm.device import DeviceClient, DeviceError, DeviceRefusal, KeyChunk, Status
 from controllers.qkdm.ids import chunk_id, default_ksid
 from controllers.qkdm.ratemeter import RateMeter
 from controllers.qkdm.status import Fault, Observation
@@ -229,39 +229,12 @@ class Pump:
             if free <= 0:
                 await stopped.wait(self.idle_seconds)
                 continue
-            chunks: list[Chunk] = []
-            index = cursor
-            for _ in range(min(free, self.batch)):
-                try:
-                    key = await self.device.get_key(ksid=plan.ksid, index=index)
-                except DeviceRefusal as refusal:
-                    if refusal.status == Status.INSUFFICIENT_KEY and refusal.reason == "expired":
-                        oldest = int(refusal.reply.get("oldest_index", index + 1))
-                        self.skipped += oldest - index
-                        index = oldest
-                        if not chunks:
-                            cursor = index
-                        break
-                    if refusal.status in (
-                        Status.PEER_NOT_CONNECTED,
-                        Status.GET_KEY_PEER_NOT_CONNECTED,
-                    ):
-                        self.fault = PEER_NOT_CONNECTED
-                        break
-                    if refusal.status in (Status.INSUFFICIENT_KEY, Status.TIMEOUT):
-                        break  # nothing more now
-                    raise
-                if len(key.material) != plan.chunk_bytes:
-                    raise StreamNotReady(
-                        Fault(
-                            reason="DeviceGarbage",
-                            message=f"the device returned {len(key.material)}-byte chunks, "
-                            f"the stream takes {plan.chunk_bytes}",
-                        )
-                    )
-                chunks.append(Chunk(chunk_id=chunk_id(plan.ksid, index), material=key.material))
-                index += 1
-            if chunks:
+            got, refusal = await self.device.get_keys(
+                ksid=plan.ksid, first=cursor, count=min(free, self.batch)
+            )
+            stored_all = True
+            if got:
+                chunks = [self._chunk(plan, key) for key in got]
                 self.fault = None  # keys flow, so the peer's end is open too
                 if not self.flowing:
                     # Measure from the first key: time waiting for the peer is not the rate.
@@ -272,9 +245,36 @@ class Pump:
                     stream=plan.name, chunks=chunks, first_index=cursor
                 )
                 cursor += result.stored
+                stored_all = result.stored == len(chunks)
                 self.meter.record(result.accepted * plan.chunk_bytes * 8)
-            elif index != cursor:
-                cursor = index
+            if refusal is None or not stored_all:
+                continue  # more may be waiting right now
+            if refusal.status == Status.INSUFFICIENT_KEY and refusal.reason == "expired":
+                # The device dropped chunks we had not fetched (the buffer was full, or we fell
+                # behind). Skip into the middle of what it still holds, so the next request is
+                # not overtaken again before it arrives; count what was lost.
+                oldest = int(refusal.reply.get("oldest_index", cursor + 1))
+                newest = int(refusal.reply.get("next_index", oldest))
+                skip_to = max(oldest + (newest - oldest) // 2, cursor + 1)
+                self.skipped += skip_to - cursor
+                cursor = skip_to
                 await self.store.set_ingest_cursor(stream=plan.name, cursor=cursor)
-            else:
-                await stopped.wait(self.idle_seconds)
+                continue
+            if refusal.status in (Status.PEER_NOT_CONNECTED, Status.GET_KEY_PEER_NOT_CONNECTED):
+                self.fault = PEER_NOT_CONNECTED
+            elif refusal.status not in (Status.INSUFFICIENT_KEY, Status.TIMEOUT):
+                raise refusal
+            if not got:
+                await stopped.wait(self.idle_seconds)  # nothing to fetch now
+
+    @staticmethod
+    def _chunk(plan: StreamPlan, key: KeyChunk) -> Chunk:
+        if len(key.material) != plan.chunk_bytes:
+            raise StreamNotReady(
+                Fault(
+                    reason="DeviceGarbage",
+                    message=f"the device returned {len(key.material)}-byte chunks, "
+                    f"the stream takes {plan.chunk_bytes}",
+                )
+            )
+        return Chunk(chunk_id=chunk_id(plan.ksid, key.index), material=key.material)

@@ -17,7 +17,7 @@ client would. What is checked:
 - keys taken through 014 and through KeyRequests never overlap, by ID or by bytes, and a key
   handed over through a KeyRequest cannot be fetched again through 014;
 - the key supply behind the API: a buffer that was full for a while refills once keys are taken
-  (xfail: a QKDM bug, see the marker).
+  (a regression test of a QKDM bug, fixed).
 
 Other test modules add links between the same two nodes, so the KME may draw a pair's keys from
 any stream towards node-b; the checks hold whichever it picks.
@@ -576,15 +576,6 @@ REFILL_CAPACITY = 200  # full in under a second
 REFILL_DEVICE_BITS = 256_000  # the device keeps 1,000 chunks: a window of 2 s
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug, controllers/qkdm/pump.py Pump._pull: once the store's buffer has been "
-    "full for longer than the device keeps key (device buffer / rate), the QKDM's next "
-    "GET_KEY is 'expired'; it jumps to oldest_index, then (no chunk read, index == cursor) "
-    "waits idle_seconds, by which time oldest_index has moved on, so every try is expired "
-    "again and the stream is never refilled (its status still says KeysFlowing, 0 bit/s). "
-    "enc_keys then runs dry for good.",
-)
 async def test_keys_flow_again_after_the_buffer_was_full_for_a_while(etsi: Etsi) -> None:
     network = etsi.network
     await asyncio.to_thread(
