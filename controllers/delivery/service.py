@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -159,9 +159,11 @@ class NodeKeyDelivery:
         number: int,
         size_bits: int,
         timeout: float,
+        on_wait: Callable[[], Awaitable[None]] | None = None,
     ) -> Ticket:
         """Reserve ``number`` keys here and the same IDs on the slave's node; all or nothing.
-        Waits up to ``timeout`` seconds while keys are short or the peer lags behind."""
+        Waits up to ``timeout`` seconds while keys are short or the peer lags behind, calling
+        ``on_wait`` once when it first has to."""
         check_request(number=number, size_bits=size_bits)
         node = self._slave_node(master_sae_id, slave_sae_id)
         owner = pair_owner(master_sae_id, slave_sae_id)
@@ -188,6 +190,9 @@ class NodeKeyDelivery:
                     f"fewer than {number} keys of {size_bits} bits towards node {node} "
                     f"within {timeout:g} s"
                 )
+            if on_wait is not None:
+                await on_wait()
+                on_wait = None
             await asyncio.sleep(self.poll_seconds)
 
     async def _reserve_here(
@@ -301,18 +306,16 @@ class NodeKeyDelivery:
             )
             await self.abort(ticket)
 
-    async def handover(self, ticket: Ticket, *, secret_hint: str | None = None) -> None:
-        """Tell the peer that the keys are delivered here, so it hands them to the slave SAE
-        (it creates the slave-side KeyRequest)."""
+    async def handover(self, ticket: Ticket, *, key_ids: Sequence[str]) -> None:
+        """Tell the peer that the keys ``key_ids`` are delivered here, so it hands them to the
+        slave SAE (it creates the slave-side KeyRequest). Idempotent on the peer."""
         payload = {
             "request_id": ticket.request_id,
             "master_sae": ticket.master_sae_id,
             "slave_sae": ticket.slave_sae_id,
             "size_bits": ticket.size_bits,
-            "key_ids": ticket.key_ids,
+            "key_ids": list(key_ids),
         }
-        if secret_hint:
-            payload["secret_hint"] = secret_hint
         try:
             await self.peers.post_json(ticket.peer_node, HANDOVER_PATH, payload)
         except PeerError as exc:

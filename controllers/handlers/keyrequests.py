@@ -9,6 +9,7 @@ the request's timeoutSeconds; then it fails with a condition that says why, hold
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
@@ -21,6 +22,7 @@ from controllers.keyrequests import (
     failed_status,
     key_ids_in_secret,
     key_secret,
+    now_precise,
     ready_status,
     role_of,
     secret_name,
@@ -70,16 +72,20 @@ async def serve_keyrequest(
     delivery: NodeKeyDelivery = memo["delivery"]
     role = role_of(spec)
     generation = int(meta.get("generation", 0))
-    started = status.get("startTime")
-    if not started:
-        first = started_status(role=role, generation=generation)
-        started = first["startTime"]
-        await kube.apply_status(KEYREQUESTS, name, first, namespace=namespace)
+    started = status.get("startTime") or now_precise()
+    reserving = started_status(role=role, generation=generation, at=started)
+
+    async def show_reserving() -> None:
+        """Only a request that has to wait says so: the fast path skips this write."""
+        if status.get("phase") != "Reserving":
+            await kube.apply_status(KEYREQUESTS, name, reserving, namespace=namespace)
+
     target = secret_name(name, spec)
+    ticket: Ticket | None = None
     try:
         sae_id = await _sae_id(kube, namespace, str(spec["sae"]))
         if role == "Master":
-            key_ids, peer = await _serve_master(
+            key_ids, peer, ticket = await _serve_master(
                 delivery,
                 kube,
                 name=name,
@@ -89,6 +95,7 @@ async def serve_keyrequest(
                 meta=meta,
                 sae_id=sae_id,
                 secret=target,
+                on_wait=show_reserving,
             )
         else:
             key_ids, peer = await _serve_slave(
@@ -143,6 +150,13 @@ async def serve_keyrequest(
     )
     await kube.apply_status(KEYREQUESTS, name, done, namespace=namespace)
     logger.info("%d keys delivered in Secret %s", len(key_ids), target)
+    if ticket is not None:
+        # After the status, so the master does not wait on the peer's API server; a failed
+        # hand-over leaves the slave to fetch the keys by ID (014 dec_keys or its own request).
+        try:
+            await delivery.handover(ticket, key_ids=key_ids)
+        except DeliveryError as exc:
+            logger.warning("hand-over to node %s failed: %s", ticket.peer_node, exc.message)
 
 
 async def _serve_master(
@@ -156,7 +170,8 @@ async def _serve_master(
     meta: kopf.Meta,
     sae_id: str,
     secret: str,
-) -> tuple[list[str], str]:
+    on_wait: Callable[[], Awaitable[None]],
+) -> tuple[list[str], str, Ticket]:
     slave = str(spec["slaveSaeID"])
     existing = await kube.secret_data(secret, namespace)
     if existing is not None:
@@ -167,7 +182,7 @@ async def _serve_master(
         key_ids = key_ids_in_secret(existing["data"])  # delivered before a restart
         ticket = await _ticket_for(delivery, uid, sae_id, slave, key_ids, int(spec["size"]))
         await delivery.commit(ticket)
-        return key_ids, ticket.peer_node
+        return key_ids, ticket.peer_node, ticket
     ticket = await delivery.reserve_pair(
         request_id=uid,
         master_sae_id=sae_id,
@@ -175,6 +190,7 @@ async def _serve_master(
         number=int(spec["number"]),
         size_bits=int(spec["size"]),
         timeout=max(0.0, _remaining(meta, spec)),
+        on_wait=on_wait,
     )
     try:
         keys = await delivery.read(ticket)
@@ -183,11 +199,7 @@ async def _serve_master(
         await delivery.abort(ticket)
         raise
     await delivery.commit(ticket)
-    try:
-        await delivery.handover(ticket)
-    except DeliveryError:
-        pass  # the slave can still fetch by ID (014 dec_keys or its own KeyRequest)
-    return ticket.key_ids, ticket.peer_node
+    return ticket.key_ids, ticket.peer_node, ticket
 
 
 async def _ticket_for(
