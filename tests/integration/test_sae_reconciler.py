@@ -376,6 +376,9 @@ def test_same_sae_id_in_another_namespace_is_a_duplicate(
     cluster = operator.cluster
     _apply(cluster, _sae(namespace, "first", "sae-shared"))
     _ready_with(cluster, namespace, "first", "True", "Registered")
+    # creationTimestamp has whole seconds and the older Sae keeps the ID (ties go by
+    # namespace): make sure "first" is the older one.
+    time.sleep(1.1)
     _apply(cluster, _sae(other_namespace, "second", "sae-shared"))
     cond = _ready_with(cluster, other_namespace, "second", "False", "DuplicateSaeID")
     assert f"by Sae {namespace}/first" in cond["message"]
