@@ -108,24 +108,9 @@ async def serve_keyrequest(
                 sae_id=sae_id,
                 secret=target,
             )
-    except DeliveryError as exc:
-        if exc.retryable and _remaining(meta, spec) > 0:
+    except (DeliveryError, RequestFailed) as exc:
+        if isinstance(exc, DeliveryError) and exc.retryable and _remaining(meta, spec) > 0:
             raise kopf.TemporaryError(exc.message, delay=0.5) from None
-        await _fail(
-            kube,
-            delivery,
-            name,
-            namespace,
-            uid,
-            spec,
-            role,
-            exc.reason,
-            exc.message,
-            started,
-            generation,
-        )
-        return
-    except RequestFailed as exc:
         await _fail(
             kube,
             delivery,

@@ -21,7 +21,7 @@ from controllers.keystore import KeyStore
 from tests.cluster.localcluster import Cluster
 from tests.cluster.network import QssNetwork
 from tests.fixtures.cluster import LocalNetwork
-from tests.integration.test_key_delivery import eventually, get, keyrequest, phase_of
+from tests.integration.helpers import eventually, get, keyrequest, phase_of
 
 C, D = "node-c", "node-d"
 NS_C, NS_D = "team-c", "team-d"

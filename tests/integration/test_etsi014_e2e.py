@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -40,8 +39,10 @@ import pytest
 from controllers import pki
 from controllers.keystore import KeyStore, UnknownStreamError
 from tests.cluster.localcluster import Cluster
-from tests.cluster.network import QssNetwork, apply
+from tests.cluster.network import QssNetwork
 from tests.etsi014_client import Etsi014Client, Etsi014Error, key_map
+from tests.integration.helpers import keyrequest as apply_keyrequest
+from tests.integration.helpers import kubectl_json
 
 A, B = "node-a", "node-b"
 NS_A, NS_B = "etsi014-a", "etsi014-b"
@@ -170,28 +171,6 @@ async def expect_error(status: int, call: Awaitable[Any]) -> Etsi014Error:
 
 
 # --- kubectl helpers (run in a thread: kubectl blocks) -----------------------------------------
-
-
-def kubectl_json(cluster: Cluster, *args: str) -> dict[str, Any] | None:
-    result = cluster.kubectl(*args, "-o", "json", check=False)
-    if result.returncode != 0:
-        return None
-    obj: dict[str, Any] = json.loads(result.stdout)
-    return obj
-
-
-def apply_keyrequest(cluster: Cluster, namespace: str, **spec: Any) -> str:
-    name = f"kr-{uuid.uuid4().hex[:8]}"
-    apply(
-        cluster,
-        {
-            "apiVersion": "qss.dev/v1alpha1",
-            "kind": "KeyRequest",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": spec,
-        },
-    )
-    return name
 
 
 async def finished(cluster: Cluster, name: str, namespace: str) -> dict[str, Any]:

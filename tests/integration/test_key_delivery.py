@@ -3,11 +3,9 @@ slave), the inter-node channel, on a local QSS network of real processes."""
 
 from __future__ import annotations
 
-import base64
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,58 +13,12 @@ import pytest
 
 from tests.cluster.localcluster import Cluster
 from tests.cluster.network import QssNetwork, apply
+from tests.integration.helpers import eventually, get, keyrequest, phase_of, secret_keys
 
 A, B = "node-a", "node-b"
 NS_A, NS_B = "team-a", "team-b"
 # SAE IDs of this module's own (the samples register "alice" on node-a too).
 ALICE, BOB = "kd-alice", "kd-bob"
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what or 'condition'} not met within {timeout}s; last {last!r}")
-
-
-def get(cluster: Cluster, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-    result = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    if result.returncode != 0:
-        return None
-    obj: dict[str, Any] = json.loads(result.stdout)
-    return obj
-
-
-def secret_keys(cluster: Cluster, name: str, namespace: str) -> dict[str, bytes]:
-    secret = get(cluster, "secret", name, namespace)
-    assert secret is not None, f"Secret {namespace}/{name} missing"
-    return {k: base64.b64decode(v) for k, v in secret["data"].items() if k != "keys.json"}
-
-
-def phase_of(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] | None:
-    obj = get(cluster, "keyrequest", name, namespace)
-    if obj is None:
-        return None
-    status: dict[str, Any] = obj.get("status", {})
-    return status if status.get("phase") in ("Ready", "Failed") else None
-
-
-def keyrequest(cluster: Cluster, namespace: str, **spec: Any) -> str:
-    name = f"kr-{uuid.uuid4().hex[:8]}"
-    apply(
-        cluster,
-        {
-            "apiVersion": "qss.dev/v1alpha1",
-            "kind": "KeyRequest",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": spec,
-        },
-    )
-    return name
 
 
 @dataclass

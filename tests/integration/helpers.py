@@ -1,0 +1,66 @@
+"""Helpers the end-to-end tests share: waiting for a condition, reading objects with kubectl,
+applying KeyRequests and reading their outcome."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from tests.cluster.localcluster import Cluster
+from tests.cluster.network import apply
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"{what or 'condition'} not met within {timeout}s; last {last!r}")
+
+
+def kubectl_json(cluster: Cluster, *args: str) -> dict[str, Any] | None:
+    """``kubectl <args> -o json``, parsed; None when kubectl fails (e.g. not found)."""
+    result = cluster.kubectl(*args, "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    obj: dict[str, Any] = json.loads(result.stdout)
+    return obj
+
+
+def get(cluster: Cluster, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    return kubectl_json(cluster, "get", kind, name, "-n", namespace)
+
+
+def secret_keys(cluster: Cluster, name: str, namespace: str) -> dict[str, bytes]:
+    secret = get(cluster, "secret", name, namespace)
+    assert secret is not None, f"Secret {namespace}/{name} missing"
+    return {k: base64.b64decode(v) for k, v in secret["data"].items() if k != "keys.json"}
+
+
+def phase_of(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] | None:
+    obj = get(cluster, "keyrequest", name, namespace)
+    if obj is None:
+        return None
+    status: dict[str, Any] = obj.get("status", {})
+    return status if status.get("phase") in ("Ready", "Failed") else None
+
+
+def keyrequest(cluster: Cluster, namespace: str, **spec: Any) -> str:
+    name = f"kr-{uuid.uuid4().hex[:8]}"
+    apply(
+        cluster,
+        {
+            "apiVersion": "qss.dev/v1alpha1",
+            "kind": "KeyRequest",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        },
+    )
+    return name
