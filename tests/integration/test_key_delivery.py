@@ -113,6 +113,7 @@ def test_deleting_a_keyrequest_deletes_its_secret(pair: Pair) -> None:
     pair.a.kubectl("delete", "keyrequest", name, "-n", NS_A)
     eventually(
         lambda: get(pair.a, "secret", f"{name}-keys", NS_A) is None,
+        timeout=90,  # the garbage collector rediscovers resources every 30 s
         what="Secret garbage-collected",
     )
 

@@ -295,7 +295,9 @@ def test_deleting_the_sae_unregisters_it_and_deletes_its_secret(
     cluster.kubectl("delete", "sae", "bob", "-n", namespace, "--wait=false")
     _eventually(lambda: _get(cluster, "sae", namespace, "bob") is None)
     assert "SAE sae-bob unregistered" in operator.output()
-    _eventually(lambda: _get(cluster, "secret", namespace, "bob-credentials") is None, 30)
+    # The garbage collector picks up a newly installed CRD's objects on its next discovery
+    # (every 30 s), so a cluster whose CRDs are minutes old may take that long on top.
+    _eventually(lambda: _get(cluster, "secret", namespace, "bob-credentials") is None, 90)
     _assert_key_nowhere(operator, namespace, "bob", key)
 
 
