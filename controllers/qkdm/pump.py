@@ -20,7 +20,14 @@ from redis.exceptions import RedisError
 
 from controllers.keystore import Chunk, KeyStore, StreamCounts
 from controllers.kube import Kube, NotFoundError
-from controllers.qkdm.device import DeviceClient, DeviceError, DeviceRefusal, KeyChunk, Status
+from controllers.qkdm.device import (
+    DeviceClient,
+    DeviceError,
+    DeviceProtocolError,
+    DeviceRefusal,
+    KeyChunk,
+    Status,
+)
 from controllers.qkdm.ids import chunk_id, default_ksid
 from controllers.qkdm.ratemeter import RateMeter
 from controllers.qkdm.status import Fault, Observation
@@ -129,6 +136,8 @@ def fault_for(exc: Exception) -> Fault:
             return Fault(reason="QoSNotMet", message=f"the device cannot meet the QoS: {exc}")
         reason = _DOWN_REASONS.get(exc.reason, "DeviceRefused")
         return Fault(reason=reason, message=str(exc))
+    if isinstance(exc, DeviceProtocolError):
+        return Fault(reason="DeviceGarbage", message=str(exc))
     if isinstance(exc, DeviceError):
         return Fault(reason="DeviceUnreachable", message=str(exc))
     if isinstance(exc, RedisError | OSError):

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from controllers.keystore import KeyStore
 from tests.cluster.localcluster import Cluster
-from tests.cluster.network import QssNetwork
+from tests.cluster.network import QssNetwork, apply
 
 A, B = "node-a", "node-b"
 CHUNK_BITS = 256
@@ -234,3 +236,50 @@ async def test_qos_the_device_cannot_meet_is_reported_and_nothing_flows(
     ready = _ready(status)
     assert ready["reason"] == "QoSNotMet"
     assert "QoS" in ready["message"]
+
+
+async def test_device_that_answers_garbage_gets_DeviceGarbage_and_stores_nothing(
+    qss_network: QssNetwork, tmp_path: Path
+) -> None:
+    """A device that does not speak the protocol (a stand-in socket: no real device answers
+    garbage on purpose) leaves the stream Down with a reason, and the store untouched."""
+    sock_dir = Path(tempfile.mkdtemp(dir="/tmp"))
+    path = sock_dir / "garbage.sock"
+
+    async def answer_garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.readline():
+            writer.write(b"this is not JSON\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(answer_garbage, path=str(path))
+    node = qss_network.nodes[A]
+    try:
+        for kind, spec in (
+            ("QKDLink", {"peerNodeID": B, "peerEndpoint": "https://127.0.0.1:1"}),
+            ("KeyStream", {"link": "garbage"}),
+        ):
+            apply(
+                node.cluster,
+                {
+                    "apiVersion": "qss.dev/v1alpha1",
+                    "kind": kind,
+                    "metadata": {"name": "garbage"},
+                    "spec": spec,
+                },
+            )
+        qss_network.start_qkdm(node, "garbage", path)
+        status = await _eventually(lambda: _status_if(node.cluster, "keystream", "garbage", "Down"))
+        ready = _ready(status)
+        assert ready["reason"] == "DeviceGarbage"
+        assert "non-JSON" in ready["message"]
+        async with KeyStore.from_url(node.redis_url) as store:
+            counts = await store.counts(stream="garbage")
+            assert counts.added == 0
+    finally:
+        proc = node.qkdms.pop("garbage", None)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=20)
+        server.close()
+        await server.wait_closed()
