@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Any, Final
 
 from aiohttp import web
@@ -37,6 +36,7 @@ from controllers.channel.paths import PING_PATH
 from controllers.channel.peers import Peer, PeerRegistry
 from controllers.channel.refusals import PeerRefusals, Refusal
 from controllers.channel.trust import PeerRejected, authenticate_peer
+from controllers.https import HttpsServer
 from controllers.identity import NodeIdentity
 
 log = logging.getLogger(__name__)
@@ -169,8 +169,10 @@ def init_channel_app(
     return app
 
 
-class ChannelServer:
-    """Serves a channel app over HTTPS on ``host:port`` (port 0: any free port)."""
+class ChannelServer(HttpsServer):
+    """Serves a channel app (from ``init_channel_app``) on ``host:port``."""
+
+    what = "inter-node channel"
 
     def __init__(
         self,
@@ -180,44 +182,10 @@ class ChannelServer:
         port: int = 8443,
         shutdown_timeout: float = 5.0,
     ) -> None:
-        self.app, self.host, self._port = app, host, port
-        self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout
+        super().__init__(
+            app,
+            ssl_context=app[SSL_CONTEXT],
+            host=host,
+            port=port,
+            shutdown_timeout=shutdown_timeout,
         )
-
-    @property
-    def port(self) -> int:
-        """The port actually bound (known after ``start``)."""
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """The channel's URL on loopback-friendly hosts, e.g. for a QKDLink's peerEndpoint."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"https://{host}:{self._port}"
-
-    async def start(self) -> None:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self._port, ssl_context=self.app[SSL_CONTEXT])
-        try:
-            await site.start()
-        except BaseException:
-            await self._runner.cleanup()
-            raise
-        self._port = int(self._runner.addresses[0][1])
-        log.info("inter-node channel listening on %s:%d", self.host, self._port)
-
-    async def close(self) -> None:
-        await self._runner.cleanup()
-
-    async def __aenter__(self) -> ChannelServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -15,17 +15,14 @@ and whether it is still valid, the app decides per request (``SaeAuthenticator``
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 from collections.abc import Iterable
-from types import TracebackType
 
 from aiohttp import web
 
 from controllers.etsi014.settings import Etsi014Settings
+from controllers.https import HttpsServer
 from controllers.identity import NodeIdentity
-
-log = logging.getLogger(__name__)
 
 
 def server_ssl_context(
@@ -40,8 +37,10 @@ def server_ssl_context(
     return context
 
 
-class Etsi014Server:
+class Etsi014Server(HttpsServer):
     """Serves a 014 app on ``settings.host:settings.port`` (port 0: any free port)."""
+
+    what = "ETSI 014 key API"
 
     def __init__(
         self,
@@ -52,58 +51,20 @@ class Etsi014Server:
         extra_client_ca_pems: Iterable[bytes] = (),
     ) -> None:
         settings = settings if settings is not None else Etsi014Settings()
-        self.app, self.host, self._port = app, settings.host, settings.port
-        self.ssl_context = server_ssl_context(identity, extra_client_ca_pems=extra_client_ca_pems)
         # handler_cancellation stays off: an SAE hanging up must not cut a key delivery off
         # half way; the delivery runs to its end (or its own timeout) either way.
-        self._runner = web.AppRunner(
+        super().__init__(
             app,
-            access_log=None,
-            handle_signals=False,
+            ssl_context=server_ssl_context(identity, extra_client_ca_pems=extra_client_ca_pems),
+            host=settings.host,
+            port=settings.port,
             shutdown_timeout=settings.shutdown_timeout,
             handler_cancellation=False,
         )
 
-    @property
-    def port(self) -> int:
-        """The port actually bound (known after ``start``)."""
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """The API's base URL on a loopback-friendly host (for tests and local clients)."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"https://{host}:{self._port}"
-
     def trust_client_ca(self, ca_pem: bytes) -> None:
         """Also accept client certificates issued by ``ca_pem`` from the next handshake on."""
         self.ssl_context.load_verify_locations(cadata=ca_pem.decode("ascii"))
-
-    async def start(self) -> None:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self._port, ssl_context=self.ssl_context)
-        try:
-            await site.start()
-        except BaseException:
-            await self._runner.cleanup()
-            raise
-        self._port = int(self._runner.addresses[0][1])
-        log.info("ETSI 014 key API listening on %s:%d", self.host, self._port)
-
-    async def close(self) -> None:
-        await self._runner.cleanup()
-
-    async def __aenter__(self) -> Etsi014Server:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 async def serve(
