@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import ssl
 from types import TracebackType
+from typing import Self
 
 from aiohttp import web
 
@@ -63,7 +64,7 @@ class HttpsServer:
     async def close(self) -> None:
         await self._runner.cleanup()
 
-    async def __aenter__(self) -> HttpsServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
