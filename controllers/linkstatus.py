@@ -44,11 +44,16 @@ def streams_of(link_name: str, streams: Sequence[Mapping[str, Any]]) -> list[Map
 
 
 def peer_condition(
-    *, problem: tuple[str, str] | None, refusal: tuple[str, str] | None, generation: int = 0
+    *,
+    problem: tuple[str, str] | None,
+    refusal: tuple[str, str] | None,
+    rejected: str | None = None,
+    generation: int = 0,
 ) -> Condition:
-    """PeerTrusted: whether the channel to the link's peer is set up and the peer got in.
+    """PeerTrusted: whether the channel to the link's peer is set up and trusted both ways.
     ``problem`` is a configuration problem of the link (reason, message); ``refusal`` the
-    latest refusal of a client claiming to be the peer."""
+    latest refusal of a client claiming to be the peer; ``rejected`` why the peer's server
+    certificate did not verify when this node last called it."""
     if problem is not None:
         reason, message = problem
         return condition(
@@ -61,6 +66,14 @@ def peer_condition(
             ok=False,
             reason=reason,
             message=f"a client was refused on this link: {message}",
+            generation=generation,
+        )
+    if rejected is not None:
+        return condition(
+            "PeerTrusted",
+            ok=False,
+            reason="PeerCertificateRejected",
+            message=rejected,
             generation=generation,
         )
     return condition(

@@ -12,6 +12,7 @@ from typing import Any
 
 import kopf
 
+from controllers.channel import PeerCertificateError
 from controllers.kube import Kube, NotFoundError
 from controllers.linkstatus import link_status, peer_condition, stream_link_status, streams_of
 from controllers.node import NodeRuntime
@@ -37,9 +38,11 @@ async def sample_link(
     node: NodeRuntime = memo["node"]
     problem = node.link_problems.get(name)
     refusal = node.refusals.latest_for_link(name)
+    called = node.announcer.last_error.get(str(body.get("spec", {}).get("peerNodeID", "")))
     trusted = peer_condition(
         problem=(problem.reason, problem.message) if problem else None,
         refusal=(refusal.reason, refusal.message) if refusal else None,
+        rejected=called.message if isinstance(called, PeerCertificateError) else None,
         generation=int(body.get("metadata", {}).get("generation", 0)),
     )
     sample = link_status(dict(body), streams, extra=[trusted])

@@ -139,6 +139,9 @@ class Announcer:
         self._clock = clock
         self._generation = 0
         self._failing: set[str] = set()
+        # The last failure of announcing to each peer (None once it works), for the links'
+        # conditions: our announcements are the channel's heartbeat.
+        self.last_error: dict[str, PeerError] = {}
         self._peers = set(registry.peers())
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -174,6 +177,7 @@ class Announcer:
         current = set(peers)
         for gone in self._peers - current:
             self._failing.discard(gone)
+            self.last_error.pop(gone, None)
             if self._directory is not None and self._directory.forget(gone):
                 log.info("forgot the SAEs of node %s, no longer a neighbour", gone)
         self._peers = current
@@ -197,10 +201,12 @@ class Announcer:
         try:
             answer = await self._clients.post_json(node_id, SAES_PATH, announcement.payload())
         except PeerError as exc:
+            self.last_error[node_id] = exc
             if node_id not in self._failing:
                 self._failing.add(node_id)
                 log.warning("cannot announce SAEs to node %s (retrying): %s", node_id, exc.message)
             return False
+        self.last_error.pop(node_id, None)
         if node_id in self._failing:
             self._failing.discard(node_id)
             log.info("announcing SAEs to node %s works again", node_id)

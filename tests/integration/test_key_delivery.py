@@ -13,7 +13,14 @@ import pytest
 
 from tests.cluster.localcluster import Cluster
 from tests.cluster.network import QssNetwork, apply
-from tests.integration.helpers import eventually, get, keyrequest, phase_of, secret_keys
+from tests.integration.helpers import (
+    eventually,
+    get,
+    keyrequest,
+    kubectl_json,
+    phase_of,
+    secret_keys,
+)
 
 A, B = "node-a", "node-b"
 NS_A, NS_B = "team-a", "team-b"
@@ -147,3 +154,36 @@ def test_link_whose_peer_ca_secret_is_missing_says_so_in_PeerTrusted(pair: Pair)
     peer = next(c for c in ok["status"]["conditions"] if c["type"] == "PeerTrusted")
     assert peer["status"] == "True"
     pair.a.kubectl("delete", "qkdlink", "untrusted")
+
+
+def test_peer_presenting_a_certificate_of_another_node_shows_PeerCertificateRejected(
+    pair: Pair,
+) -> None:
+    # A link to "node-x" whose endpoint is in fact node-b's channel: node-b's certificate names
+    # node-b, so node-a refuses it when it calls, and the link says so.
+    apply(
+        pair.a,
+        {
+            "apiVersion": "qss.dev/v1alpha1",
+            "kind": "QKDLink",
+            "metadata": {"name": "impostor"},
+            "spec": {
+                "peerNodeID": "node-x",
+                "peerEndpoint": pair.network.nodes[B].channel_url,
+                "peerCASecretName": f"{B}-ca",
+            },
+        },
+    )
+
+    def rejected() -> dict[str, Any] | None:
+        obj = kubectl_json(pair.a, "get", "qkdlink", "impostor") or {}
+        conds = obj.get("status", {}).get("conditions", [])
+        cond = next((c for c in conds if c["type"] == "PeerTrusted"), None)
+        return cond if cond and cond["reason"] == "PeerCertificateRejected" else None
+
+    try:
+        cond = eventually(rejected, timeout=60, what="PeerCertificateRejected")
+        assert cond["status"] == "False"
+        assert "node-x" in cond["message"]
+    finally:
+        pair.a.kubectl("delete", "qkdlink", "impostor")
