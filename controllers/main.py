@@ -21,6 +21,7 @@ from controllers.etsi014 import Etsi014Settings, Etsi014SettingsError
 from controllers.handlers import keyrequests, links, saes, topology  # noqa: F401
 from controllers.identity import IdentityError
 from controllers.kube import Kube, connect
+from controllers.logs import configure_logging
 from controllers.node import NodeRuntime, start_node
 from controllers.settings import ControllerSettings, SettingsError
 from qss_api import GROUP, KOPF_PREFIX
@@ -96,12 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, Etsi014SettingsError) as exc:
         print(f"qss-controller: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # At DEBUG, kubernetes_asyncio logs whole response bodies, Secrets' data included.
-    logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)
+    configure_logging(verbose=args.verbose)
     kopf.run(
         clusterwide=True,
         standalone=True,  # one replica per node; kopf's peering would need its own CRDs

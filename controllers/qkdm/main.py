@@ -20,6 +20,7 @@ import kopf
 from controllers.conditions import merge_conditions
 from controllers.keystore import KeyStore
 from controllers.kube import Kube, NotFoundError, connect
+from controllers.logs import configure_logging
 from controllers.qkdm.device import DeviceClient
 from controllers.qkdm.pump import Pump
 from controllers.qkdm.settings import QkdmSettings, SettingsError
@@ -129,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"qss-qkdm: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     kopf.run(
         clusterwide=True,
         standalone=True,

@@ -1,0 +1,31 @@
+"""Logging set-up shared by the controller's and the QKDM's ``main``.
+
+Two choices live here: kubernetes_asyncio's REST logger stays at INFO even under ``--verbose``
+(at DEBUG it logs whole response bodies, Secrets' data included), and kopf's per-run success
+lines for timers and daemons ("Timer 'sample_link' succeeded.", every few seconds per object)
+are dropped, so the log shows what changed rather than that nothing did.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+_CHATTER = re.compile(r"^(Timer|Daemon) '[^']+' succeeded\.$")
+
+
+class DropRoutineSuccess(logging.Filter):
+    """Drops kopf's INFO lines saying a timer or daemon run succeeded; keeps all else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and _CHATTER.match(record.getMessage()))
+
+
+def configure_logging(*, verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(DropRoutineSuccess())
