@@ -2,8 +2,8 @@
 
 Two choices live here: kubernetes_asyncio's REST logger stays at INFO even under ``--verbose``
 (at DEBUG it logs whole response bodies, Secrets' data included), and kopf's per-run success
-lines for timers and daemons ("Timer 'sample_link' succeeded.", every few seconds per object)
-are dropped, so the log shows what changed rather than that nothing did.
+lines for timers, daemons and watch-event handlers ("Timer 'sample_link' succeeded.", every
+few seconds per object) are dropped, so the log shows what changed rather than that nothing did.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import re
 
-_CHATTER = re.compile(r"^(Timer|Daemon) '[^']+' succeeded\.$")
+# Timers and daemons, and the watch-event handlers (named *_event by convention), which run on
+# every status change of every stream.
+_CHATTER = re.compile(r"^((Timer|Daemon) '[^']+'|Handler '[^']+_event') succeeded\.$")
 
 
 class DropRoutineSuccess(logging.Filter):

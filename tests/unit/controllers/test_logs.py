@@ -12,7 +12,12 @@ def _record(message: str, level: int = logging.INFO) -> logging.LogRecord:
 
 
 @pytest.mark.parametrize(
-    "message", ["Timer 'sample_link' succeeded.", "Daemon 'serve_stream' succeeded."]
+    "message",
+    [
+        "Timer 'sample_link' succeeded.",
+        "Daemon 'serve_stream' succeeded.",
+        "Handler 'keystream_event' succeeded.",
+    ],
 )
 def test_routine_success_lines_are_dropped(message: str) -> None:
     assert not DropRoutineSuccess().filter(_record(message))
