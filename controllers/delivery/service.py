@@ -267,6 +267,8 @@ class NodeKeyDelivery:
 
     async def commit(self, ticket: Ticket) -> None:
         """Consume the ticket's keys here: they were delivered. Idempotent."""
+        if not ticket.keys:
+            return  # nothing left to consume (a request resumed after its commit)
         try:
             await self.store.consume(
                 stream=ticket.stream, owner=ticket.owner, key_ids=ticket.key_ids
