@@ -88,33 +88,53 @@ class DeviceClient:
                 await self._writer.wait_closed()
             self._reader = self._writer = None
 
-    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Send one request; return the response when its status is 0, else raise."""
+    async def _exchange(self, requests: list[dict[str, Any]]) -> list[bytes]:
+        """Write ``requests`` at once and read one answer line for each, in order."""
+        payload = b"".join(json.dumps(r).encode() + b"\n" for r in requests)
         async with self._lock:
             if self._writer is None or self._reader is None:
                 await self.connect()
             assert self._writer is not None
             assert self._reader is not None
+            lines: list[bytes] = []
             try:
-                self._writer.write(json.dumps({"op": op, **fields}).encode() + b"\n")
+                self._writer.write(payload)
                 await self._writer.drain()
-                line = await asyncio.wait_for(self._reader.readline(), self.timeout)
+                for _ in requests:
+                    line = await asyncio.wait_for(self._reader.readline(), self.timeout)
+                    if not line:
+                        raise ConnectionResetError("the device closed the connection")
+                    lines.append(line)
             except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
                 await self.aclose()
                 raise DeviceUnavailable(f"QKD device at {self.path} failed: {exc!r}") from None
-            if not line:
-                await self.aclose()
-                raise DeviceUnavailable(f"QKD device at {self.path} closed the connection")
+        return lines
+
+    def _parse(self, line: bytes) -> dict[str, Any]:
+        """One answer line as a reply with a status, or ``DeviceProtocolError``."""
         try:
             reply = json.loads(line)
         except ValueError:
             raise DeviceProtocolError(f"QKD device at {self.path} sent a non-JSON line") from None
         if not isinstance(reply, dict) or not isinstance(reply.get("status"), int):
             raise DeviceProtocolError(f"QKD device at {self.path} sent a reply without a status")
-        if reply["status"] != Status.SUCCESS:
-            raise DeviceRefusal(
-                reply["status"], str(reply.get("reason", "")), str(reply.get("message", "")), reply
-            )
+        return reply
+
+    @staticmethod
+    def _refusal(reply: dict[str, Any]) -> DeviceRefusal | None:
+        if reply["status"] == Status.SUCCESS:
+            return None
+        return DeviceRefusal(
+            reply["status"], str(reply.get("reason", "")), str(reply.get("message", "")), reply
+        )
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send one request; return the response when its status is 0, else raise."""
+        (line,) = await self._exchange([{"op": op, **fields}])
+        reply = self._parse(line)
+        refusal = self._refusal(reply)
+        if refusal is not None:
+            raise refusal
         return reply
 
     async def open_connect(
@@ -137,46 +157,17 @@ class DeviceClient:
         """GET_KEY for indices ``first .. first+count-1``, pipelined: all requests are written
         at once and the answers read in order. Returns the chunks up to the first refusal, and
         that refusal (None when all ``count`` came)."""
-        lines = b"".join(
-            json.dumps({"op": "GET_KEY", "key_stream_ID": ksid, "index": i}).encode() + b"\n"
-            for i in range(first, first + count)
+        lines = await self._exchange(
+            [
+                {"op": "GET_KEY", "key_stream_ID": ksid, "index": i}
+                for i in range(first, first + count)
+            ]
         )
-        async with self._lock:
-            if self._writer is None or self._reader is None:
-                await self.connect()
-            assert self._writer is not None
-            assert self._reader is not None
-            replies: list[bytes] = []
-            try:
-                self._writer.write(lines)
-                await self._writer.drain()
-                for _ in range(count):
-                    line = await asyncio.wait_for(self._reader.readline(), self.timeout)
-                    if not line:
-                        raise ConnectionResetError("the device closed the connection")
-                    replies.append(line)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
-                await self.aclose()
-                raise DeviceUnavailable(f"QKD device at {self.path} failed: {exc!r}") from None
         chunks: list[KeyChunk] = []
-        for index, line in enumerate(replies, first):
-            try:
-                reply = json.loads(line)
-            except ValueError:
-                raise DeviceProtocolError(
-                    f"QKD device at {self.path} sent a non-JSON line"
-                ) from None
-            if not isinstance(reply, dict) or not isinstance(reply.get("status"), int):
-                raise DeviceProtocolError(
-                    f"QKD device at {self.path} sent a reply without a status"
-                )
-            if reply["status"] != Status.SUCCESS:
-                refusal = DeviceRefusal(
-                    reply["status"],
-                    str(reply.get("reason", "")),
-                    str(reply.get("message", "")),
-                    reply,
-                )
+        for index, line in enumerate(lines, first):
+            reply = self._parse(line)
+            refusal = self._refusal(reply)
+            if refusal is not None:
                 return chunks, refusal
             chunks.append(self._chunk(reply, index))
         return chunks, None
