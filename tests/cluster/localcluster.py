@@ -44,6 +44,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def redis_argv(*, port: int, data_dir: Path) -> list[str]:
+    """A redis-server on loopback as kube-qss runs it: every write in the append-only file,
+    fsynced, so a restart loses nothing."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed; run `make setup` first")
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+        "--protected-mode",
+        "yes",
+    ]
+
+
 def control_plane_binaries() -> Path:
     """Build (or find in the cache) etcd, kube-apiserver, kube-controller-manager and kubectl."""
     out = subprocess.run(

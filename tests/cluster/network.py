@@ -30,6 +30,7 @@ from tests.cluster.localcluster import (
     control_plane_binaries,
     free_port,
     install_crds,
+    redis_argv,
 )
 
 API_VERSION = "qss.dev/v1alpha1"
@@ -120,21 +121,7 @@ class QssNetwork:
     def start_redis(self, node: QssNode) -> None:
         node.redis = self.plane.spawn(
             f"{node.name}/redis",
-            [
-                "redis-server",
-                "--port",
-                str(node.redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(node.redis_dir),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ],
+            redis_argv(port=node.redis_port, data_dir=node.redis_dir),
             node.cluster.directory / "redis.log",
         )
         _wait_tcp(node.redis_port, node.redis, "redis-server")
