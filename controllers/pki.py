@@ -42,6 +42,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from qss_api import NODE_ID_PATTERN
+
 SPIFFE_TRUST_DOMAIN: Final = "qss.dev"
 NODE_URI_PREFIX: Final = f"spiffe://{SPIFFE_TRUST_DOMAIN}/node/"
 SAE_URI_PREFIX: Final = f"spiffe://{SPIFFE_TRUST_DOMAIN}/sae/"
@@ -54,7 +56,7 @@ SAE_VALIDITY: Final = dt.timedelta(days=365)
 # Tolerate small clock differences between the issuing node and its peers.
 _BACKDATE: Final = dt.timedelta(minutes=5)
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_LABEL = re.compile(NODE_ID_PATTERN)
 _MAX_CN: Final = 64  # RFC 5280 ub-common-name
 
 

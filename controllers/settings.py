@@ -10,7 +10,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+from qss_api import NODE_ID_PATTERN
+
+_DNS_LABEL = re.compile(NODE_ID_PATTERN)
 
 
 class SettingsError(ValueError):

@@ -36,6 +36,9 @@ RESOURCES: Final = {
     ROUTES: (KIND_ROUTE, False),
 }
 
+# A node ID (and a namespace name) is a DNS label, as the QKDLink CRD's peerNodeID pattern says.
+NODE_ID_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
 # Prefix under which kopf keeps its progress and last-handled-configuration annotations.
 KOPF_PREFIX: Final = GROUP
 
