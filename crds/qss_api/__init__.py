@@ -1,9 +1,10 @@
 """The names of kube-qss's API: group, version, kinds, labels and annotation keys.
 
-This is the one module that every component (controllers, webhooks, sidecar, device plugin)
-may import; it holds names only, no behaviour, so the components stay independent. The CRDs in
-``crds/*.yaml`` are the source of truth for the schemas; these constants must match them (a unit
-test checks that they do).
+This is the one package that every component (controllers, webhooks, sidecar, device plugin)
+may import; it holds names and, in ``qss_api.wire``, the base of the wire-message types that
+two components must read alike, and no other behaviour, so the components stay independent.
+The CRDs in ``crds/*.yaml`` are the source of truth for the schemas; these constants must match
+them (a unit test checks that they do).
 """
 
 from typing import Final
