@@ -13,6 +13,12 @@ CACHE_ROOT="${KUBE_QSS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-qss}"
 BIN_DIR="$CACHE_ROOT/control-plane/k8s-$K8S_VERSION-etcd-$ETCD_VERSION/bin"
 BINARIES=(etcd kube-apiserver kube-controller-manager kubectl)
 
+mkdir -p "$CACHE_ROOT"
+# One build at a time per cache: a second caller (another checkout, a parallel `make setup`)
+# waits here, then finds the binaries present.
+exec 9>"$CACHE_ROOT/.build.lock"
+flock 9
+
 all_present() {
   local b
   for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
