@@ -6,7 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STATE_DIR ?= /tmp/kube-qss
 
-.PHONY: setup demo demo-down test lint unit bench clean
+# Debian packages the real-node clusters need: a container runtime and CNI plugins for the
+# kubelets, and the tools that build images with no registry.
+NODE_PACKAGES := containerd runc containernetworking-plugins iptables buildah mmdebstrap \
+  busybox-static util-linux
+
+.PHONY: setup demo demo-down demo-processes test lint unit bench image clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,12 +19,17 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-## setup: Redis from Debian if missing, the venv, and the control-plane binaries (cached).
+## setup: Redis and the node runtime from Debian if missing, the venv, the control-plane and
+## node binaries, and the images (all cached outside the repository).
 setup: $(VENV)/.installed
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server (apt-get)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@missing=$$(for p in redis-server $(NODE_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing from Debian:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 	@bash tests/cluster/build-control-plane.sh >/dev/null
+	@bash tests/cluster/build-control-plane.sh node >/dev/null
+	@$(PY) -m tests.cluster.images build >/dev/null
 
 ## demo: start a local QSS network and show it with kubectl.
 demo: setup
@@ -44,6 +54,16 @@ test: setup lint
 ## bench: the benchmarks, each beside its baseline measured in the same run.
 bench: setup
 	$(PY) -m tests.benchmarks
+
+## image: build the kube-qss image from the Containerfile with the builder this machine has:
+## buildah (here: on a Debian base made from Debian's packages, no registry needed), else podman
+## or docker (on the official python:3.11-slim-bookworm base).
+image:
+	@if command -v buildah >/dev/null; then $(MAKE) --no-print-directory $(VENV)/.installed && \
+	  $(PY) -m tests.cluster.images build kube-qss; \
+	elif command -v podman >/dev/null; then podman build -t kube-qss:0.1.0 .; \
+	elif command -v docker >/dev/null; then docker build -t kube-qss:0.1.0 .; \
+	else echo "make image: no buildah, podman or docker on this machine" >&2; exit 1; fi
 
 clean: demo-down
 	rm -rf $(VENV) build *.egg-info
