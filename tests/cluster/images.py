@@ -146,9 +146,21 @@ class Buildah:
             str(self.root / "run"),
         ]
 
+    def _env(self) -> dict[str, str]:
+        """buildah's configuration: its network state in the cache too (it would otherwise keep
+        lock files in /etc/cni and /etc/containers even for builds on the host's network)."""
+        conf = self.root / "containers.conf"
+        if not conf.exists():
+            (self.root / "cni").mkdir(parents=True, exist_ok=True)
+            conf.write_text(
+                f'[network]\nnetwork_backend = "cni"\nnetwork_config_dir = "{self.root / "cni"}"\n'
+            )
+        return {**os.environ, "CONTAINERS_CONF": str(conf)}
+
     def __call__(self, *args: str, capture: bool = False) -> str:
         result = subprocess.run(
             [*self.argv, *args],
+            env=self._env(),
             check=False,
             stdout=subprocess.PIPE if capture else sys.stderr,
             stderr=subprocess.PIPE if capture else sys.stderr,
@@ -161,13 +173,16 @@ class Buildah:
 
     def has_image(self, ref: str) -> bool:
         inspect = [*self.argv, "inspect", "--type", "image", ref]
-        return subprocess.run(inspect, capture_output=True, check=False).returncode == 0
+        result = subprocess.run(inspect, capture_output=True, check=False, env=self._env())
+        return result.returncode == 0
 
     def build(self, context: Path, containerfile: Path, tag: str, *extra: str) -> None:
         self(
             "bud",
             "--isolation",
             "chroot",
+            "--network",
+            "host",
             "--pull=never",
             "--layers=false",
             "-f",
@@ -195,12 +210,13 @@ def _need(*tools: str) -> None:
 
 
 def _debian_rootfs(packages: tuple[str, ...], out: Path) -> None:
-    """A Debian root file system with ``packages`` (and the essential set), as a tar file."""
+    """A Debian root file system with ``packages`` (and the minimal base, as Debian's own
+    bookworm-slim image has it), as a tar file."""
     _need("mmdebstrap")
     argv = [
         "mmdebstrap",
         "--quiet",
-        "--variant=essential",
+        "--variant=minbase",
         f"--include={','.join(packages)}",
         *(f"--dpkgopt={opt}" for opt in _DPKG_OPTS),
         SUITE,
@@ -214,7 +230,7 @@ def _debian_image(
     buildah: Buildah, *, name: str, packages: tuple[str, ...], config: list[str]
 ) -> str:
     """A Debian image of ``packages`` in buildah's storage; returns its reference."""
-    recipe = repr((SUITE, MIRROR, _DPKG_OPTS, "essential", _PATH, packages, config)).encode()
+    recipe = repr((SUITE, MIRROR, _DPKG_OPTS, "minbase", _PATH, packages, config)).encode()
     ref = f"localhost/kube-qss/{name}:{_digest(recipe)}"
     if buildah.has_image(ref):
         return ref
@@ -327,16 +343,29 @@ def build(names: list[str] | None = None) -> dict[str, Path]:
     with _locked(cache / ".build.lock"):
         for name in names or list(BUILDERS):
             archives[name] = BUILDERS[name](buildah, cache)
+            os.utime(archives[name])  # in use: the newest, whatever its age
+        prune(buildah, cache)
     return archives
 
 
-def prune(keep: dict[str, Path]) -> None:
-    """Delete cached archives of older inputs (one archive per image is kept)."""
-    cache = cache_root()
-    for name, path in keep.items():
-        for old in cache.glob(f"{name}-*.tar"):
-            if old != path and re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{16}}\.tar", old.name):
-                old.unlink(missing_ok=True)
+def prune(buildah: Buildah, cache: Path, *, keep: int = 2) -> None:
+    """Keep the ``keep`` newest archives of each image (another checkout may be using an older
+    one), and drop the rest with their images in buildah's storage."""
+    for name in BUILDERS:
+        archives = sorted(
+            (
+                p
+                for p in cache.glob(f"{name}-*.tar")
+                if re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{16}}\.tar", p.name)
+            ),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for old in archives[keep:]:
+            key = old.stem.rsplit("-", 1)[1]
+            old.unlink(missing_ok=True)
+            with contextlib.suppress(RuntimeError):
+                buildah("rmi", f"localhost/kube-qss/{name}:{key}", capture=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,7 +382,6 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"images: error: {exc}", file=sys.stderr)
         return 1
-    prune(archives)
     for name, path in archives.items():
         print(f"{name}: {path} ({LOCAL_REFS[name]})")
     if "kube-qss" in archives:
