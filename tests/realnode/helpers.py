@@ -139,7 +139,7 @@ def running_pod(cluster: Cluster, namespace: str, selector: str) -> dict[str, An
         ]
         return running[0] if len(running) == 1 else None
 
-    pod: dict[str, Any] = eventually(find, 120, f"one running pod {selector} on {cluster.name}")
+    pod: dict[str, Any] = eventually(find, 300, f"one running pod {selector} on {cluster.name}")
     return pod
 
 
