@@ -31,9 +31,13 @@ setup: $(VENV)/.installed
 	@bash tests/cluster/build-control-plane.sh node >/dev/null
 	@$(PY) -m tests.cluster.images build >/dev/null
 
-## demo: start a local QSS network and show it with kubectl.
+## demo: start a local QSS network (kube-qss as pods on real nodes) and show it with kubectl.
 demo: setup
 	$(PY) -m tests.cluster.demo --state-dir $(STATE_DIR)
+
+## demo-processes: the same network as local processes (no kubelet, no images).
+demo-processes: setup
+	$(PY) -m tests.cluster.demo --processes --state-dir $(STATE_DIR)
 
 ## demo-down: stop the local network that `make demo` started.
 demo-down:
