@@ -1,4 +1,4 @@
-"""SaeDirectory: which node an SAE is on, from this node's SAEs and neighbours' announcements."""
+"""SaeDirectory: which node an SAE is on, from this node's SAEs and other nodes' S packets."""
 
 from __future__ import annotations
 
