@@ -156,6 +156,8 @@ class Router:
         for own in self._own.values():
             own.throttle.request()
         self._now = now
+        # How long after an instance arrived an older one is still a flooding race, not a replay.
+        self._race_window = settings.dead_interval
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -242,11 +244,11 @@ class Router:
         self._now = now
         self._heard(peer, exchange.hello.key, now, exchanged=True)
         self._receive(peer, exchange.lsas, now, flooded=False)
-        theirs = {lsa.ident: lsa.seq for lsa in exchange.lsas}
+        theirs = {lsa.ident: lsa.signature for lsa in exchange.lsas}
         mine = tuple(
             self._as_sent(e.lsa.ident, now)
             for e in self._lsdb
-            if theirs.get(e.lsa.ident) != e.lsa.seq
+            if theirs.get(e.lsa.ident) != e.lsa.signature
         )
         self.stats.exchanges += 1
         self.stats.lsas_sent += len(mine)
@@ -349,8 +351,8 @@ class Router:
 
     def _receive(self, peer: str, lsas: Iterable[Lsa], now: float, *, flooded: bool) -> list[Lsa]:
         """Consider each LSA ``peer`` sent; the newer copies to answer with. An older instance
-        counts as a drop (a replay) only in a flood: a database exchange after a partition
-        rightly carries stale copies."""
+        counts as a drop (a replay) only in a flood (a database exchange after a partition
+        rightly carries stale copies), and not within the race window after its successor."""
         newer = []
         for lsa in lsas:
             self.stats.lsas_received += 1
@@ -367,19 +369,28 @@ class Router:
             return self._own_instance_seen(lsa, now)
         newness = self._lsdb.newness(lsa)
         if newness == "older":
-            if flooded:
-                self._drop(peer, "not_newer", lsa.source, now)
             held = self._lsdb.get(lsa.ident)
+            # An older instance shortly after its successor is a flooding race (it took another
+            # path); later, or after the LSA expired, it is a replay.
+            if flooded and (held is None or now - held.installed_at >= self._race_window):
+                self._drop(peer, "not_newer", lsa.source, now)
             return self._as_sent(lsa.ident, now) if held is not None else None
         if newness == "same":
             held = self._lsdb.get(lsa.ident)
-            if held is not None and held.lsa.signature != lsa.signature:
-                # Other content under the sequence number we hold: an honest originator never
-                # does that, so it is checked (and counted) like any newer instance.
+            if held is None:
+                # The instance we held has expired since: it comes back only as a replay.
+                if flooded:
+                    self._drop(peer, "not_newer", lsa.source, now)
+                return None
+            if held.lsa.signature != lsa.signature or held.lsa.signed != lsa.signed:
+                # Other content under the sequence number we hold: a forgery, or an originator
+                # that restarted with a clock that went back. The held one stays; the sender
+                # gets it back, so such an originator learns to continue above it.
                 reason = self._unauthentic(lsa)
                 if reason is not None:
                     self._drop(peer, reason, lsa.source, now)
                     return None
+                return self._as_sent(lsa.ident, now)
             self.stats.duplicates += 1
             return None
         if not self._trust.trusted(lsa.source, lsa.key):
@@ -451,7 +462,8 @@ class Router:
 
     def _own_instance_seen(self, lsa: Lsa, now: float) -> Lsa | None:
         own = self._own[lsa.type]
-        if lsa.seq > own.seq:
+        other = own.lsa is None or own.lsa.signature != lsa.signature
+        if lsa.seq > own.seq or (lsa.seq == own.seq and other):
             # An instance from before a restart (or a clock that went back): continue above it.
             own.seq = lsa.seq
             own.throttle.request()

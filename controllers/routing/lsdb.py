@@ -23,6 +23,7 @@ Newness = Literal["newer", "same", "older"]
 class Entry:
     lsa: Lsa
     expires_at: float
+    installed_at: float
 
     def age(self, now: float) -> int:
         """Seconds since origination, as this node reckons it (what it tells the next hop)."""
@@ -58,7 +59,7 @@ class LinkStateDatabase:
         ident = lsa.ident
         old = self._entries.get(ident)
         expires_at = now + lsa.lifetime - lsa.age
-        self._entries[ident] = Entry(lsa=lsa, expires_at=expires_at)
+        self._entries[ident] = Entry(lsa=lsa, expires_at=expires_at, installed_at=now)
         self._highest[ident] = lsa.seq
         heapq.heappush(self._expiry, (expires_at, ident, lsa.seq))
         return old

@@ -187,6 +187,11 @@ class SimulatedNetwork:
             and frozenset((node_id, p)) not in self._cut
         )
 
+    def send(self, sender: str, peer: str, message: Message) -> None:
+        """Deliver ``message`` from ``sender`` to ``peer`` as if ``sender``'s router had sent
+        it (a test playing a misbehaving neighbour); the answer goes to ``sender``'s router."""
+        self._deliver(sender, Outgoing(peer=peer, message=message), self.now)
+
     def _configure(self, node_id: str) -> None:
         def configure(t: float) -> None:
             # What is configured when the node gets to it, as a QKDLink watch would see it.

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Mapping
 from functools import cached_property
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
@@ -61,6 +62,7 @@ MIN_LIFETIME: Final = 10
 MAX_LIFETIME: Final = 86_400
 
 _SIGNED_PREFIX: Final = b"kube-qss routing LSA v1\n"
+_UNSIGNED_FIELDS: Final = frozenset({"signature", "age"})
 
 
 class LinkEntry(WireModel):
@@ -118,6 +120,15 @@ class Lsa(WireModel):
     def signed(self) -> bytes:
         """What the originator signs (``signed_bytes``), computed once per instance."""
         return signed_bytes(self)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Lsa:
+        """A copy; the cached ``ident`` and ``signed`` go with it only when nothing they are
+        made of changed (pydantic copies the instance's ``__dict__``, caches included)."""
+        copied = super().model_copy(update=update, deep=deep)
+        if update and not set(update) <= _UNSIGNED_FIELDS:
+            copied.__dict__.pop("signed", None)
+            copied.__dict__.pop("ident", None)
+        return copied
 
 
 class Hello(WireModel):
