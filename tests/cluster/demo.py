@@ -5,6 +5,10 @@ controller, joined by one QKD link (a simulated device pair and a QKDM at each e
 the links and key streams filling on both clusters, registers the SAEs alice (node-a) and bob
 (node-b), applies the sample KeyRequest on node-a and shows that the Secrets on both clusters
 hold the same key IDs (never the keys). The network keeps running; ``make demo-down`` stops it.
+
+With ``--topology FILE`` (``make demo TOPOLOGY=examples/topologies/line3.yaml``) it builds the
+network that file describes instead (``tests.cluster.topology``) and shows every node's links,
+key streams and routing table (``kubectl get routes``) once every node has a Route to every SAE.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 from tests.cluster.localcluster import DEFAULT_STATE_DIR, REPO_ROOT, Cluster, stop_recorded
 from tests.cluster.network import QssNetwork, running_network
+from tests.cluster.topology import NetworkTopology, TopologyError, load_topology
 
 SAMPLES = REPO_ROOT / "kustomize" / "samples"
 
@@ -80,16 +85,46 @@ def run(network: QssNetwork) -> None:
         raise RuntimeError("the two Secrets hold different key IDs")
 
 
+def route_count(cluster: Cluster) -> int:
+    out = cluster.kubectl("get", "routes", "-o", "json", check=False).stdout
+    return len(json.loads(out or "{}").get("items", []))
+
+
+def run_topology(network: QssNetwork, topology: NetworkTopology, timeout: float = 120) -> None:
+    saes = sum(len(s) for s in topology.nodes.values())
+    clusters = [network.nodes[n].cluster for n in topology.nodes]
+    deadline = time.monotonic() + timeout
+    while any(route_count(c) < saes for c in clusters):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not every node has a Route to each of the {saes} SAEs")
+        time.sleep(0.5)
+    for cluster in clusters:
+        show(cluster, "get", "qkdlinks,keystreams")
+    for cluster in clusters:
+        show(cluster, "get", "routes", "-o", "wide")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    parser.add_argument("--topology", type=Path, help="a topology file (see the README)")
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir
+    topology = None
+    if args.topology is not None:
+        try:
+            topology = load_topology(args.topology)
+        except TopologyError as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return 2
     if stop_recorded(state_dir):
         print("stopped the previous demo network")
     shutil.rmtree(state_dir, ignore_errors=True)
-    with running_network(state_dir, detach=True) as network:
-        run(network)
+    with running_network(state_dir, detach=True, topology=topology) as network:
+        if topology is None:
+            run(network)
+        else:
+            run_topology(network, topology)
         bin_dir = network.plane.bin_dir
         kubeconfigs = {n: node.cluster.kubeconfig for n, node in network.nodes.items()}
     print("\nThe network keeps running. Explore it with:")
