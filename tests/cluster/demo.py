@@ -19,6 +19,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.cluster.localcluster import DEFAULT_STATE_DIR, REPO_ROOT, Cluster, stop_recorded
 from tests.cluster.network import QssNetwork, running_network
@@ -85,18 +86,28 @@ def run(network: QssNetwork) -> None:
         raise RuntimeError("the two Secrets hold different key IDs")
 
 
-def route_count(cluster: Cluster) -> int:
-    out = cluster.kubectl("get", "routes", "-o", "json", check=False).stdout
-    return len(json.loads(out or "{}").get("items", []))
+def items(cluster: Cluster, kind: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", kind, "-o", "json", check=False).stdout
+    found: list[dict[str, Any]] = json.loads(out or "{}").get("items", [])
+    return found
+
+
+def settled(cluster: Cluster, saes: int) -> bool:
+    """Every QKDLink up, and a Route to each SAE of the network."""
+    links = items(cluster, "qkdlinks")
+    up = all(link.get("status", {}).get("state") == "Up" for link in links)
+    return up and len(items(cluster, "routes")) >= saes
 
 
 def run_topology(network: QssNetwork, topology: NetworkTopology, timeout: float = 120) -> None:
     saes = sum(len(s) for s in topology.nodes.values())
     clusters = [network.nodes[n].cluster for n in topology.nodes]
     deadline = time.monotonic() + timeout
-    while any(route_count(c) < saes for c in clusters):
+    while not all(settled(c, saes) for c in clusters):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"not every node has a Route to each of the {saes} SAEs")
+            raise RuntimeError(
+                f"not every link is up, or not every node has a Route to each of the {saes} SAEs"
+            )
         time.sleep(0.5)
     for cluster in clusters:
         show(cluster, "get", "qkdlinks,keystreams")
