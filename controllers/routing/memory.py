@@ -7,9 +7,10 @@ engine exactly as ``controllers.routing.channel`` does over the inter-node chann
 JSON and TLS: the same calls, the same message objects, answers or failures.
 
 Time is virtual. With ``measure=False`` (tests) nothing takes time but ``latency``, so runs are
-deterministic. With ``measure=True`` (benchmarks) each call into a router takes the wall time
-it really took, and a node handles one thing at a time: as if every node ran on its own CPU,
-which is what a network of QSS nodes does. ``cpu_seconds`` is the sum over all nodes.
+deterministic. With ``measure=True`` (benchmarks) each call into a router takes the CPU time
+it really took (process time, so a busy machine descheduling us does not count), and a node
+handles one thing at a time: as if every node ran on its own CPU, which is what a network of
+QSS nodes does. ``cpu_seconds`` is the sum over all nodes.
 """
 
 from __future__ import annotations
@@ -310,9 +311,9 @@ class SimulatedNetwork:
         if event.tick:
             del self._tick_at[event.node]
         version = node.router.version
-        began = time.perf_counter()
+        began = time.process_time()
         follow_ups = event.action(start)
-        elapsed = time.perf_counter() - began
+        elapsed = time.process_time() - began
         self.cpu_seconds += elapsed
         self.events += 1
         done = start + (elapsed if self.measure else 0.0)
