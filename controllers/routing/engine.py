@@ -242,6 +242,8 @@ class Router:
 
     def on_exchange(self, peer: str, exchange: Exchange, now: float) -> Exchange:
         self._now = now
+        if peer not in self._neighbours:
+            return Exchange.model_construct(hello=self.hello, lsas=())  # no (longer a) QKDLink
         self._heard(peer, exchange.hello.key, now, exchanged=True)
         self._receive(peer, exchange.lsas, now, flooded=False)
         theirs = {lsa.ident: lsa.signature for lsa in exchange.lsas}
@@ -315,6 +317,12 @@ class Router:
                 own.throttle.request()
             due = own.throttle.due_at()
             if due is not None and due <= now:
+                if type_ == "S" and not self._local_saes and own.seq == 0:
+                    # A node without SAEs (a repeater) needs no S packet until it has had some
+                    # (or hears of one from an earlier life, which it must then withdraw).
+                    own.throttle.fire(now)
+                    own.last = now
+                    continue
                 self._originate(type_, now)
         if self._spf_due is not None and self._spf_due <= now:
             self._spf_due = None

@@ -15,8 +15,6 @@ neighbours' keys) is discussed in ``docs/routing.md``. Used by ``controllers.rou
 
 from __future__ import annotations
 
-from collections import Counter
-
 from controllers.routing.messages import Lsa
 
 
@@ -24,7 +22,7 @@ class KeyTrust:
     def __init__(self, *, node_id: str, own_key: str) -> None:
         self._own = (node_id, own_key)
         self._neighbours: dict[str, str] = {}
-        self._vouched: dict[str, Counter[str]] = {}  # node -> key -> how many K packets vouch
+        self._vouched: dict[str, dict[str, int]] = {}  # node -> key -> K packets vouching
 
     def trusted(self, node: str, key: str) -> bool:
         if (node, key) == self._own:
@@ -32,7 +30,7 @@ class KeyTrust:
         if self._neighbours.get(node) == key:
             return True
         vouched = self._vouched.get(node)
-        return vouched is not None and vouched[key] > 0
+        return vouched is not None and key in vouched
 
     def neighbour_key(self, node: str, key: str | None) -> None:
         """``node`` (a neighbour) presented ``key`` over the channel; None forgets it."""
@@ -41,24 +39,28 @@ class KeyTrust:
         else:
             self._neighbours[node] = key
 
-    def k_packet(self, old: Lsa | None, new: Lsa | None) -> set[str]:
+    def k_packet(self, old: Lsa | None, new: Lsa | None) -> list[str]:
         """An accepted K packet replaced ``old`` with ``new`` (either may be None); returns the
         nodes that gained a vouched key, whose held-back LSAs are worth another look."""
         if old is not None:
             for link in old.links:
-                counts = self._vouched[link.node]
-                counts[link.key] -= 1
-                if counts[link.key] <= 0:
-                    del counts[link.key]
-                if not counts:
-                    del self._vouched[link.node]
-        gained: set[str] = set()
+                vouched = self._vouched[link.node]
+                if vouched[link.key] > 1:
+                    vouched[link.key] -= 1
+                else:
+                    del vouched[link.key]
+                    if not vouched:
+                        del self._vouched[link.node]
+        gained = []
         if new is not None:
             for link in new.links:
-                vouched = self._vouched.get(link.node)
-                if vouched is None:
-                    vouched = self._vouched[link.node] = Counter()
-                if vouched[link.key] == 0:
-                    gained.add(link.node)
-                vouched[link.key] += 1
+                keys = self._vouched.get(link.node)
+                if keys is None:
+                    self._vouched[link.node] = {link.key: 1}
+                    gained.append(link.node)
+                elif link.key in keys:
+                    keys[link.key] += 1
+                else:
+                    keys[link.key] = 1
+                    gained.append(link.node)
         return gained

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from controllers.routing.memory import SimulatedNetwork
-from controllers.routing.messages import Flood, LinkEntry, Lsa
+from controllers.routing.messages import Exchange, Flood, LinkEntry, Lsa
 from controllers.routing.signing import RoutingKey
 from tests.unit.routing.helpers import SETTINGS, network, signed
 
@@ -158,3 +158,17 @@ def test_a_distant_key_is_taken_once_a_k_packet_vouches_for_it() -> None:
     assert net.nodes["a"].router.held() == 0
     assert net.nodes["a"].directory.node_of("sae-e") == "e"
     assert _drops(net) == {}
+
+
+def test_a_node_without_a_qkdlink_to_us_is_not_listened_to(line: SimulatedNetwork) -> None:
+    # The channel lets only QKDLink peers in; should one slip through while links change, the
+    # router itself ignores what it says.
+    stranger = signed(RoutingKey(), source="x", seq=1, saes=("mallory",))
+    a = line.nodes["a"].router
+    hello = line.nodes["c"].router.hello
+    answer = a.on_exchange("c", Exchange(hello=hello, lsas=(stranger,)), line.now)
+    assert answer.lsas == ()
+    flood = a.on_flood("c", Flood(forwarder="c", lsas=(stranger,)), line.now)
+    assert flood.lsas == ()
+    assert line.nodes["a"].directory.node_of("mallory") is None
+    assert a.held() == 0

@@ -188,3 +188,21 @@ def test_a_partition_heals_into_one_network_again() -> None:
     net.settle()
     assert net.nodes[name(2)].directory.node_of("joined-while-apart") == name(6)
     _tables_agree(net)
+
+
+def test_a_repeater_without_saes_sends_no_s_packet_until_it_has_one() -> None:
+    net = network()
+    for n, saes in (("a", ["sae-a"]), ("b", []), ("c", ["sae-c"])):
+        net.add_node(n, saes=saes)
+    net.link("a", "b")
+    net.link("b", "c")
+    net.settle()
+    held = {(x.source, x.type) for x in net.nodes["a"].router.database()}
+    assert ("b", "S") not in held
+    assert ("b", "K") in held
+    net.set_saes("b", ["sae-b"])
+    net.settle()
+    assert net.nodes["a"].directory.node_of("sae-b") == "b"
+    net.set_saes("b", [])  # having had one, it must say it has none now
+    net.settle()
+    assert net.nodes["a"].directory.node_of("sae-b") is None
