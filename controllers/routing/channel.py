@@ -309,6 +309,10 @@ class RoutingService:
             log.warning("routing: node %s answered %s with %s", peer, path, exc.message)
             self.stats.drop(peer, "malformed", "", self.now())
             return None
+        if _speaker(answer) != peer:
+            log.warning("routing: node %s answered %s in the name of another node", peer, path)
+            self.stats.drop(peer, "malformed", "", self.now())
+            return None
         if isinstance(message, Hello) and self.last_error.pop(peer, None) is not None:
             log.info("routing: node %s answers again", peer)
         return answer
@@ -325,6 +329,15 @@ class RoutingService:
                 self._after()
             except Exception:
                 log.exception("routing timers failed; going on")
+
+
+def _speaker(message: Message) -> str:
+    """The node a routing message says it comes from."""
+    if isinstance(message, Hello):
+        return message.node
+    if isinstance(message, Exchange):
+        return message.hello.node
+    return message.forwarder
 
 
 def _not_the_sender(peer: str, claimed: str) -> web.Response:
