@@ -92,9 +92,10 @@ class SidecarSettings:
 
     @property
     def request_timeout_seconds(self) -> int:
-        """How long a master KeyRequest may wait for keys: within one refresh, 1 to 30 s."""
+        """How long a master KeyRequest may wait for keys (timeoutSeconds): one refresh, but at
+        least 5 s (a peer SAE just registered takes a moment to be known) and at most 30 s."""
         refresh = self.refresh_seconds or 30.0
-        return max(1, min(30, int(refresh)))
+        return max(5, min(30, int(refresh)))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SidecarSettings:

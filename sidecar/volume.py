@@ -128,6 +128,8 @@ class KeyVolume:
     def tidy(self) -> None:
         """Remove what an interrupted publication left: ``..data_tmp`` and snapshot directories
         other than the current one."""
+        if not self.root.is_dir():
+            return  # nothing published yet
         (self.root / DATA_TMP).unlink(missing_ok=True)
         current = self.current_directory()
         self._remove_old(keep={current.name if current else ""})
