@@ -42,13 +42,36 @@ class SaeView(_Loose):
 
 
 class ApiSaeDirectory:
-    """Reads Saes with the webhook's service account (``get`` on ``saes``)."""
+    """Reads Saes with the webhook's service account (``get`` on ``saes``).
+
+    Reviews that ask for the same Sae while a read of it is in flight share that read (a
+    Deployment scaling up sends many pods naming one Sae at once); nothing is kept after it, so
+    a Sae created or deleted a moment ago is seen as it is now.
+    """
 
     def __init__(self, api: client.ApiClient, *, timeout: float = READ_TIMEOUT_SECONDS) -> None:
         self._custom = client.CustomObjectsApi(api)
         self._timeout = timeout
+        self._in_flight: dict[tuple[str, str], asyncio.Task[SaeRecord | None]] = {}
 
     async def get(self, namespace: str, name: str) -> SaeRecord | None:
+        key = (namespace, name)
+        read = self._in_flight.get(key)
+        if read is None:
+            read = asyncio.create_task(
+                self._read(namespace, name), name=f"read Sae {namespace}/{name}"
+            )
+            self._in_flight[key] = read
+            read.add_done_callback(lambda done: self._done(key, done))
+        # A review given up on (its connection closed) does not cancel the others' read.
+        return await asyncio.shield(read)
+
+    def _done(self, key: tuple[str, str], read: asyncio.Task[SaeRecord | None]) -> None:
+        self._in_flight.pop(key, None)
+        if not read.cancelled():
+            read.exception()  # retrieved, even if every review waiting for it was given up on
+
+    async def _read(self, namespace: str, name: str) -> SaeRecord | None:
         try:
             async with asyncio.timeout(self._timeout):
                 body = await self._custom.get_namespaced_custom_object(
