@@ -127,6 +127,17 @@ async def _forward(
     model: type[BaseModel] = answer_model if answer.status == 200 else Error
     try:
         document = decode(model, answer.body, what=f"node's {model.__name__}")
+        if answer.status >= 500 and answer.status != 503:
+            # The standard gives clients 400, 401 and 503; a node's own failure is "try later".
+            log.warning(
+                "014 %s %s %s: node failed with %d", request_id, method, request.path, answer.status
+            )
+            said = document.model_dump().get("message")
+            return error(
+                503,
+                f"the node's key API failed ({answer.status}): {said}",
+                [{"reason": "NodeFailed", "retryable": True}],
+            )
     except BadMessage as exc:
         log.warning(
             "014 %s %s %s: node answered %d, not a 014 %s",

@@ -69,8 +69,18 @@ def server_context() -> ssl.SSLContext:
 
 
 def load_pair(context: ssl.SSLContext, pair: KeyPair) -> None:
-    """Load a certificate and key from memory: ssl only reads files, so they pass through
-    anonymous memory files (memfd) that never touch a disk."""
+    """Load a certificate and key into ``context`` (``ssl.SSLError`` if they do not match).
+
+    They are tried on a scratch context first: a load that fails half way (the certificate
+    taken, the key refused) would leave the live context serving a certificate without its
+    key, and every handshake after it failing."""
+    _load(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), pair)
+    _load(context, pair)
+
+
+def _load(context: ssl.SSLContext, pair: KeyPair) -> None:
+    # ssl only reads files: they pass through anonymous memory files (memfd) that never touch a
+    # disk.
     fds: list[int] = []
     try:
         for name, data in (("cert", pair.cert_pem), ("key", pair.key_pem)):
