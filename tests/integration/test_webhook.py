@@ -1,7 +1,7 @@
 """The injecting webhook on a real API server: pods are created with kubectl, the API server
-calls the webhook process (registered as shipped in kustomize/webhook, on loopback) and the
-stored pod is read back. Pods stay Pending (no kubelet runs them yet): admission is what is
-tested here.
+calls the webhook process (registered as shipped in kustomize/webhook, on loopback; on a cluster
+of its own, ``webhook_cluster``) and the stored pod is read back. Pods stay Pending (no kubelet
+runs them yet): admission is what is tested here.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
-def namespace(cluster: Cluster, webhook: RunningWebhook) -> Iterator[str]:
+def namespace(webhook_cluster: Cluster, webhook: RunningWebhook) -> Iterator[str]:
     name = f"wh-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", name)
-    wait_for_service_account(cluster, name)
+    webhook_cluster.kubectl("create", "namespace", name)
+    wait_for_service_account(webhook_cluster, name)
     apply(
-        cluster,
+        webhook_cluster,
         {
             "apiVersion": "qss.dev/v1alpha1",
             "kind": "Sae",
@@ -54,7 +54,7 @@ def namespace(cluster: Cluster, webhook: RunningWebhook) -> Iterator[str]:
         },
     )
     yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
+    webhook_cluster.kubectl("delete", "namespace", name, "--wait=false")
 
 
 def create(
@@ -81,9 +81,9 @@ def injected(pod: dict[str, Any]) -> bool:
 
 
 def test_annotated_pod_is_stored_with_the_sidecar_its_volumes_and_read_only_mounts(
-    cluster: Cluster, namespace: str
+    webhook_cluster: Cluster, namespace: str
 ) -> None:
-    pod = created(cluster, namespace, annotated_pod(name()))
+    pod = created(webhook_cluster, namespace, annotated_pod(name()))
     assert pod["metadata"]["annotations"]["qss.dev/inject-status"] == "injected"
     (sidecar,) = pod["spec"]["initContainers"]
     assert sidecar["name"] == names.CONTAINER_NAME
@@ -117,7 +117,7 @@ def test_annotated_pod_is_stored_with_the_sidecar_its_volumes_and_read_only_moun
     ],
 )
 def test_pods_not_asking_for_keys_or_the_webhooks_own_are_stored_untouched(
-    cluster: Cluster, namespace: str, where: str, labels: dict[str, str | None]
+    webhook_cluster: Cluster, namespace: str, where: str, labels: dict[str, str | None]
 ) -> None:
     pod = annotated_pod(name())
     for key, value in labels.items():
@@ -125,7 +125,7 @@ def test_pods_not_asking_for_keys_or_the_webhooks_own_are_stored_untouched(
             pod["metadata"]["labels"].pop(key)
         else:
             pod["metadata"]["labels"][key] = value
-    stored = created(cluster, namespace, pod)
+    stored = created(webhook_cluster, namespace, pod)
     assert not injected(stored), where
     assert "qss.dev/inject-status" not in stored["metadata"]["annotations"]
     assert stored["spec"]["containers"][0].get("volumeMounts", []) == []
@@ -133,15 +133,17 @@ def test_pods_not_asking_for_keys_or_the_webhooks_own_are_stored_untouched(
 
 @pytest.mark.parametrize("system", ["kube-system", NAMESPACE])
 def test_labelled_pods_in_system_namespaces_and_the_webhooks_own_are_untouched(
-    cluster: Cluster, system: str
+    webhook_cluster: Cluster, system: str
 ) -> None:
-    wait_for_service_account(cluster, system)
-    stored = created(cluster, system, annotated_pod(name()))
+    wait_for_service_account(webhook_cluster, system)
+    stored = created(webhook_cluster, system, annotated_pod(name()))
     try:
         assert not injected(stored)
         assert "qss.dev/inject-status" not in stored["metadata"]["annotations"]
     finally:
-        cluster.kubectl("delete", "pod", stored["metadata"]["name"], "-n", system, "--wait=false")
+        webhook_cluster.kubectl(
+            "delete", "pod", stored["metadata"]["name"], "-n", system, "--wait=false"
+        )
 
 
 def _resubmittable(stored: dict[str, Any], new_name: str) -> dict[str, Any]:
@@ -155,18 +157,18 @@ def _resubmittable(stored: dict[str, Any], new_name: str) -> dict[str, Any]:
 
 
 def test_creating_the_same_pod_twice_and_from_its_stored_spec_gives_the_same_spec(
-    cluster: Cluster, namespace: str
+    webhook_cluster: Cluster, namespace: str
 ) -> None:
-    first = created(cluster, namespace, annotated_pod("twice-1"))
-    second = created(cluster, namespace, annotated_pod("twice-2"))
-    again = created(cluster, namespace, _resubmittable(first, "twice-3"))
+    first = created(webhook_cluster, namespace, annotated_pod("twice-1"))
+    second = created(webhook_cluster, namespace, annotated_pod("twice-2"))
+    again = created(webhook_cluster, namespace, _resubmittable(first, "twice-3"))
     assert first["spec"] == second["spec"] == again["spec"]
     assert again["metadata"]["annotations"] == first["metadata"]["annotations"]
 
 
 @pytest.fixture(scope="module")
 def container_webhook(
-    cluster: Cluster, webhook: RunningWebhook, tmp_path_factory: pytest.TempPathFactory
+    webhook_cluster: Cluster, webhook: RunningWebhook, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[None]:
     """A second webhook (sorted after ours) that adds a container, so ours is reinvoked."""
     directory = Path(tmp_path_factory.mktemp("container-webhook"))
@@ -216,20 +218,22 @@ def container_webhook(
             }
         ],
     }
-    apply(cluster, config)
+    apply(webhook_cluster, config)
     try:
         yield
     finally:
-        cluster.kubectl("delete", "mutatingwebhookconfiguration", "zz-qss-test-adds-container")
+        webhook_cluster.kubectl(
+            "delete", "mutatingwebhookconfiguration", "zz-qss-test-adds-container"
+        )
         proc.terminate()
         proc.wait(timeout=10)
 
 
 def test_a_reinvocation_after_another_webhook_added_a_container_mounts_the_keys_there_too(
-    cluster: Cluster, namespace: str, container_webhook: None
+    webhook_cluster: Cluster, namespace: str, container_webhook: None
 ) -> None:
     pod = annotated_pod(name(), labels={"qss-test/add-container": "true"})
-    stored = created(cluster, namespace, pod)
+    stored = created(webhook_cluster, namespace, pod)
     containers = {c["name"]: c for c in stored["spec"]["containers"]}
     assert set(containers) == {"app", "late"}
     for container in containers.values():
@@ -243,9 +247,9 @@ def test_a_reinvocation_after_another_webhook_added_a_container_mounts_the_keys_
 
 @pytest.mark.parametrize("case", BAD_PODS, ids=lambda c: c.id)
 def test_bad_pod_is_denied_with_the_expected_message(
-    cluster: Cluster, namespace: str, webhook: RunningWebhook, case: BadPod
+    webhook_cluster: Cluster, namespace: str, webhook: RunningWebhook, case: BadPod
 ) -> None:
-    result = create(cluster, namespace, case.pod(name()))
+    result = create(webhook_cluster, namespace, case.pod(name()))
     assert result.returncode != 0, f"{case.id} was admitted"
     assert 'admission webhook "inject.qss.dev" denied the request' in result.stderr, result.stderr
     for words in case.expected:
@@ -255,23 +259,23 @@ def test_bad_pod_is_denied_with_the_expected_message(
 
 
 def test_after_the_bad_pods_the_webhook_is_up_and_logged_no_error(
-    cluster: Cluster, namespace: str, webhook: RunningWebhook
+    webhook_cluster: Cluster, namespace: str, webhook: RunningWebhook
 ) -> None:
-    assert injected(created(cluster, namespace, annotated_pod(name())))
+    assert injected(created(webhook_cluster, namespace, annotated_pod(name())))
     log = webhook.log.read_text()
     assert "Traceback" not in log
     assert " ERROR " not in log
 
 
 def test_serving_certificates_rotate_by_themselves_while_pods_are_admitted(
-    cluster: Cluster, namespace: str, webhook: RunningWebhook
+    webhook_cluster: Cluster, namespace: str, webhook: RunningWebhook
 ) -> None:
     first = webhook.served_certificate().serial_number
     admitted = 0
 
     def rotated() -> bool:
         nonlocal admitted
-        assert injected(created(cluster, namespace, annotated_pod(name())))
+        assert injected(created(webhook_cluster, namespace, annotated_pod(name())))
         admitted += 1
         return webhook.served_certificate().serial_number != first
 
@@ -280,7 +284,7 @@ def test_serving_certificates_rotate_by_themselves_while_pods_are_admitted(
 
 
 def test_a_forced_rotation_changes_the_ca_and_admission_keeps_working(
-    cluster: Cluster, namespace: str, webhook: RunningWebhook
+    webhook_cluster: Cluster, namespace: str, webhook: RunningWebhook
 ) -> None:
     """SIGHUP: a new CA, published beside the old, then the serving certificate moves to it,
     then the old CA leaves the bundle; pods are created throughout, and every one is admitted."""
@@ -291,7 +295,7 @@ def test_a_forced_rotation_changes_the_ca_and_admission_keeps_working(
 
     def keep_creating() -> None:
         while not stop.is_set():
-            result = create(cluster, namespace, annotated_pod(name()))
+            result = create(webhook_cluster, namespace, annotated_pod(name()))
             if result.returncode != 0:
                 failures.append(result.stderr)
             else:
@@ -322,7 +326,7 @@ def test_a_forced_rotation_changes_the_ca_and_admission_keeps_working(
         creator.join()
     assert failures == []
     assert len(admitted) >= 3
-    secret = kubectl_json(cluster, "get", "secret", TLS_SECRET, "-n", NAMESPACE)
+    secret = kubectl_json(webhook_cluster, "get", "secret", TLS_SECRET, "-n", NAMESPACE)
     assert secret is not None
     assert "ca-previous.crt" not in secret["data"]
 
@@ -343,19 +347,22 @@ def test_a_second_replica_serves_the_same_certificate_and_leaves_the_bundle_alon
 
 
 def test_while_the_webhook_is_down_labelled_pods_are_refused_and_others_are_not(
-    cluster: Cluster, namespace: str, webhook: RunningWebhook
+    webhook_cluster: Cluster, namespace: str, webhook: RunningWebhook
 ) -> None:
     """failurePolicy Fail: a pod that asked for keys is never admitted without the sidecar."""
     webhook.stop(kill=True)
     try:
-        refused = create(cluster, namespace, annotated_pod(name()))
+        refused = create(webhook_cluster, namespace, annotated_pod(name()))
         assert refused.returncode != 0
         assert 'failed calling webhook "inject.qss.dev"' in refused.stderr
         plain = annotated_pod(name())
         del plain["metadata"]["labels"]["qss.dev/inject"]
-        assert create(cluster, namespace, plain).returncode == 0
+        assert create(webhook_cluster, namespace, plain).returncode == 0
     finally:
         webhook.start()
-    assert injected(created(cluster, namespace, annotated_pod(name())))
+    assert injected(created(webhook_cluster, namespace, annotated_pod(name())))
     assert webhook.published_bundle()  # the restarted webhook kept the CA it had
-    assert kubectl_json(cluster, "get", "mutatingwebhookconfiguration", CONFIGURATION) is not None
+    assert (
+        kubectl_json(webhook_cluster, "get", "mutatingwebhookconfiguration", CONFIGURATION)
+        is not None
+    )
