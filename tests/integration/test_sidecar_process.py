@@ -293,8 +293,11 @@ def test_consumed_keyrequests_and_their_secrets_do_not_pile_up(pair: Pair) -> No
     eventually(
         lambda: pair.monitor.generation("master") >= start + 5, timeout=60, what="5 refreshes"
     )
-    assert len(own_requests(pair)) <= 1
-    assert len(automatic_requests(pair)) <= 2
+    # One request in flight at a time on the master's side, and the slave keeping up.
+    eventually(lambda: len(own_requests(pair)) <= 1, timeout=30, what="at most one master request")
+    eventually(
+        lambda: len(automatic_requests(pair)) <= 1, timeout=30, what="slave requests consumed"
+    )
 
     def secrets(cluster: Any, namespace: str) -> int:
         listed = kubectl_json(
