@@ -2,7 +2,7 @@
 
 ``sidecar.agent`` uses ``KubeKeyRequests``; the RBAC it needs (``kustomize/webhook``'s
 ClusterRole ``kube-qss-sidecar``, bound in the app's namespace) is exactly these calls:
-keyrequests get/list/watch/create/patch/delete, secrets get. Errors become ``KubeError`` with the
+keyrequests list/watch/create/patch/delete, secrets get. Errors become ``KubeError`` with the
 API's status and reason, never a response body (a key Secret's body is key material), and
 kubernetes_asyncio's body logging is pinned off.
 """

@@ -169,7 +169,7 @@ def test_rbac_is_least_privilege(webhook: list[dict[str, Any]]) -> None:
         {
             "apiGroups": ["qss.dev"],
             "resources": ["keyrequests"],
-            "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+            "verbs": ["list", "watch", "create", "patch", "delete"],
         },
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     ]
