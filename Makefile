@@ -36,6 +36,11 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy controllers webhooks sidecar device-plugin/device_plugin crds/qss_api tests
 	$(VENV)/bin/lint-imports
 
+## unit: the unit tests only: no control plane, a real redis-server; about a minute.
+unit: $(VENV)/.installed
+	@command -v redis-server >/dev/null || { echo "redis-server is missing: run make setup" >&2; exit 1; }
+	$(VENV)/bin/pytest -p no:cacheprovider tests/unit
+
 ## test: lint, then every test (unit and integration, on a real control plane and Redis).
 test: setup lint
 	@rc=0; $(VENV)/bin/pytest -p no:cacheprovider || rc=$$?; \
