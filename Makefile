@@ -14,11 +14,15 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-## setup: Redis from Debian if missing, the venv, and the control-plane binaries (cached).
+## setup: Redis and Graphviz from Debian if missing, the venv, and the control-plane binaries (cached).
 setup: $(VENV)/.installed
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server (apt-get)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v dot >/dev/null || missing="$$missing graphviz"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 	@bash tests/cluster/build-control-plane.sh >/dev/null
 
 ## demo: start a local QSS network and show it with kubectl.
