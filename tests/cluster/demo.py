@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -78,6 +79,31 @@ def run(network: QssNetwork) -> None:
     print(f"Secret default/{slave}-keys on node-b holds {same} {len(ids_b)} key IDs.")
     if ids_a != ids_b:
         raise RuntimeError("the two Secrets hold different key IDs")
+    draw_network(network)
+
+
+def draw_network(network: QssNetwork) -> None:
+    """Each node's picture of the network (qss-netmap), as DOT and SVG next to the logs."""
+    print("\nPictures of the QKD network as each node sees it (qss-netmap):")
+    for name, node in network.nodes.items():
+        prefix = network.state_dir / f"netmap-{name}"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "controllers.netmap.main",
+                "--kubeconfig",
+                str(node.cluster.kubeconfig),
+                "--node-id",
+                name,
+                "--output",
+                str(prefix),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        print(f"  {prefix}.svg  ({prefix}.dot)")
 
 
 def main(argv: list[str] | None = None) -> int:
