@@ -8,7 +8,8 @@ hold the same key IDs (never the keys). The network keeps running; ``make demo-d
 
 With ``--topology FILE`` (``make demo TOPOLOGY=examples/topologies/line3.yaml``) it builds the
 network that file describes instead (``tests.cluster.topology``) and shows every node's links,
-key streams and routing table (``kubectl get routes``) once every node has a Route to every SAE.
+key streams and routing table (``kubectl get routes``) once every node has a Route to every SAE,
+and each node's picture of the network.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -84,6 +86,31 @@ def run(network: QssNetwork) -> None:
     print(f"Secret default/{slave}-keys on node-b holds {same} {len(ids_b)} key IDs.")
     if ids_a != ids_b:
         raise RuntimeError("the two Secrets hold different key IDs")
+    draw_network(network)
+
+
+def draw_network(network: QssNetwork) -> None:
+    """Each node's picture of the network (qss-netmap), as DOT and SVG next to the logs."""
+    print("\nPictures of the QKD network as each node sees it (qss-netmap):")
+    for name, node in network.nodes.items():
+        prefix = network.state_dir / f"netmap-{name}"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "controllers.netmap.main",
+                "--kubeconfig",
+                str(node.cluster.kubeconfig),
+                "--node-id",
+                name,
+                "--output",
+                str(prefix),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        print(f"  {prefix}.svg  ({prefix}.dot)")
 
 
 def items(cluster: Cluster, kind: str) -> list[dict[str, Any]]:
@@ -113,6 +140,7 @@ def run_topology(network: QssNetwork, topology: NetworkTopology, timeout: float 
         show(cluster, "get", "qkdlinks,keystreams")
     for cluster in clusters:
         show(cluster, "get", "routes", "-o", "wide")
+    draw_network(network)
 
 
 def main(argv: list[str] | None = None) -> int:
