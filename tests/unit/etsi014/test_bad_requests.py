@@ -69,6 +69,51 @@ async def test_post_enc_keys_with_a_bad_body_is_400(
     _stock_untouched(kme)
 
 
+# Regression (issue 9): numbers beyond Python's 4,300-digit limit and deep nesting were 500s.
+_HUGE = b"9" * 5000
+_LARGE = b"9" * 4000
+_DEEP = b"[" * 50_000 + b"]" * 50_000
+
+
+@pytest.mark.parametrize(
+    ("body", "parameter", "fragment"),
+    [
+        (b'{"number": ' + _HUGE + b"}", "body", "not valid JSON"),
+        (b'{"size": ' + _HUGE + b"}", "body", "not valid JSON"),
+        (b'{"number": ' + _LARGE + b"}", "number", "an integer of more than 40 digits"),
+        (b'{"size": -' + _LARGE + b"}", "size", "an integer of more than 40 digits"),
+        (b'{"number": ' + _DEEP + b"}", "body", "not valid JSON"),
+        (b'{"size": ' + _DEEP + b"}", "body", "not valid JSON"),
+        (b'{"number": 1e999}', "number", "must be a JSON integer"),
+        (b'{"number": NaN}', "body", "not valid JSON"),
+    ],
+)
+async def test_enc_keys_with_huge_numbers_or_deep_nesting_is_400_not_500(
+    kme: Kme, body: bytes, parameter: str, fragment: str
+) -> None:
+    error = await _bad_request(kme.sae("sae-a").request("POST", "sae-b", "enc_keys", data=body))
+    assert [d["parameter"] for d in error.details] == [parameter]
+    assert fragment in (error.message or "")
+    _stock_untouched(kme)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"key_IDs": [' + _HUGE + b"]}",
+        b'{"key_IDs": [' + _LARGE + b"]}",
+        b'{"key_IDs": [{"key_ID": ' + _LARGE + b"}]}",
+        b'{"key_IDs": ' + _DEEP + b"}",
+        b'{"key_IDs": [{"key_ID": ' + _DEEP + b"}]}",
+    ],
+)
+async def test_dec_keys_with_huge_numbers_or_deep_nesting_is_400_not_500(
+    kme: Kme, body: bytes
+) -> None:
+    await _bad_request(kme.sae("sae-b").request("POST", "sae-a", "dec_keys", data=body))
+    assert not [name for name, _ in kme.delivery.calls if name == "get_keys_with_ids"]
+
+
 async def test_optional_extensions_are_ignored(kme: Kme) -> None:
     container = await kme.sae("sae-a").enc_keys(
         "sae-b", number=1, extra={"extension_optional": [{"abc_route_type": "direct"}]}
