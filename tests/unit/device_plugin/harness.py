@@ -88,6 +88,8 @@ class StubKubelet:
     directory: Path
     registrations: asyncio.Queue[Registration] = field(default_factory=asyncio.Queue)
     refuse_with: str | None = None  # when set, Register fails with this message
+    # When each Register call arrived (loop time), refused or not.
+    attempts: asyncio.Queue[float] = field(default_factory=asyncio.Queue)
     _server: Any = None
 
     @property
@@ -117,6 +119,7 @@ class StubKubelet:
         return await asyncio.wait_for(self.registrations.get(), within)
 
     async def Register(self, request: Any, context: Any) -> Any:  # the Registration servicer
+        self.attempts.put_nowait(asyncio.get_running_loop().time())
         if self.refuse_with is not None:
             await context.abort(grpc.StatusCode.UNKNOWN, self.refuse_with)
         # The real kubelet connects to the plugin before it answers; a plugin that registers

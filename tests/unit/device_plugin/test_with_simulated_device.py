@@ -2,26 +2,17 @@
 
 The other tests use a small fake that speaks the health protocol; this one guards the agreement
 with the real device: both ends of a pair answer the plugin's probe, a link fault turns both
-unhealthy, and clearing it brings them back, without restarting anything. Skipped only while the
-simulated device is not in the tree.
+unhealthy, and clearing it brings them back, without restarting anything.
 """
 
 import asyncio
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
-import pytest
-
 from device_plugin.api import HEALTHY, UNHEALTHY
 from device_plugin.config import DeviceConfig, DeviceEntry, DeviceKind
 from tests.unit.device_plugin.harness import Connect, RunPlugin, StubKubelet
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("device_plugin.simdevice") is None,
-    reason="the simulated QKD device (device_plugin.simdevice) is not in the tree yet",
-)
 
 
 async def request(socket_path: Path, message: dict[str, object]) -> dict[str, object]:
