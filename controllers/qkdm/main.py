@@ -21,11 +21,11 @@ from controllers.conditions import merge_conditions
 from controllers.keystore import KeyStore
 from controllers.kube import Kube, NotFoundError, connect
 from controllers.logs import configure_logging
-from controllers.qkdm.device import DeviceClient
 from controllers.qkdm.pump import Pump
 from controllers.qkdm.settings import QkdmSettings, SettingsError
 from controllers.qkdm.status import decide_state, stream_status
 from qss_api import GROUP, KEYSTREAMS, KOPF_PREFIX
+from qss_api.qkd004_client import DeviceClient
 
 FIELD_MANAGER = "qss-qkdm"  # owner of the KeyStream status fields the QKDM writes
 
