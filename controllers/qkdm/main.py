@@ -23,7 +23,7 @@ from controllers.kube import Kube, NotFoundError, connect
 from controllers.logs import configure_logging
 from controllers.qkdm.pump import Pump
 from controllers.qkdm.settings import QkdmSettings, SettingsError
-from controllers.qkdm.status import decide_state, stream_status
+from controllers.qkdm.status import Fault, decide_state, stream_status
 from qss_api import GROUP, KEYSTREAMS, KOPF_PREFIX
 from qss_api.qkd004_client import DeviceClient
 
@@ -77,6 +77,21 @@ async def serve_stream(
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
         await device.aclose()
+    if stopped.reason is not None and kopf.DaemonStoppingReason.OPERATOR_EXITING in stopped.reason:
+        # Nobody serves this end any more: say so, rather than leave the last "Up" standing
+        # (key delivery prefers Up streams).
+        await _report_stopped(pump, kube)
+
+
+async def _report_stopped(pump: Pump, kube: Kube) -> None:
+    pump.fault = Fault(
+        reason="QkdmStopped", message="the QKD module of this stream end has stopped"
+    )
+    status = stream_status(pump.observation())
+    try:
+        await kube.apply_status(KEYSTREAMS, pump.stream_name, status)
+    except Exception as exc:  # the API server may be gone too; nothing more to do
+        logging.getLogger("controllers.qkdm").info("final status not written: %r", exc)
 
 
 async def _report(pump: Pump, body: kopf.Body, kube: Kube, interval: float) -> None:
