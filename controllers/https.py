@@ -44,10 +44,11 @@ class ConnectionLimitsError(ValueError):
 class ConnectionLimits:
     # A TLS handshake takes a few round trips; a client still not done after this is stalling.
     handshake_timeout: float = 10.0
-    # Longest wait for a complete request head, from connection or previous answer. Long
-    # enough for a client that keeps its connection between two requests a few seconds apart
-    # (014 clients, the channel's peers), short enough that idle connections do not pile up.
-    idle_timeout: float = 15.0
+    # Longest wait for a complete request head, from connection or previous answer. Longer
+    # than aiohttp clients keep an idle connection (15 s: the channel's peers, most 014 client
+    # libraries), so that the client, not the server, closes it and never sends a request on a
+    # connection the server is closing; short enough that idle connections do not pile up.
+    idle_timeout: float = 30.0
     # Connections one client address may hold at once: well above what a 014 client pool or a
     # peer node opens, far below what exhausts the server's file descriptors.
     max_connections_per_client: int = 64
