@@ -48,6 +48,10 @@ async def _startup(settings: Any, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.cleanup()
 async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "pump" in memo and "kube" in memo:
+        # Nobody serves this stream end any more: say so, rather than leave the last "Up"
+        # standing (key delivery prefers Up streams).
+        await _report_stopped(memo["pump"], memo["kube"])
     if "store" in memo:
         await memo["store"].aclose()
     if "kube" in memo:
@@ -69,6 +73,7 @@ async def serve_stream(
     pump = Pump(
         node_id=settings.node_id, stream_name=name, kube=kube, store=memo["store"], device=device
     )
+    memo["pump"] = pump
     reporter = asyncio.create_task(_report(pump, body, kube, settings.status_interval))
     try:
         await pump.run(stopped)
@@ -77,10 +82,6 @@ async def serve_stream(
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
         await device.aclose()
-    if stopped.reason is not None and kopf.DaemonStoppingReason.OPERATOR_EXITING in stopped.reason:
-        # Nobody serves this end any more: say so, rather than leave the last "Up" standing
-        # (key delivery prefers Up streams).
-        await _report_stopped(pump, kube)
 
 
 async def _report_stopped(pump: Pump, kube: Kube) -> None:

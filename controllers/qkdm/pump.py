@@ -267,6 +267,12 @@ class Pump:
                     ksid=ksid, source=self.node_id, destination=plan.peer_node, qos=plan.qos
                 )
             except DeviceRefusal as refusal:
+                later = self._later_epoch(plan, refusal.refusal.peer_key_stream_IDs, epoch)
+                if later is not None:
+                    # Refused (no rate left for a new stream, say), but the peer already waits
+                    # on a later KSID of ours: join that one instead.
+                    epoch = later
+                    continue
                 if refusal.status != Status.KSID_IN_USE:
                     raise
                 if refusal.reason != Reason.KSID_IN_USE:

@@ -27,8 +27,9 @@ The ops:
 - ``HEALTH`` and ``FAULT {link_down?, rate_bps?, qber?}`` -> ``DeviceState``. ``FAULT`` is the
   simulated device's test hook (link down, rate change, QBER); a hardware device has none.
 
-When the device answers ``PEER_NOT_CONNECTED`` (OPEN_CONNECT 1, GET_KEY 3) it also lists, in
-``peer_key_stream_IDs``, the key streams the peer end has open that this end has not. A device
+When the device answers ``PEER_NOT_CONNECTED`` (OPEN_CONNECT 1, GET_KEY 3), or refuses an
+OPEN_CONNECT, it also lists, in ``peer_key_stream_IDs``, the key streams the peer end has open
+that this end has not. A device
 pair knows them (the two devices agree on every stream they generate key for, which is how a
 device can say "peer not connected" at all); telling the application lets two QKDMs that
 lost track of each other (one was down while the stream had to be replaced) find the stream
@@ -193,7 +194,7 @@ class Refusal(WireModel):
     device_bps: NonNegative | None = None  # 7: the device's secret key rate
     free_bps: NonNegative | None = None  # 7: the rate not taken by other streams
     metadata_size: NonNegative | None = None  # 8: the metadata size needed
-    peer_key_stream_IDs: list[Text] | None = None  # 3: see the module docstring
+    peer_key_stream_IDs: list[Text] | None = None  # 3, OPEN_CONNECT: see the module docstring
 
 
 class Opened(WireModel):

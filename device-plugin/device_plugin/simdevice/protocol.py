@@ -118,13 +118,21 @@ class Device:
             raise Refused(
                 Status.QOS_NOT_MET, Reason.MIN_ABOVE_MAX, "qos.min_bps must not exceed qos.max_bps"
             )
-        status, stream = self._link.open(
-            self.end,
-            ksid=request.key_stream_ID,
-            source=request.source,
-            destination=request.destination,
-            qos=qos,
-        )
+        try:
+            status, stream = self._link.open(
+                self.end,
+                ksid=request.key_stream_ID,
+                source=request.source,
+                destination=request.destination,
+                qos=qos,
+            )
+        except Refused as refused:
+            # Whatever the reason (no rate left, say), the streams the peer waits on may be
+            # what the caller wants to join instead.
+            waiting = self._link.awaiting(self.end)
+            if waiting:
+                refused.reply = refused.reply.model_copy(update={"peer_key_stream_IDs": waiting})
+            raise
         log.info(
             "end %s opened key stream %s (%s -> %s), status %d",
             self.end,
@@ -133,12 +141,13 @@ class Device:
             request.destination,
             status,
         )
-        waiting = self._link.awaiting(self.end) if status == Status.PEER_NOT_CONNECTED else None
         return Opened(
             status=0 if status == Status.SUCCESS else 1,
             key_stream_ID=stream.ksid,
             qos=stream.qos,
-            peer_key_stream_IDs=waiting,
+            peer_key_stream_IDs=(
+                self._link.awaiting(self.end) if status == Status.PEER_NOT_CONNECTED else None
+            ),
         )
 
     async def _get_key(self, request: GetKey) -> Keys:

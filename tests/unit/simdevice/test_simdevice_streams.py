@@ -150,3 +150,14 @@ async def test_peer_not_connected_lists_the_streams_the_peer_waits_on(pair: Pair
     # Once B joins A's stream it is no longer waiting for B.
     await pair.b.open_connect(source="qkdm-b", destination="qkdm-a", qos=half, key_stream_id=theirs)
     assert (await pair.b.get_key(key_stream_id=mine["key_stream_ID"]))["peer_key_stream_IDs"] == []
+
+
+async def test_a_refused_open_lists_the_streams_the_peer_waits_on(pair: Pair) -> None:
+    """No rate is left for a new stream (the peer's waiting one took it all): the refusal says
+    which stream to join instead."""
+    theirs = (await pair.a.open_connect(key_stream_id=str(uuid.uuid4())))["key_stream_ID"]
+    refused = await pair.b.open_connect(
+        source="qkdm-b", destination="qkdm-a", key_stream_id=str(uuid.uuid4())
+    )
+    assert (refused["status"], refused["reason"]) == (7, "rate_unavailable")
+    assert refused["peer_key_stream_IDs"] == [theirs]
