@@ -19,6 +19,8 @@ silently: chunks the device no longer holds when the QKDM comes back are counted
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
@@ -347,30 +349,50 @@ class Pump:
         epoch = epoch_of(plan.ksid, ksid) or 0
         cursor = await self.store.ingest_cursor(stream=plan.name)
         run = max(1, MAX_RUN_BYTES // plan.chunk_bytes)
-        while not stopped:
-            self.counts = await self.store.counts(stream=plan.name)
-            free = self.counts.free
-            if free <= 0:
-                await stopped.wait(self.idle_seconds)
-                continue
-            try:
-                keys = await self.device.get_keys(ksid=ksid, index=cursor, count=min(free, run))
-            except DeviceRefusal as refusal:
-                cursor = await self._refused(refusal, plan=plan, epoch=epoch, cursor=cursor)
-                await stopped.wait(self.idle_seconds)
-                continue
-            chunks = self._chunks(plan, ksid, keys.index, keys.count, keys)
-            self.fault = None  # keys flow, so the peer's end is open too
-            if not self.flowing:
-                # Measure from the first key: time waiting for the peer is not the rate.
-                self.meter.start()
-                self.flowing = True
-            # The store moves the cursor past what it kept, in the same atomic step.
-            result = await self.store.add_chunks(
-                stream=plan.name, chunks=chunks, first_index=cursor
-            )
-            cursor += result.stored
-            self.meter.record(result.accepted * plan.chunk_bytes * 8)
+        # The next run is fetched from the device while this one is being stored, so the
+        # device, this process and Redis work at the same time.
+        ahead: asyncio.Task[Keys] | None = None
+        try:
+            while not stopped:
+                self.counts = await self.store.counts(stream=plan.name)
+                free = self.counts.free
+                if free <= 0:
+                    await stopped.wait(self.idle_seconds)
+                    continue
+                if ahead is None:
+                    ahead = self._fetch(ksid, cursor, min(free, run))
+                try:
+                    keys = await ahead
+                except DeviceRefusal as refusal:
+                    cursor = await self._refused(refusal, plan=plan, epoch=epoch, cursor=cursor)
+                    await stopped.wait(self.idle_seconds)
+                    continue
+                finally:
+                    ahead = None
+                if keys.index != cursor:
+                    continue  # fetched ahead for a cursor the store did not reach; again
+                chunks = self._chunks(plan, ksid, keys.index, keys.count, keys)
+                self.fault = None  # keys flow, so the peer's end is open too
+                if not self.flowing:
+                    # Measure from the first key: time waiting for the peer is not the rate.
+                    self.meter.start()
+                    self.flowing = True
+                if free > keys.count:
+                    ahead = self._fetch(ksid, cursor + keys.count, min(free - keys.count, run))
+                # The store moves the cursor past what it kept, in the same atomic step.
+                result = await self.store.add_chunks(
+                    stream=plan.name, chunks=chunks, first_index=cursor
+                )
+                cursor += result.stored
+                self.meter.record(result.accepted * plan.chunk_bytes * 8)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, DeviceError):
+                    await ahead
+
+    def _fetch(self, ksid: str, index: int, count: int) -> asyncio.Task[Keys]:
+        return asyncio.create_task(self.device.get_keys(ksid=ksid, index=index, count=count))
 
     async def _refused(
         self, refusal: DeviceRefusal, *, plan: StreamPlan, epoch: int, cursor: int

@@ -26,6 +26,9 @@ from tests.cluster.network import running_network
 
 A, B = "node-a", "node-b"
 DEVICE_RATE_BPS = 2_000_000_000  # the device is never the limit
+# How much unfetched key the device keeps (it derives key material, so this costs no memory):
+# a minute of its rate, so the QKDM is never overtaken by expiry while it catches up.
+DEVICE_BUFFER_BITS = 60 * DEVICE_RATE_BPS
 CHUNK_SIZES_BITS = (256, 1024, 8192)
 WARM_UP_SECONDS = 3.0
 WINDOW_SECONDS = 5.0
@@ -69,6 +72,7 @@ def _run_one(chunk_bits: int) -> float:
                 rate_bps=DEVICE_RATE_BPS,
                 capacity=CAPACITY_BYTES * 8 // chunk_bits,
                 chunk_bits=chunk_bits,
+                buffer_bits=DEVICE_BUFFER_BITS,
             )
             try:
                 return asyncio.run(_measure(network.nodes[A].redis_url, stream, chunk_bits))
