@@ -33,6 +33,7 @@ from controllers.keystore import KeyStore
 from controllers.kube import Kube
 from controllers.saes import Announcer, LocalSaes, SaeDirectory, register_routes
 from controllers.settings import ControllerSettings
+from qss_api import QKDLINKS
 
 log = logging.getLogger("controllers.node")
 
@@ -122,7 +123,7 @@ async def start_node(
             )
         ],
     )
-    register_routes(app, directory)
+    register_routes(app, directory, local_saes)
     host, port = settings.channel_host_port
     channel = ChannelServer(app, host=host, port=port)
     key_api = Etsi014Server(
@@ -153,6 +154,10 @@ async def start_node(
         key_api=key_api,
         announcer=announcer,
     )
+    # The neighbours are known before anything is served, so that a request naming one of
+    # their SAEs meanwhile hears "not known yet" (retryable), not "unknown".
+    for link in await kube.list(QKDLINKS):
+        await node.links_changed(str(link["metadata"]["name"]), link)
     await channel.start()
     await key_api.start()
     local_saes.subscribe(lambda *_: node.trust_sae_cas())

@@ -2,15 +2,19 @@
 
 Both halves travel over the inter-node channel (``controllers.channel``):
 
-- ``register_routes(app, directory)`` adds ``POST /qss/v1/saes`` to the channel app; the body is
-  ``{"node": <node ID>, "generation": <int>, "saes": [<SAE ID>, ...]}``, the sender's full list.
-  The channel has already authenticated the calling node; it may only announce its own SAEs
-  (403 otherwise). The list goes into the ``SaeDirectory``, which ignores stale generations.
-  The answer is ``{"node": <this node>, "accepted": <bool>, "generation": <newest recorded>}``.
+- ``register_routes(app, directory, local)`` adds ``POST /qss/v1/saes`` to the channel app; the
+  body is a ``SaeAnnouncement`` (``controllers.saes.messages``): the sender's node ID, a
+  generation (a signed 64-bit integer) and its full list of SAE IDs. The channel has already
+  authenticated the calling node; it may only announce its own SAEs (403 otherwise). A body that
+  is not a valid announcement is a 400 naming each wrong field, and changes nothing. The list
+  goes into the ``SaeDirectory``, which ignores stale generations. The answer is a
+  ``SaeReceipt``. ``GET /qss/v1/saes`` answers this node's own announcement.
 - ``Announcer`` pushes this node's full list to every peer of the ``PeerRegistry``: at start,
   whenever the local SAEs or the peers change, and every ``interval`` seconds (so a peer that
   was down, or restarted and forgot, learns it again). Generations are nanosecond timestamps,
-  kept strictly increasing. An unreachable peer is logged once and retried next round.
+  kept strictly increasing. An unreachable peer is logged once and retried next round. It also
+  asks every neighbour it has not heard from (all of them after a start) for its list, so a
+  restarted node knows its neighbours' SAEs within one round trip, not one ``interval``.
 
 ``controllers.main`` registers the route when it builds the channel app and runs one Announcer
 on the controller's event loop (``start`` after the channel clients exist, ``aclose`` at
@@ -25,21 +29,22 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from aiohttp import web
 
-from controllers import pki
 from controllers.channel import PeerError, PeerRegistry, error_response, peer_node, register
 from controllers.channel.peers import Peer
 from controllers.saes.directory import SaeDirectory
+from controllers.saes.messages import SaeAnnouncement, SaeReceipt
 from controllers.saes.registry import LocalSaes
+from qss_api.wire import BadMessage, check, decode, encode
 
 log = logging.getLogger(__name__)
 
 SAES_PATH: Final = "/qss/v1/saes"
 DIRECTORY: Final = web.AppKey("qss_sae_directory", SaeDirectory)
+LOCAL: Final = web.AppKey("qss_sae_local", LocalSaes)
 
 # Re-announce this often even without changes: bounds how long a neighbour that missed a push
 # (it was down, or restarted) goes without our list.
@@ -48,46 +53,19 @@ ANNOUNCE_INTERVAL: Final = 30.0
 FAILED_RETRY_INTERVAL: Final = 2.0
 
 
-class AnnouncementError(ValueError):
-    """An announcement body that is not what the route accepts; the message says what."""
-
-
-@dataclass(frozen=True)
-class Announcement:
-    node: str
-    generation: int
-    saes: tuple[str, ...]
-
-    def payload(self) -> dict[str, Any]:
-        return {"node": self.node, "generation": self.generation, "saes": list(self.saes)}
-
-
-def parse_announcement(body: Any) -> Announcement:
-    """Check and decode an announcement body; ``AnnouncementError`` says what is wrong."""
-    if not isinstance(body, dict):
-        raise AnnouncementError("the announcement must be a JSON object")
-    node, generation, saes = body.get("node"), body.get("generation"), body.get("saes")
-    if not isinstance(node, str) or not node:
-        raise AnnouncementError("'node' must be the announcing node's ID (a string)")
-    if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
-        raise AnnouncementError("'generation' must be a non-negative integer")
-    if not isinstance(saes, list) or not all(isinstance(s, str) for s in saes):
-        raise AnnouncementError("'saes' must be a list of SAE IDs (strings)")
-    for sae_id in saes:
-        try:
-            pki.check_sae_id(sae_id)
-        except pki.CertificateError as exc:
-            raise AnnouncementError(str(exc)) from None
-    return Announcement(node=node, generation=generation, saes=tuple(dict.fromkeys(saes)))
+def parse_announcement(body: bytes | str) -> SaeAnnouncement:
+    """Read an announcement body; ``BadMessage`` says what is wrong with it."""
+    announcement = decode(SaeAnnouncement, body, what="SAE announcement")
+    # The same ID twice counts once, in first-seen order.
+    return announcement.model_copy(update={"saes": tuple(dict.fromkeys(announcement.saes))})
 
 
 async def _receive(request: web.Request) -> web.Response:
     peer = peer_node(request)
     try:
-        announcement = parse_announcement(await request.json())
-    except ValueError as exc:  # AnnouncementError, or a body that is not JSON
-        message = str(exc) if isinstance(exc, AnnouncementError) else "the body is not JSON"
-        return error_response(400, f"invalid SAE announcement: {message}")
+        announcement = parse_announcement(await request.read())
+    except BadMessage as exc:
+        return error_response(400, exc.message, exc.problems)
     if announcement.node != peer:
         return error_response(
             403,
@@ -97,25 +75,41 @@ async def _receive(request: web.Request) -> web.Response:
     accepted = directory.record(peer, announcement.saes, announcement.generation)
     if accepted:
         log.debug("node %s announces %d SAEs", peer, len(announcement.saes))
-    return web.json_response(
-        {
-            "node": directory.local_node_id,
-            "accepted": accepted,
-            "generation": directory.generation(peer),
-        }
+    receipt = SaeReceipt(
+        node=directory.local_node_id,
+        accepted=accepted,
+        generation=directory.generation(peer),
     )
+    return web.Response(body=encode(receipt), content_type="application/json")
 
 
-def register_routes(app: web.Application, directory: SaeDirectory) -> None:
-    """Serve SAE announcements on the channel ``app`` (before it starts) into ``directory``."""
+async def _answer(request: web.Request) -> web.Response:
+    """This node's own SAEs, for a neighbour that just started and asks."""
+    directory = request.app[DIRECTORY]
+    announcement = SaeAnnouncement(
+        node=directory.local_node_id,
+        # The moment the list was read: newer than any announcement sent before it was read.
+        generation=time.time_ns(),
+        saes=tuple(request.app[LOCAL].sae_ids()),
+    )
+    return web.Response(body=encode(announcement), content_type="application/json")
+
+
+def register_routes(app: web.Application, directory: SaeDirectory, local: LocalSaes) -> None:
+    """Serve SAE announcements on the channel ``app`` (before it starts) into ``directory``,
+    and answer neighbours that ask for ``local``'s SAEs."""
     app[DIRECTORY] = directory
+    app[LOCAL] = local
     register(app, "POST", SAES_PATH, _receive)
+    register(app, "GET", SAES_PATH, _answer)
 
 
-class PostJson(Protocol):
+class Channel(Protocol):
     """What the announcer needs of ``controllers.channel.PeerClients``."""
 
     async def post_json(self, node_id: str, path: str, payload: Any) -> Any: ...
+
+    async def get_json(self, node_id: str, path: str) -> Any: ...
 
 
 class Announcer:
@@ -127,7 +121,7 @@ class Announcer:
         node_id: str,
         local: LocalSaes,
         registry: PeerRegistry,
-        clients: PostJson,
+        clients: Channel,
         directory: SaeDirectory | None = None,
         interval: float = ANNOUNCE_INTERVAL,
         clock: Callable[[], int] = time.time_ns,
@@ -143,6 +137,8 @@ class Announcer:
         # conditions: our announcements are the channel's heartbeat.
         self.last_error: dict[str, PeerError] = {}
         self._peers = set(registry.peers())
+        if directory is not None:
+            directory.set_neighbours(self._peers)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: list[Callable[[], None]] = []
@@ -181,25 +177,55 @@ class Announcer:
             if self._directory is not None and self._directory.forget(gone):
                 log.info("forgot the SAEs of node %s, no longer a neighbour", gone)
         self._peers = current
+        if self._directory is not None:
+            self._directory.set_neighbours(current)
         self._wake.set()  # new neighbours hear from us at once
 
-    def next_announcement(self) -> Announcement:
+    def next_announcement(self) -> SaeAnnouncement:
         """This node's full SAE list under a generation newer than any sent before."""
         self._generation = max(self._clock(), self._generation + 1)
-        return Announcement(
+        return SaeAnnouncement(
             node=self.node_id, generation=self._generation, saes=tuple(self._local.sae_ids())
         )
 
     async def announce_now(self) -> dict[str, bool]:
-        """One round: send the list to every current peer; peer -> whether it took it."""
+        """One round: send the list to every current peer, and ask each peer not heard from
+        yet (all of them, after a start) for its own; peer -> whether it took ours."""
         announcement = self.next_announcement()
         peers = sorted(self._registry.peers())
-        results = await asyncio.gather(*(self._send(p, announcement) for p in peers))
+        results = await asyncio.gather(*(self._exchange(p, announcement) for p in peers))
         return dict(zip(peers, results, strict=True))
 
-    async def _send(self, node_id: str, announcement: Announcement) -> bool:
+    async def _exchange(self, node_id: str, announcement: SaeAnnouncement) -> bool:
+        accepted = await self._send(node_id, announcement)
+        if self._directory is not None and not self._directory.heard_from(node_id):
+            await self._ask(node_id)
+        return accepted
+
+    async def _ask(self, node_id: str) -> None:
+        """Ask ``node_id`` for its SAEs (rather than wait up to ``interval`` for its push)."""
+        assert self._directory is not None
         try:
-            answer = await self._clients.post_json(node_id, SAES_PATH, announcement.payload())
+            answer = check(
+                SaeAnnouncement,
+                await self._clients.get_json(node_id, SAES_PATH),
+                what=f"SAE list of node {node_id}",
+            )
+        except (PeerError, BadMessage) as exc:
+            self._failing.add(node_id)  # ask again soon
+            log.info("could not ask node %s for its SAEs (retrying): %s", node_id, exc)
+            return
+        if answer.node != node_id:
+            self._failing.add(node_id)
+            log.warning("node %s answered with the SAEs of node %s; ignored", node_id, answer.node)
+            return
+        self._directory.record(node_id, answer.saes, answer.generation)
+
+    async def _send(self, node_id: str, announcement: SaeAnnouncement) -> bool:
+        try:
+            answer = await self._clients.post_json(
+                node_id, SAES_PATH, announcement.model_dump(mode="json")
+            )
         except PeerError as exc:
             self.last_error[node_id] = exc
             if node_id not in self._failing:
@@ -210,13 +236,17 @@ class Announcer:
         if node_id in self._failing:
             self._failing.discard(node_id)
             log.info("announcing SAEs to node %s works again", node_id)
-        accepted = isinstance(answer, dict) and answer.get("accepted") is True
-        theirs = answer.get("generation") if isinstance(answer, dict) else None
-        if not accepted and isinstance(theirs, int) and theirs >= self._generation:
+        try:
+            receipt = check(SaeReceipt, answer, what=f"receipt of node {node_id}")
+        except BadMessage as exc:
+            log.warning("node %s answered our SAE announcement wrongly: %s", node_id, exc)
+            return False
+        theirs = receipt.generation
+        if not receipt.accepted and theirs is not None and theirs >= self._generation:
             # The peer holds a newer generation of ours (our clock went back across a
             # restart); continue above it so the next round is taken.
             self._generation = theirs
-        return accepted
+        return receipt.accepted
 
     async def _run(self) -> None:
         while True:

@@ -10,6 +10,13 @@ Announcements carry a generation that grows with every announcement of a node, s
 arrives late (after a newer one) is ignored. The highest generation seen from a node is kept
 after ``forget``, so a delayed announcement from a departed neighbour cannot bring it back.
 
+Not finding an SAE means one of two things, and ``is_known_absent`` tells which: while some
+neighbour has not told us its SAEs yet (this node just started, or the neighbour is down), the
+SAE may well be there, so the answer is "not known yet" (the 014 API's 503, retryable). Once
+every current neighbour has answered (``heard_from``) and none has it, nor this node, it is
+unknown for good (400, not retryable) until someone registers it. The neighbours are the peers
+of this node's QKDLinks (``set_neighbours``, kept current by the announcer).
+
 An SAE ID is meant to be unique in the network. If several nodes announce the same one anyway,
 the local SAE wins, then the remote node whose ID sorts first, so every node resolves the
 conflict the same way; ``claimants`` lists them all for diagnostics.
@@ -29,6 +36,22 @@ class SaeDirectory:
         self._saes: dict[str, frozenset[str]] = {}  # node -> its announced SAE IDs
         self._generations: dict[str, int] = {}  # node -> highest generation seen
         self._nodes: dict[str, set[str]] = {}  # SAE ID -> nodes announcing it
+        self._neighbours: frozenset[str] = frozenset()
+
+    def set_neighbours(self, node_ids: Iterable[str]) -> None:
+        """The nodes whose SAE lists this node expects (the peers of its QKDLinks)."""
+        self._neighbours = frozenset(node_ids) - {self.local_node_id}
+
+    def heard_from(self, node_id: str) -> bool:
+        """Whether ``node_id`` has told us its SAEs since this node started."""
+        return node_id in self._generations
+
+    def is_known_absent(self, sae_id: str) -> bool:
+        """True when ``sae_id`` is on no node we could ask: not local, and every neighbour has
+        told us its SAEs without it. False while it is known, or may still become known."""
+        if self.node_of(sae_id) is not None:
+            return False
+        return all(self.heard_from(node) for node in self._neighbours)
 
     def record(self, node_id: str, sae_ids: Iterable[str], generation: int) -> bool:
         """Make ``sae_ids`` the SAEs of remote node ``node_id``, unless ``generation`` is not

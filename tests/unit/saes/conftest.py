@@ -89,7 +89,7 @@ async def start_sae_node() -> AsyncIterator[StartSaeNode]:
         directory = SaeDirectory(local_node_id=node_id, local=local)
         registry = PeerRegistry(local_node_id=node_id)
         app = init_channel_app(identity=identity, registry=registry)
-        register_routes(app, directory)
+        register_routes(app, directory, local)
         server = ChannelServer(app, host="127.0.0.1", port=0)
         await server.start()
         clients = PeerClients(identity=identity, registry=registry, timeout=TIMEOUT)

@@ -14,14 +14,10 @@ import aiohttp
 import pytest
 
 from controllers.channel import Peer, PeerRefused, PeerRegistry, PeerUnreachable
-from controllers.saes.announce import (
-    SAES_PATH,
-    AnnouncementError,
-    Announcer,
-    parse_announcement,
-)
+from controllers.saes.announce import SAES_PATH, Announcer, parse_announcement
 from controllers.saes.directory import SaeDirectory
 from controllers.saes.registry import LocalSaes
+from qss_api.wire import BadMessage
 from tests.cluster.localcluster import free_port
 from tests.unit.saes.conftest import SaeNode, StartSaeNode
 
@@ -63,29 +59,35 @@ async def _pair(start_sae_node: StartSaeNode) -> tuple[SaeNode, SaeNode]:
 
 
 def test_parse_accepts_a_well_formed_announcement() -> None:
-    parsed = parse_announcement({"node": "node-a", "generation": 3, "saes": ["x", "y", "x"]})
+    body = json.dumps({"node": "node-a", "generation": 3, "saes": ["x", "y", "x"]})
+    parsed = parse_announcement(body)
     assert (parsed.node, parsed.generation, parsed.saes) == ("node-a", 3, ("x", "y"))
-    assert parsed.payload() == {"node": "node-a", "generation": 3, "saes": ["x", "y"]}
 
 
 @pytest.mark.parametrize(
-    ("body", "complaint"),
+    ("body", "parameter"),
     [
-        ([], "JSON object"),
-        ({"generation": 1, "saes": []}, "'node'"),
-        ({"node": "", "generation": 1, "saes": []}, "'node'"),
-        ({"node": "n", "generation": True, "saes": []}, "'generation'"),
-        ({"node": "n", "generation": -1, "saes": []}, "'generation'"),
-        ({"node": "n", "generation": "1", "saes": []}, "'generation'"),
-        ({"node": "n", "generation": 1}, "'saes'"),
-        ({"node": "n", "generation": 1, "saes": [1]}, "'saes'"),
-        ({"node": "n", "generation": 1, "saes": [""]}, "SAE ID"),
-        ({"node": "n", "generation": 1, "saes": ["x" * 65]}, "SAE ID"),
+        ([], ""),
+        ({"generation": 1, "saes": []}, "node"),
+        ({"node": "", "generation": 1, "saes": []}, "node"),
+        ({"node": "Node A", "generation": 1, "saes": []}, "node"),
+        ({"node": "n", "generation": True, "saes": []}, "generation"),
+        ({"node": "n", "generation": -1, "saes": []}, "generation"),
+        ({"node": "n", "generation": "1", "saes": []}, "generation"),
+        ({"node": "n", "generation": 2**63, "saes": []}, "generation"),
+        ({"node": "n", "generation": 2**64, "saes": []}, "generation"),
+        ({"node": "n", "generation": 1}, "saes"),
+        ({"node": "n", "generation": 1, "saes": [1]}, "saes.0"),
+        ({"node": "n", "generation": 1, "saes": [""]}, "saes.0"),
+        ({"node": "n", "generation": 1, "saes": ["x" * 65]}, "saes.0"),
+        ({"node": "n", "generation": 1, "saes": ["ok", "bad id!"]}, "saes.1"),
+        ({"node": "n", "generation": 1, "saes": [], "extra": 1}, "extra"),
     ],
 )
-def test_parse_refuses_malformed_announcements(body: Any, complaint: str) -> None:
-    with pytest.raises(AnnouncementError, match=complaint):
-        parse_announcement(body)
+def test_parse_refuses_malformed_announcements(body: Any, parameter: str) -> None:
+    with pytest.raises(BadMessage) as caught:
+        parse_announcement(json.dumps(body))
+    assert [p["parameter"] for p in caught.value.problems][:1] == [parameter]
 
 
 # --- the route -----------------------------------------------------------------------------
@@ -128,7 +130,36 @@ async def test_malformed_announcement_is_a_400_with_a_message(start_sae_node: St
     with pytest.raises(PeerRefused) as refused:
         await b.clients.post_json("node-a", SAES_PATH, {"node": "node-b", "saes": []})
     assert refused.value.status == 400
-    assert "'generation' must be a non-negative integer" in refused.value.message
+    assert "malformed SAE announcement: generation: Field required" in refused.value.message
+    assert refused.value.details == [{"parameter": "generation", "error": "Field required"}]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"node": "node-b", "generation": 2**64, "saes": []},
+        {"node": "node-b", "generation": 5, "saes": ["bad id!"]},
+    ],
+)
+async def test_a_refused_announcement_changes_nothing_and_shuts_nobody_out(
+    start_sae_node: StartSaeNode, bad: dict[str, Any]
+) -> None:
+    """Regression (issue 9): generation 2**64 was taken, and every real announcement after it
+    was stale, so node-b's real SAEs vanished from node-a's directory."""
+    a, b = await _pair(start_sae_node)
+    await b.clients.post_json(
+        "node-a", SAES_PATH, {"node": "node-b", "generation": 4, "saes": ["b1"]}
+    )
+    with pytest.raises(PeerRefused) as refused:
+        await b.clients.post_json("node-a", SAES_PATH, bad)
+    assert refused.value.status == 400
+    assert a.directory.node_of("b1") == "node-b"
+    assert a.directory.generation("node-b") == 4
+    answer = await b.clients.post_json(
+        "node-a", SAES_PATH, {"node": "node-b", "generation": 6, "saes": ["b1", "b2"]}
+    )
+    assert answer["accepted"] is True
+    assert a.directory.node_of("b2") == "node-b"
 
 
 async def test_body_that_is_not_json_is_a_400(start_sae_node: StartSaeNode) -> None:
@@ -139,9 +170,9 @@ async def test_body_that_is_not_json_is_a_400(start_sae_node: StartSaeNode) -> N
         session.post(a.server.url + SAES_PATH, data=b"{not json", server_hostname="node-a") as r,
     ):
         assert r.status == 400
-        assert json.loads(await r.read()) == {
-            "message": "invalid SAE announcement: the body is not JSON"
-        }
+        error = json.loads(await r.read())
+    assert error["message"].startswith("malformed SAE announcement: the body is not valid JSON")
+    assert a.directory.remote() == {}
 
 
 async def test_only_channel_peers_may_announce(start_sae_node: StartSaeNode) -> None:
@@ -266,6 +297,9 @@ async def test_announcer_without_peers_does_nothing_harmful() -> None:
         async def post_json(self, node_id: str, path: str, payload: Any) -> Any:
             raise AssertionError("no peer to call")
 
+        async def get_json(self, node_id: str, path: str) -> Any:
+            raise AssertionError("no peer to call")
+
     local = LocalSaes()
     announcer = Announcer(
         node_id="node-a",
@@ -278,3 +312,31 @@ async def test_announcer_without_peers_does_nothing_harmful() -> None:
     assert await announcer.announce_now() == {}
     await announcer.aclose()
     await announcer.aclose()  # twice is fine
+
+
+async def test_a_started_node_asks_its_neighbours_for_their_saes_at_once(
+    start_sae_node: StartSaeNode,
+) -> None:
+    """Regression (issue 9): after a restart, a node knew its neighbours' SAEs only with their
+    next periodic announcement, up to 30 s later."""
+    a, b = await _pair(start_sae_node)
+    b.add_sae("b1")
+    # node-b announces only every hour: what node-a learns, it learns by asking.
+    async with _announcer(a, interval=3600) as announcer:
+        assert not a.directory.is_known_absent("nobody")  # node-b not heard from yet
+        announcer.start()
+        await _eventually(lambda: a.directory.node_of("b1") == "node-b")
+        assert a.directory.heard_from("node-b")
+        assert a.directory.is_known_absent("nobody")
+        assert not a.directory.is_known_absent("b1")
+
+
+async def test_an_unreachable_neighbour_keeps_unknown_saes_not_known_yet(
+    start_sae_node: StartSaeNode,
+) -> None:
+    a, b = await _pair(start_sae_node)
+    await b.server.close()  # node-b is down
+    async with _announcer(a, interval=3600) as announcer:
+        await announcer.announce_now()
+        assert not a.directory.heard_from("node-b")
+        assert not a.directory.is_known_absent("b1")
