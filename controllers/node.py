@@ -37,6 +37,7 @@ from controllers.routing.settings import RoutingSettings
 from controllers.routing.writer import KubeRoutes, RouteWriter
 from controllers.saes import LocalSaes, SaeDirectory
 from controllers.settings import ControllerSettings
+from qss_api import QKDLINKS
 
 log = logging.getLogger("controllers.node")
 
@@ -172,6 +173,10 @@ async def start_node(
         routing=routing,
         route_writer=route_writer,
     )
+    # The neighbours are known before anything is served, so that a request naming one of
+    # their SAEs meanwhile hears "not known yet" (retryable), not "unknown".
+    for link in await kube.list(QKDLINKS):
+        await node.links_changed(str(link["metadata"]["name"]), link)
     await channel.start()
     await key_api.start()
     local_saes.subscribe(lambda *_: node.trust_sae_cas())

@@ -83,6 +83,10 @@ class SaeLocator(Protocol):
 
     def forget(self, node_id: str) -> bool: ...
 
+    def synchronised(self, node_id: str) -> None: ...
+
+    def set_neighbours(self, node_ids: Any) -> None: ...
+
 
 class RoutingService:
     def __init__(
@@ -120,6 +124,10 @@ class RoutingService:
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._unsubscribe: list[Callable[[], None]] = []
+        # The directory knows the neighbours from the moment the links are read (before the
+        # servers start), so an SAE asked for meanwhile is "not known yet", not unknown.
+        directory.set_neighbours(registry.peers())
+        self._unsubscribe_directory = registry.subscribe(directory.set_neighbours)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -139,6 +147,8 @@ class RoutingService:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe = []
+        self._unsubscribe_directory()
+        self._unsubscribe_directory = lambda: None
         tasks = [t for t in [self._timer, *self._senders.values()] if t is not None]
         self._timer, self._senders = None, {}
         for task in tasks:

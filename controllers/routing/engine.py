@@ -69,6 +69,10 @@ class SaeSink(Protocol):
 
     def forget(self, node_id: str) -> bool: ...
 
+    def synchronised(self, node_id: str) -> None:
+        """A full database exchange with neighbour ``node_id`` completed."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
@@ -246,6 +250,8 @@ class Router:
             return Exchange.model_construct(hello=self.hello, lsas=())  # no (longer a) QKDLink
         self._heard(peer, exchange.hello.key, now, exchanged=True)
         self._receive(peer, exchange.lsas, now, flooded=False)
+        if self._sink is not None:
+            self._sink.synchronised(peer)
         theirs = {lsa.ident: lsa.signature for lsa in exchange.lsas}
         mine = tuple(
             self._as_sent(e.lsa.ident, now)
@@ -287,6 +293,8 @@ class Router:
             self._heard(peer, answer.hello.key, now, exchanged=True)
             self._receive(peer, answer.lsas, now, flooded=False)
             self.stats.exchanges += 1
+            if self._sink is not None and peer in self._neighbours:
+                self._sink.synchronised(peer)
         elif isinstance(answer, Flood):
             if neighbour is not None and neighbour.up:
                 neighbour.last_heard = now

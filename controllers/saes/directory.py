@@ -12,6 +12,16 @@ origination, and ignores one that is not newer than the last recorded from that 
 highest generation seen from a node is kept after ``forget``, so an old list replayed after
 the node left cannot bring it back.
 
+Not finding an SAE means one of two things, and ``is_known_absent`` tells which: while some
+neighbour has not told us what it knows (this node just started, or the neighbour is down), the
+SAE may well be there, so the answer is "not known yet" (the 014 API's 503, retryable). A
+neighbour has told us once this node completed a full database exchange with it
+(``synchronised``, called by the routing engine): the exchange carries every S packet the
+neighbour holds, its own included. Once every current neighbour has (``heard_from``) and none
+knows the SAE, nor this node, it is unknown for good (400, not retryable) until someone
+registers it. The neighbours are the peers of this node's QKDLinks (``set_neighbours``, kept
+current by the routing service).
+
 An SAE ID is meant to be unique in the network. If several nodes claim the same one anyway,
 the local SAE wins, then the remote node whose ID sorts first, so every node resolves the
 conflict the same way; ``claimants`` lists them all for diagnostics.
@@ -31,6 +41,28 @@ class SaeDirectory:
         self._saes: dict[str, frozenset[str]] = {}  # node -> its SAE IDs
         self._generations: dict[str, int] = {}  # node -> highest generation seen
         self._nodes: dict[str, set[str]] = {}  # SAE ID -> nodes claiming it
+        self._neighbours: frozenset[str] = frozenset()
+        self._synchronised: set[str] = set()  # neighbours we completed an exchange with
+
+    def set_neighbours(self, node_ids: Iterable[str]) -> None:
+        """The nodes whose knowledge this node waits for (the peers of its QKDLinks)."""
+        self._neighbours = frozenset(node_ids) - {self.local_node_id}
+
+    def synchronised(self, node_id: str) -> None:
+        """A full database exchange with neighbour ``node_id`` completed: it has told us every
+        SAE it knows of."""
+        self._synchronised.add(node_id)
+
+    def heard_from(self, node_id: str) -> bool:
+        """Whether ``node_id`` has told us its SAEs since this node started."""
+        return node_id in self._synchronised or node_id in self._generations
+
+    def is_known_absent(self, sae_id: str) -> bool:
+        """True when ``sae_id`` is on no node we could ask: not local, and every neighbour has
+        told us what it knows without it. False while it is known, or may still become known."""
+        if self.node_of(sae_id) is not None:
+            return False
+        return all(self.heard_from(node) for node in self._neighbours)
 
     def record(self, node_id: str, sae_ids: Iterable[str], generation: int) -> bool:
         """Make ``sae_ids`` the SAEs of remote node ``node_id``, unless ``generation`` is not

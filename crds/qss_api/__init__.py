@@ -1,8 +1,11 @@
 """The names of kube-qss's API: group, version, kinds, labels and annotation keys.
 
 This is the one package that every component (controllers, webhooks, sidecar, device plugin)
-may import; it holds names and, in ``qss_api.wire``, the base of the wire-message types that
-two components must read alike, and no other behaviour, so the components stay independent.
+may import; it holds names; in ``qss_api.wire``, the base of the wire-message types that two
+components must read alike; and the QKD device protocol that the QKDM (controllers) and the
+simulated device and device plugin (device_plugin) both speak: its messages
+(``qss_api.qkd004``) and its one client (``qss_api.qkd004_client``). Nothing else, so the
+components stay independent.
 The CRDs in ``crds/*.yaml`` are the source of truth for the schemas; these constants must match
 them (a unit test checks that they do).
 """

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controllers import pki
+from qss_api.qkd004 import MAX_INDEX, DeviceState, Fault, GetKey, Health, Refusal
+from qss_api.qkd004_client import request_sync
 from tests.cluster.localcluster import (
     Cluster,
     ControlPlane,
@@ -79,6 +81,7 @@ class QkdLinkPair:
     socket_a: Path
     socket_b: Path
     device: subprocess.Popen[bytes] | None = None
+    argv: list[str] = field(default_factory=list)  # how the device pair was started
     named: bool = False  # the QKDLinks carry the stream's name, not the peer's
 
 
@@ -213,6 +216,7 @@ class QssNetwork:
         ]
         if buffer_bits is not None:
             argv += ["--buffer-bits", str(buffer_bits)]
+        pair.argv = argv
         pair.device = self.plane.spawn(
             f"device/{stream}", argv, self.state_dir / f"device-{stream}.log"
         )
@@ -331,9 +335,41 @@ class QssNetwork:
         data = json.loads(out)["data"]
         return {k: base64.b64decode(v) for k, v in data.items()}
 
-    def device_fault(self, stream: str, **faults: Any) -> dict[str, Any]:
+    def device_fault(self, stream: str, **faults: Any) -> DeviceState:
         """Switch a fault of the link's device pair (link_down, rate_bps, qber)."""
-        return device_request(self.links[stream].socket_a, {"op": "FAULT", **faults})
+        reply = request_sync(self.links[stream].socket_a, Fault(**faults))
+        assert isinstance(reply, DeviceState), reply
+        return reply
+
+    def device_chunks(self, stream: str) -> int:
+        """How many chunks the link's device has generated on the stream's current KSID (the
+        stream must be open at end A): GET_KEY far ahead is refused with that count."""
+        pair = self.links[stream]
+        ksid = next(
+            s.key_stream_ID
+            for s in self.device_health(stream).streams
+            if s.peer_connected and not s.aborted
+        )
+        reply = request_sync(pair.socket_a, GetKey(key_stream_ID=ksid, index=MAX_INDEX))
+        assert isinstance(reply, Refusal), reply
+        assert reply.next_index is not None, reply
+        return reply.next_index
+
+    def device_health(self, stream: str) -> DeviceState:
+        reply = request_sync(self.links[stream].socket_a, Health())
+        assert isinstance(reply, DeviceState), reply
+        return reply
+
+    def restart_device(self, stream: str) -> None:
+        """Stop the link's device pair and start it again: it forgets every key stream, as a
+        real device does when it restarts."""
+        pair = self.links[stream]
+        _stop(pair.device)
+        pair.device = self.plane.spawn(
+            f"device/{stream}", pair.argv, self.state_dir / f"device-{stream}.log"
+        )
+        _wait_unix(pair.socket_a, pair.device, "simulated QKD device")
+        _wait_unix(pair.socket_b, pair.device, "simulated QKD device")
 
 
 @contextmanager
@@ -366,21 +402,6 @@ def running_network(
         raise
     if not detach:
         plane.stop()
-
-
-def device_request(path: Path, request: dict[str, Any]) -> dict[str, Any]:
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(5)
-        sock.connect(str(path))
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            part = sock.recv(65536)
-            if not part:
-                break
-            data += part
-    reply: dict[str, Any] = json.loads(data)
-    return reply
 
 
 def create_secret(cluster: Cluster, name: str, data: dict[str, bytes]) -> None:

@@ -258,3 +258,20 @@ async def test_a_restarted_neighbour_is_resynchronised(start: StartNode) -> None
     keys = {x.key for x in a.routing.router.database() if x.source == "node-b"}
     assert keys == {b2.routing.router.key.public}
     assert not a.routing.stats.drops
+
+
+async def test_an_sae_is_unknown_for_good_once_every_neighbour_has_exchanged(
+    start: StartNode,
+) -> None:
+    a, b, c = await _line(start)
+    assert not a.directory.is_known_absent("nobody")  # nothing heard yet: "not known yet"
+    # b is a repeater without SAEs (no S packet); its database exchange is what tells a.
+    await _eventually(lambda: a.directory.is_known_absent("nobody"))
+    assert ("node-b", "S") not in {x.ident for x in a.routing.router.database()}
+    # A new neighbour that cannot answer (it has no QKDLink to a) makes it "not known yet".
+    d = await start("node-d")
+    a.link(b, d)
+    assert not a.directory.is_known_absent("nobody")
+    c.add_sae("carol")
+    await _eventually(lambda: a.directory.node_of("carol") == "node-c")
+    assert not a.directory.is_known_absent("carol")
