@@ -25,6 +25,7 @@ Dijkstra after each change of the K packets; ``version`` grows whenever paths or
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -34,6 +35,7 @@ from typing import Final, Literal, Protocol
 
 from controllers.routing.lsdb import Ident, LinkStateDatabase
 from controllers.routing.messages import (
+    MAX_SAES,
     VERSION,
     Exchange,
     Flood,
@@ -48,6 +50,8 @@ from controllers.routing.stats import DropReason, RoutingStats
 from controllers.routing.throttle import Throttle
 from controllers.routing.trust import KeyTrust
 from qss_api.wire import SAE_ID_PATTERN
+
+log = logging.getLogger(__name__)
 
 Message = Hello | Exchange | Flood
 LsaType = Literal["S", "K"]
@@ -231,6 +235,16 @@ class Router:
     def set_local_saes(self, saes: Iterable[str], now: float) -> None:
         self._now = now
         wanted = tuple(sorted({s for s in saes if _SAE_ID.match(s)}))
+        if len(wanted) > MAX_SAES:
+            # The protocol bounds an S packet; a node with more SAEs is not plausible, but it
+            # must not stop its routing either.
+            log.warning(
+                "node %s has %d SAEs; its S packet lists the first %d (sorted by ID)",
+                self.node_id,
+                len(wanted),
+                MAX_SAES,
+            )
+            wanted = wanted[:MAX_SAES]
         if wanted != self._local_saes:
             self._local_saes = wanted
             self._own["S"].throttle.request()

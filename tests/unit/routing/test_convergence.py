@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from controllers.routing.memory import SimulatedNetwork
+from controllers.routing.messages import MAX_SAES
 from tests.unit.routing.helpers import SETTINGS, grid, name, network, random_graph, ring
 
 
@@ -206,3 +207,19 @@ def test_a_repeater_without_saes_sends_no_s_packet_until_it_has_one() -> None:
     net.set_saes("b", [])  # having had one, it must say it has none now
     net.settle()
     assert net.nodes["a"].directory.node_of("sae-b") is None
+
+
+def test_more_saes_than_an_s_packet_holds_are_cut_to_the_bound_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    net = network()
+    many = [f"app-{i:05d}" for i in range(MAX_SAES + 5)]
+    net.add_node("a", saes=many)
+    net.add_node("b")
+    net.link("a", "b")
+    net.run_for(10)  # (settle() would expect every SAE known)
+    known = net.nodes["b"].directory.remote()["a"]
+    assert len(known) == MAX_SAES
+    assert "app-00000" in known
+    assert f"app-{MAX_SAES + 4:05d}" not in known
+    assert "its S packet lists the first" in caplog.text
