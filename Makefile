@@ -25,9 +25,9 @@ setup: $(VENV)/.installed
 	fi
 	@bash tests/cluster/build-control-plane.sh >/dev/null
 
-## demo: start a local QSS network and show it with kubectl.
+## demo: start a local QSS network and show it with kubectl (TOPOLOGY=file: that network).
 demo: setup
-	$(PY) -m tests.cluster.demo --state-dir $(STATE_DIR)
+	$(PY) -m tests.cluster.demo --state-dir $(STATE_DIR) $(if $(TOPOLOGY),--topology $(TOPOLOGY))
 
 ## demo-down: stop the local network that `make demo` started.
 demo-down:

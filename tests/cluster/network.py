@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controllers import pki
 from qss_api.qkd004 import MAX_INDEX, DeviceState, Fault, GetKey, Health, Refusal
@@ -34,6 +34,9 @@ from tests.cluster.localcluster import (
     install_crds,
     redis_argv,
 )
+
+if TYPE_CHECKING:
+    from tests.cluster.topology import NetworkTopology
 
 API_VERSION = "qss.dev/v1alpha1"
 NODE_NAMESPACE = "kube-qss-system"
@@ -79,6 +82,7 @@ class QkdLinkPair:
     socket_b: Path
     device: subprocess.Popen[bytes] | None = None
     argv: list[str] = field(default_factory=list)  # how the device pair was started
+    named: bool = False  # the QKDLinks carry the stream's name, not the peer's
 
 
 @dataclass
@@ -186,7 +190,12 @@ class QssNetwork:
         sockets = Path(f"/tmp/kqss-{secrets.token_hex(4)}")
         sockets.mkdir()
         pair = QkdLinkPair(
-            a=a, b=b, stream=stream, socket_a=sockets / "a.sock", socket_b=sockets / "b.sock"
+            a=a,
+            b=b,
+            stream=stream,
+            socket_a=sockets / "a.sock",
+            socket_b=sockets / "b.sock",
+            named=name is not None,
         )
         secret_file = sockets / "pair.secret"
         secret_file.write_bytes(secrets.token_bytes(32))
@@ -275,6 +284,16 @@ class QssNetwork:
             _stop(proc)
         _stop(pair.device)
 
+    def remove_link(self, stream: str) -> None:
+        """Stop the link and delete its QKDLinks and KeyStreams on both clusters."""
+        pair = self.links[stream]
+        self.stop_link(stream)
+        for here, there in ((pair.a, pair.b), (pair.b, pair.a)):
+            cluster = self.nodes[here].cluster
+            link = stream if pair.named else there
+            cluster.kubectl("delete", "qkdlink", link, "--ignore-not-found", "--wait=false")
+            cluster.kubectl("delete", "keystream", stream, "--ignore-not-found", "--wait=false")
+
     def kill_qkdm(self, node: str, stream: str) -> None:
         proc = self.nodes[node].qkdms.pop(stream)
         proc.kill()
@@ -355,10 +374,18 @@ class QssNetwork:
 
 @contextmanager
 def running_network(
-    state_dir: Path, *, nodes: tuple[str, ...] = ("node-a", "node-b"), detach: bool = False
+    state_dir: Path,
+    *,
+    nodes: tuple[str, ...] = ("node-a", "node-b"),
+    detach: bool = False,
+    topology: NetworkTopology | None = None,
 ) -> Iterator[QssNetwork]:
     """A local QSS network outside pytest (benchmarks, the demo): control plane, clusters with
-    the CRDs, and the nodes' Redis and controllers. Stopped on exit unless ``detach``."""
+    the CRDs, and the nodes' Redis and controllers; with a ``topology``
+    (``tests.cluster.topology``), its nodes, links and SAEs instead. Stopped on exit unless
+    ``detach``."""
+    if topology is not None:
+        nodes = tuple(topology.nodes)
     state_dir.mkdir(parents=True, exist_ok=True)
     plane = ControlPlane(state_dir=state_dir, bin_dir=control_plane_binaries(), detach=detach)
     try:
@@ -367,6 +394,8 @@ def running_network(
             cluster = plane.start_cluster(name)
             install_crds(cluster)
             network.add_node(name, cluster)
+        if topology is not None:
+            topology.build(network)
         yield network
     except BaseException:
         plane.stop()

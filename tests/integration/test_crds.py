@@ -114,6 +114,7 @@ def _route(**spec: Any) -> dict[str, Any]:
         "saeID": "bob",
         "destinationNodeID": "node-b",
         "nextHopNodeID": "node-b",
+        "path": ["node-a", "node-b"],
         "cost": 50,
         "length": 1,
     }

@@ -1,4 +1,4 @@
-"""SaeDirectory: which node an SAE is on, from this node's SAEs and neighbours' announcements."""
+"""SaeDirectory: which node an SAE is on, from this node's SAEs and other nodes' S packets."""
 
 from __future__ import annotations
 
@@ -132,3 +132,12 @@ def test_a_new_neighbour_makes_unknown_saes_not_known_yet_again() -> None:
     assert directory.is_known_absent("zz")
     directory.set_neighbours(["node-b", "node-d"])
     assert not directory.is_known_absent("zz")
+
+
+def test_a_neighbour_that_exchanged_its_database_has_told_us_even_without_saes() -> None:
+    directory = SaeDirectory(local_node_id="node-a", local=set())
+    directory.set_neighbours(["node-b"])
+    assert not directory.heard_from("node-b")
+    directory.synchronised("node-b")  # a repeater: no S packet of its own, but an exchange
+    assert directory.heard_from("node-b")
+    assert directory.is_known_absent("zz")
