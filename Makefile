@@ -19,10 +19,10 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-## setup: Redis and the node runtime from Debian if missing, the venv, the control-plane and
-## node binaries, and the images (all cached outside the repository).
+## setup: Redis, Graphviz and the node runtime from Debian if missing, the venv, the
+## control-plane and node binaries, and the images (all cached outside the repository).
 setup: $(VENV)/.installed
-	@missing=$$(for p in redis-server $(NODE_PACKAGES); do \
+	@missing=$$(for p in redis-server graphviz $(NODE_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing from Debian:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
@@ -31,11 +31,12 @@ setup: $(VENV)/.installed
 	@bash tests/cluster/build-control-plane.sh node >/dev/null
 	@$(PY) -m tests.cluster.images build >/dev/null
 
-## demo: start a local QSS network (kube-qss as pods on real nodes) and show it with kubectl.
+## demo: start a local QSS network (kube-qss as pods on real nodes) and show it with kubectl
+## (TOPOLOGY=file: the network that file describes, as local processes).
 demo: setup
-	$(PY) -m tests.cluster.demo --state-dir $(STATE_DIR)
+	$(PY) -m tests.cluster.demo --state-dir $(STATE_DIR) $(if $(TOPOLOGY),--topology $(TOPOLOGY))
 
-## demo-processes: the same network as local processes (no kubelet, no images).
+## demo-processes: the demo's network as local processes (no kubelet, no images).
 demo-processes: setup
 	$(PY) -m tests.cluster.demo --processes --state-dir $(STATE_DIR)
 
@@ -49,6 +50,11 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy controllers webhooks sidecar device-plugin/device_plugin crds/qss_api tests
 	$(VENV)/bin/lint-imports
+
+## unit: the unit tests only: no control plane, a real redis-server; about a minute.
+unit: $(VENV)/.installed
+	@command -v redis-server >/dev/null || { echo "redis-server is missing: run make setup" >&2; exit 1; }
+	$(VENV)/bin/pytest -p no:cacheprovider tests/unit
 
 ## test: lint, then every test (unit and integration, on a real control plane and Redis).
 test: setup lint

@@ -18,11 +18,12 @@ import kopf
 from controllers.etsi014 import Etsi014Settings, Etsi014SettingsError
 
 # Importing the handler modules registers the reconcilers with kopf.
-from controllers.handlers import keyrequests, links, qkdms, saes, topology  # noqa: F401
+from controllers.handlers import keyrequests, links, qkdms, routes, saes, topology  # noqa: F401
 from controllers.identity import IdentityError
 from controllers.kube import Kube, connect
 from controllers.logs import configure_logging
 from controllers.node import NodeRuntime, start_node
+from controllers.routing.settings import RoutingSettings, RoutingSettingsError
 from controllers.settings import ControllerSettings, SettingsError
 from qss_api import GROUP, KOPF_PREFIX
 
@@ -51,7 +52,7 @@ async def _startup(settings: Any, memo: kopf.Memo, logger: Any, **_: Any) -> Non
     kube = Kube(api=await connect(node.kubeconfig), field_manager=FIELD_MANAGER)
     memo["kube"] = kube
     try:
-        runtime = await start_node(node, kube, memo["key_api_settings"])
+        runtime = await start_node(node, kube, memo["key_api_settings"], memo["routing_settings"])
     except IdentityError as exc:
         # Missing namespace, or Secrets a user supplied that do not fit: retrying won't help.
         raise kopf.PermanentError(f"cannot set up this node's identity: {exc}") from None
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             health_endpoint=args.health_endpoint,
         )
         key_api_settings = Etsi014Settings.from_env(os.environ)
-    except (SettingsError, Etsi014SettingsError) as exc:
+        routing_settings = RoutingSettings.from_env(os.environ)
+    except (SettingsError, Etsi014SettingsError, RoutingSettingsError) as exc:
         print(f"qss-controller: {exc}", file=sys.stderr)
         return 2
     configure_logging(verbose=args.verbose)
@@ -102,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         clusterwide=True,
         standalone=True,  # one replica per node; kopf's peering would need its own CRDs
         liveness_endpoint=settings.health_endpoint,
-        memo=kopf.Memo(settings=settings, key_api_settings=key_api_settings),
+        memo=kopf.Memo(
+            settings=settings,
+            key_api_settings=key_api_settings,
+            routing_settings=routing_settings,
+        ),
     )
     return 0
 

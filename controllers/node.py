@@ -2,9 +2,10 @@
 
 ``start_node`` (called by the controller's kopf startup handler) builds, in order: the node's
 identity (CA and certificate Secrets), the key store client, the in-memory topology and SAE
-registry/directory, the peer registry with its clients, key delivery, the inter-node channel
-(KRP, SAE announcements) and the ETSI GS QKD 014 key API. ``NodeRuntime.aclose`` stops them in
-reverse. QKDLink changes reach ``links_changed``, which refreshes the peers and their trust.
+registry/directory, the peer registry with its clients, key delivery, routing (the protocol and
+the Route writer), the inter-node channel (KRP, routing) and the ETSI GS QKD 014 key API.
+``NodeRuntime.aclose`` stops them in reverse. QKDLink changes reach ``links_changed``, which
+refreshes the peers and their trust.
 """
 
 from __future__ import annotations
@@ -31,8 +32,12 @@ from controllers.etsi014 import init as init_key_api
 from controllers.identity import NodeIdentity, ensure_node_identity, peer_ca_reader
 from controllers.keystore import KeyStore
 from controllers.kube import Kube
-from controllers.saes import Announcer, LocalSaes, SaeDirectory, register_routes
+from controllers.routing.channel import RoutingService
+from controllers.routing.settings import RoutingSettings
+from controllers.routing.writer import KubeRoutes, RouteWriter
+from controllers.saes import LocalSaes, SaeDirectory
 from controllers.settings import ControllerSettings
+from qss_api import QKDLINKS
 
 log = logging.getLogger("controllers.node")
 
@@ -52,7 +57,8 @@ class NodeRuntime:
     delivery: NodeKeyDelivery
     channel: ChannelServer
     key_api: Etsi014Server
-    announcer: Announcer
+    routing: RoutingService
+    route_writer: RouteWriter
     links: dict[str, dict[str, Any]] = field(default_factory=dict)
     link_problems: dict[str, LinkProblem] = field(default_factory=dict)
     _trusted_sae_cas: set[bytes] = field(default_factory=set)
@@ -77,7 +83,8 @@ class NodeRuntime:
                 self._trusted_sae_cas.add(pem)
 
     async def aclose(self) -> None:
-        await self.announcer.aclose()
+        await self.route_writer.aclose()
+        await self.routing.aclose()
         await self.key_api.close()
         await self.channel.close()
         await self.peers.aclose()
@@ -85,8 +92,12 @@ class NodeRuntime:
 
 
 async def start_node(
-    settings: ControllerSettings, kube: Kube, key_api_settings: Etsi014Settings
+    settings: ControllerSettings,
+    kube: Kube,
+    key_api_settings: Etsi014Settings,
+    routing_settings: RoutingSettings | None = None,
 ) -> NodeRuntime:
+    routing_settings = routing_settings or RoutingSettings()
     identity = await ensure_node_identity(
         kube.api,
         namespace=settings.namespace,
@@ -109,6 +120,14 @@ async def start_node(
         directory=directory,
         peers=peers,
     )
+    routing = RoutingService(
+        node_id=settings.node_id,
+        settings=routing_settings,
+        registry=registry,
+        clients=peers,
+        local=local_saes,
+        directory=directory,
+    )
     app = init_channel_app(
         identity=identity,
         registry=registry,
@@ -119,10 +138,10 @@ async def start_node(
                 topology=topology,
                 local_saes=local_saes,
                 handover=slave_request_creator(kube, local_saes),
-            )
+            ),
+            routing.channel_routes(),
         ],
     )
-    register_routes(app, directory)
     host, port = settings.channel_host_port
     channel = ChannelServer(app, host=host, port=port)
     key_api = Etsi014Server(
@@ -130,13 +149,13 @@ async def start_node(
         identity=identity,
         settings=key_api_settings,
     )
-    announcer = Announcer(
-        node_id=settings.node_id,
-        local=local_saes,
-        registry=registry,
-        clients=peers,
-        directory=directory,
+    # Deleting Routes waits until the neighbours have had a dead interval to answer.
+    route_writer = RouteWriter(
+        api=KubeRoutes(kube),
+        desired=routing.route_objects,
+        grace=routing_settings.dead_interval,
     )
+    routing.subscribe(route_writer.changed)
     node = NodeRuntime(
         settings=settings,
         kube=kube,
@@ -151,12 +170,18 @@ async def start_node(
         delivery=delivery,
         channel=channel,
         key_api=key_api,
-        announcer=announcer,
+        routing=routing,
+        route_writer=route_writer,
     )
+    # The neighbours are known before anything is served, so that a request naming one of
+    # their SAEs meanwhile hears "not known yet" (retryable), not "unknown".
+    for link in await kube.list(QKDLINKS):
+        await node.links_changed(str(link["metadata"]["name"]), link)
     await channel.start()
     await key_api.start()
     local_saes.subscribe(lambda *_: node.trust_sae_cas())
-    announcer.start()
+    routing.start()
+    route_writer.start()
     log.info(
         "node %s: channel on port %d, ETSI 014 key API on port %d",
         settings.node_id,

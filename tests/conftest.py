@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.redis",
     "tests.fixtures.qss",
+    "tests.fixtures.webhook",
     "tests.fixtures.realnodes",
 ]
 

@@ -22,7 +22,9 @@ def slave_request_creator(kube: Kube, local_saes: SaeLookup) -> HandOverSink:
     async def create_slave_request(message: HandOver) -> None:
         found = local_saes.lookup(message.slave_sae_id)
         if found is None:
-            raise UnknownSae(f"SAE {message.slave_sae_id!r} is not registered here")
+            raise UnknownSae(
+                f"SAE {message.slave_sae_id!r} is not registered here", retryable=False
+            )
         namespace, sae_name = found
         body = {
             "apiVersion": API_VERSION,

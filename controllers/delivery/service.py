@@ -61,6 +61,11 @@ class SaeLocator(Protocol):
         """The node an SAE is registered with, or None if unknown."""
         ...
 
+    def is_known_absent(self, sae_id: str) -> bool:
+        """Whether an SAE ``node_of`` does not find is unknown for good (every neighbour has
+        told us its SAEs), rather than not known yet."""
+        ...
+
 
 class PeerCaller(Protocol):
     """Posts JSON to a neighbour node (``controllers.channel.PeerClients``)."""
@@ -120,10 +125,23 @@ class NodeKeyDelivery:
 
     def _slave_node(self, master_sae_id: str, slave_sae_id: str) -> str:
         if self.local_saes.lookup(master_sae_id) is None:
-            raise UnknownSae(f"SAE {master_sae_id!r} is not registered with node {self.node_id}")
+            raise UnknownSae(
+                f"SAE {master_sae_id!r} is not registered with node {self.node_id}",
+                retryable=False,
+            )
         node = self.directory.node_of(slave_sae_id)
         if node is None:
-            raise UnknownSae(f"SAE {slave_sae_id!r} is not known in the QKD network")
+            if self.directory.is_known_absent(slave_sae_id):
+                raise UnknownSae(
+                    f"SAE {slave_sae_id!r} is not known in the QKD network: no neighbour of "
+                    f"node {self.node_id} has it registered",
+                    retryable=False,
+                )
+            raise UnknownSae(
+                f"SAE {slave_sae_id!r} is not known yet: not every neighbour of node "
+                f"{self.node_id} has told it its SAEs; try again shortly",
+                retryable=True,
+            )
         if node == self.node_id:
             raise NoRoute(
                 f"SAE {slave_sae_id!r} is on this node too; keys are shared between nodes"
@@ -246,7 +264,8 @@ class NodeKeyDelivery:
             if exc.status == 409:
                 return False  # the peer's QKDM has not stored these chunks yet
             if exc.status == 404:
-                raise UnknownSae(exc.message) from None
+                # The directory had it on that node: it may be re-registering there.
+                raise UnknownSae(exc.message, retryable=True) from None
             raise PeerUnreachable(
                 f"node {ticket.peer_node} refused the reservation: {exc.message}"
             ) from None
@@ -351,7 +370,10 @@ class NodeKeyDelivery:
         self, slave_sae_id: str, master_sae_id: str, key_ids: Sequence[str]
     ) -> tuple[str, list[DeliveredKey]]:
         if self.local_saes.lookup(slave_sae_id) is None:
-            raise UnknownSae(f"SAE {slave_sae_id!r} is not registered with node {self.node_id}")
+            raise UnknownSae(
+                f"SAE {slave_sae_id!r} is not registered with node {self.node_id}",
+                retryable=False,
+            )
         node = self.directory.node_of(master_sae_id)
         owner = pair_owner(master_sae_id, slave_sae_id)
         # Key IDs are UUIDs, unique across streams: where the master's node is not known (yet),

@@ -9,8 +9,14 @@ asks for keys shared with bob on node-b) and shows that the Secrets on both clus
 key IDs (never the keys). The network keeps running; ``make demo-down`` stops it.
 
 ``--processes`` runs the same network as local processes instead (no kubelet, no images: what the
-fast tests use). The network's shape (nodes and the key streams between them) comes from
-``tests.cluster.realnetwork.DEMO_NETWORK`` either way.
+fast tests use). The network's shape (nodes, the key streams between them, their SAEs) comes from
+``tests.cluster.realnetwork.DEMO_NETWORK`` either way. Last, it draws each node's picture of the
+network with qss-netmap.
+
+With ``--topology FILE`` (``make demo TOPOLOGY=examples/topologies/line3.yaml``) it builds the
+network that file describes instead (``tests.cluster.topology``), as local processes, and shows
+every node's links, key streams and routing table (``kubectl get routes``) once every node has a
+Route to every SAE, and each node's picture of the network.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.cluster.localcluster import (
     DEFAULT_STATE_DIR,
@@ -32,6 +40,7 @@ from tests.cluster.localcluster import (
 )
 from tests.cluster.network import running_network
 from tests.cluster.realnetwork import DEMO_NETWORK, deploy
+from tests.cluster.topology import NetworkTopology, TopologyError, load_topology
 
 KEYREQUEST = REPO_ROOT / "kustomize" / "samples" / "qss.dev_v1alpha1_keyrequest.yaml"
 
@@ -121,6 +130,65 @@ def show_network(clusters: dict[str, Cluster]) -> None:
         raise RuntimeError("the two Secrets hold different key IDs")
 
 
+def draw_network(clusters: dict[str, Cluster], state_dir: Path) -> None:
+    """Each node's picture of the network (qss-netmap), as DOT and SVG next to the logs."""
+    print("\nPictures of the QKD network as each node sees it (qss-netmap):")
+    for name, cluster in clusters.items():
+        prefix = state_dir / f"netmap-{name}"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "controllers.netmap.main",
+                "--kubeconfig",
+                str(cluster.kubeconfig),
+                "--node-id",
+                name,
+                "--output",
+                str(prefix),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        print(f"  {prefix}.svg  ({prefix}.dot)")
+
+
+def items(cluster: Cluster, kind: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", kind, "-o", "json", check=False).stdout
+    found: list[dict[str, Any]] = json.loads(out or "{}").get("items", [])
+    return found
+
+
+def settled(cluster: Cluster, saes: int) -> bool:
+    """Every QKDLink up, and a Route to each SAE of the network."""
+    links = items(cluster, "qkdlinks")
+    up = all(link.get("status", {}).get("state") == "Up" for link in links)
+    return up and len(items(cluster, "routes")) >= saes
+
+
+def run_topology(
+    state_dir: Path, topology: NetworkTopology, timeout: float = 120
+) -> dict[str, Cluster]:
+    with running_network(state_dir, detach=True, topology=topology) as network:
+        saes = sum(len(s) for s in topology.nodes.values())
+        clusters = {n: network.nodes[n].cluster for n in topology.nodes}
+        deadline = time.monotonic() + timeout
+        while not all(settled(c, saes) for c in clusters.values()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    "not every link is up, or not every node has a Route to each of the "
+                    f"{saes} SAEs"
+                )
+            time.sleep(0.5)
+        for cluster in clusters.values():
+            show(cluster, "get", "qkdlinks,keystreams")
+        for cluster in clusters.values():
+            show(cluster, "get", "routes", "-o", "wide")
+        draw_network(clusters, state_dir)
+    return clusters
+
+
 def run_on_pods(state_dir: Path) -> dict[str, Cluster]:
     plane = ControlPlane(
         state_dir=state_dir, bin_dir=control_plane_binaries(), detach=True, real_nodes=True
@@ -129,6 +197,7 @@ def run_on_pods(state_dir: Path) -> dict[str, Cluster]:
         network = deploy(plane, DEMO_NETWORK)
         show_nodes(network.clusters)
         show_network(network.clusters)
+        draw_network(network.clusters, state_dir)
     except BaseException:
         plane.stop()
         raise
@@ -143,6 +212,7 @@ def run_as_processes(state_dir: Path) -> dict[str, Cluster]:
             network.register_sae(node, namespace, name, sae_id)
         clusters = {n: node.cluster for n, node in network.nodes.items()}
         show_network(clusters)
+        draw_network(clusters, state_dir)
     return clusters
 
 
@@ -154,13 +224,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run kube-qss as local processes beside the control plane, not as pods",
     )
+    parser.add_argument(
+        "--topology", type=Path, help="a topology file (see the README); runs as processes"
+    )
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir
+    topology = None
+    if args.topology is not None:
+        try:
+            topology = load_topology(args.topology)
+        except TopologyError as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return 2
     if stop_recorded(state_dir):
         print("stopped the previous demo network")
     shutil.rmtree(state_dir, ignore_errors=True)
     state_dir.mkdir(parents=True)
-    clusters = run_as_processes(state_dir) if args.processes else run_on_pods(state_dir)
+    if topology is not None:
+        clusters = run_topology(state_dir, topology)
+    elif args.processes:
+        clusters = run_as_processes(state_dir)
+    else:
+        clusters = run_on_pods(state_dir)
     print("\nThe network keeps running. Explore it with:")
     print(f"  export PATH={control_plane_binaries()}:$PATH")
     for name, cluster in clusters.items():

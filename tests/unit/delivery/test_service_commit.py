@@ -23,6 +23,9 @@ class _Nobody:
     def node_of(self, sae_id: str) -> str | None:
         return None
 
+    def is_known_absent(self, sae_id: str) -> bool:
+        return True
+
 
 async def test_commit_consumes_once_and_tolerates_repeats_and_empty_tickets(redis_url: str) -> None:
     async with KeyStore.from_url(redis_url) as store:
