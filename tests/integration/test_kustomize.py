@@ -22,6 +22,7 @@ from qss_api import qkd_resource
 from tests.cluster import images
 from tests.cluster.localcluster import REPO_ROOT, Cluster, control_plane_binaries
 from tests.cluster.nodes import QSS_NODE_DOMAIN
+from tests.fixtures.cluster import LocalNetwork
 
 KUSTOMIZE = REPO_ROOT / "kustomize"
 # Overlays, and components that are applied on their own (the device plugin keeps its own
@@ -116,8 +117,16 @@ def test_every_rendered_object_carries_the_recommended_labels(overlay: str) -> N
         assert "app.kubernetes.io/name" in labels, where
 
 
+@pytest.fixture(scope="module")
+def empty_cluster(local_network: LocalNetwork) -> Cluster:
+    """A cluster of its own: the shared ones hold other tests' objects of the overlays' names
+    (e.g. the samples' KeyStream, whose link is immutable), which a node-b overlay would change."""
+    return local_network.cluster("overlays")
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_applies_to_the_real_api_server(cluster: Cluster, overlay: str) -> None:
+def test_overlay_applies_to_the_real_api_server(empty_cluster: Cluster, overlay: str) -> None:
+    cluster = empty_cluster
     path = str(KUSTOMIZE / overlay)
     # A dry run does not create namespaces, and the namespaced objects need theirs.
     for doc in render(overlay):
