@@ -116,16 +116,17 @@ class Cluster:
         return self.directory / "kubeconfig"
 
     def kubectl(
-        self, *args: str, stdin: str | None = None, check: bool = True
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        """Run the control plane's own kubectl against this cluster."""
+        """Run the control plane's own kubectl against this cluster (killed after ``timeout``
+        seconds: give a longer one to commands that wait, such as ``rollout status``)."""
         return subprocess.run(
             [str(self.kubectl_binary), "--kubeconfig", str(self.kubeconfig), *args],
             input=stdin,
             capture_output=True,
             text=True,
             check=check,
-            timeout=120,
+            timeout=timeout,
         )
 
     def ssl_context(self) -> ssl.SSLContext:

@@ -200,7 +200,15 @@ def wait_rolled_out(cluster: Cluster, timeout: float = 240) -> None:
     for namespace in (NAMESPACE, DEVICE_PLUGIN_NAMESPACE):
         kinds = "deploy,statefulset,daemonset"
         for obj in cluster.kubectl("get", kinds, "-n", namespace, "-o", "name").stdout.split():
-            cluster.kubectl("rollout", "status", obj, "-n", namespace, f"--timeout={int(timeout)}s")
+            cluster.kubectl(
+                "rollout",
+                "status",
+                obj,
+                "-n",
+                namespace,
+                f"--timeout={int(timeout)}s",
+                timeout=timeout + 30,
+            )
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
