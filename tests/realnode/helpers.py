@@ -127,15 +127,23 @@ def allocatable(cluster: Cluster, resource: str) -> str | None:
     return node_resources(cluster)["allocatable"].get(resource)
 
 
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = pod["status"].get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
 def running_pod(cluster: Cluster, namespace: str, selector: str) -> dict[str, Any]:
-    """The one Running pod matching ``selector``, waiting for it."""
+    """The one Running and Ready pod matching ``selector``, waiting for it (Ready: a restarted
+    Redis answers only once it has loaded its data, which its readiness probe waits for)."""
 
     def find() -> dict[str, Any] | None:
         out = cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json")
         running = [
             p
             for p in json.loads(out.stdout)["items"]
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+            if p["status"].get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")
+            and _ready(p)
         ]
         return running[0] if len(running) == 1 else None
 

@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any
 
 import pytest
+from redis.exceptions import BusyLoadingError
 
 from controllers.keystore import KeyStore
 from controllers.keystore.model import StreamCounts
@@ -76,8 +77,15 @@ async def counts(cluster: Cluster) -> StreamCounts:
     """The stream's counts, read from the node's Redis pod (the host routes to pod addresses)."""
     pod = running_pod(cluster, NAMESPACE, REDIS)
     store = KeyStore.from_url(f"redis://{pod['status']['podIP']}:6379/0")
+
+    async def loaded() -> StreamCounts | None:
+        try:
+            return await store.counts(stream=STREAM)
+        except BusyLoadingError:  # a restarted Redis still reading its append-only file
+            return None
+
     try:
-        return await store.counts(stream=STREAM)
+        return await eventually_async(loaded, 120, f"{cluster.name}'s Redis loaded")
     finally:
         await store.aclose()
 
