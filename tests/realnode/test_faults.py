@@ -149,6 +149,12 @@ async def audit(
     return done
 
 
+def delete_without_waiting(cluster: Cluster, pod: dict[str, Any]) -> None:
+    """Delete ``pod`` as a node failure would take it: a 1 s grace period, no waiting."""
+    name = pod["metadata"]["name"]
+    cluster.kubectl("delete", "pod", name, "-n", NAMESPACE, "--grace-period=1", "--wait=false")
+
+
 async def test_deleting_the_controller_pod_mid_burst_delivers_each_key_exactly_once(
     real_network: RealQssNetwork,
 ) -> None:
@@ -160,15 +166,7 @@ async def test_deleting_the_controller_pod_mid_burst_delivers_each_key_exactly_o
     fault_lands_mid_burst(
         a,
         first,
-        lambda: a.kubectl(
-            "delete",
-            "pod",
-            old["metadata"]["name"],
-            "-n",
-            NAMESPACE,
-            "--grace-period=1",
-            "--wait=false",
-        ),
+        partial(delete_without_waiting, a, old),
     )
     second = burst(a, 10)  # arrives while the controller is down or starting
 
@@ -189,15 +187,7 @@ async def test_deleting_the_redis_pod_mid_burst_loses_no_key(
     fault_lands_mid_burst(
         a,
         first,
-        lambda: a.kubectl(
-            "delete",
-            "pod",
-            old["metadata"]["name"],
-            "-n",
-            NAMESPACE,
-            "--grace-period=1",
-            "--wait=false",
-        ),
+        partial(delete_without_waiting, a, old),
     )
     second = burst(a, 10)
 
