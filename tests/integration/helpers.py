@@ -5,24 +5,22 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from tests.cluster.localcluster import Cluster
 from tests.cluster.network import apply
+from tests.waiting import eventually, eventually_async
 
-
-def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what or 'condition'} not met within {timeout}s; last {last!r}")
+__all__ = [
+    "eventually",
+    "eventually_async",
+    "get",
+    "keyrequest",
+    "kubectl_json",
+    "phase_of",
+    "secret_keys",
+]
 
 
 def kubectl_json(cluster: Cluster, *args: str) -> dict[str, Any] | None:

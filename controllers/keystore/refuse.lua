@@ -1,0 +1,42 @@
+-- The peer refused a pending block (it holds nothing of it): its chunks go back to the buffer,
+-- except those named here (the peer never will hold them, or holds them for another block),
+-- which are dropped, as the other end has none of them to deliver.
+-- ARGV: block_id, chunk_id to drop... Reply: {OK, chunks returned, chunks dropped}; a block
+-- that is not pending any more is left alone ({OK, 0, 0}).
+local bid = ARGV[1]
+local rec = get_block(blk, bid)
+if not rec or rec.r ~= 'm' or rec.st ~= 'pending' then
+  return {OK, 0, 0}
+end
+local doomed = {}
+for i = 2, #ARGV do
+  doomed[ARGV[i]] = true
+end
+local base = base_of(meta)
+local bset = block_set(base, bid)
+local keys = redis.call('SMEMBERS', bset)
+local zadd, destroy, all = {}, {}, {}
+for _, kid in ipairs(keys) do
+  local cs = key_chunks(kc, kid)
+  local where = redis.call('HMGET', out, unpack(cs))
+  for i, c in ipairs(cs) do
+    all[#all + 1] = c
+    if doomed[c] then
+      destroy[#destroy + 1] = c
+    else
+      local _, seq = out_of(where[i])
+      zadd[#zadd + 1] = seq
+      zadd[#zadd + 1] = c
+    end
+  end
+  redis.call('HDEL', kc, kid)
+end
+call_sliced('HDEL', out, all, SLICE)
+call_sliced('ZADD', avail, zadd, 2 * SLICE)
+if #destroy > 0 then
+  call_sliced('HDEL', data, destroy, SLICE)
+  redis.call('HINCRBY', meta, 'dropped', #destroy)
+end
+redis.call('HINCRBY', meta, 'pooled', -#all)
+delete_block(base, blk, exp, bid)
+return {OK, #zadd / 2, #destroy}
