@@ -1,9 +1,9 @@
 -- The slave side: keys held here for the pair `owner` (role 's' blocks), by ID, all or nothing.
--- 'consume' deletes and returns them (delivered, e.g. an ETSI 014 dec_keys answer); 'hold'
+-- 'check' only says whether they all are (changing nothing); 'consume' deletes and returns them (delivered, e.g. an ETSI 014 dec_keys answer); 'hold'
 -- moves them into the hold `hold_id` (until now + hold_ms, at most as long as they would have
 -- been held anyway) and returns them, for a request that writes them somewhere first
 -- (commit.lua). A hold is idempotent per hold ID.
--- ARGV: mode ('consume' or 'hold'), owner, hold_id, hold_ms, key_id...
+-- ARGV: mode ('check', 'consume' or 'hold'), owner, hold_id, hold_ms, key_id...
 -- Reply: {OK, {key_id, size_bits, chunk material...}...}; {E_UNKNOWN_KEYS, missing, key_id...}
 -- when any key is not held for `owner` (unknown, delivered already, or dropped): nothing taken.
 local mode, owner, hold_id, hold_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -65,6 +65,9 @@ if #missing > 0 then
     reply[#reply + 1] = missing[i]
   end
   return reply
+end
+if mode == 'check' then
+  return {OK}
 end
 local reply = {OK}
 local by_block, key_ids = {}, {}

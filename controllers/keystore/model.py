@@ -150,6 +150,17 @@ class OutboxMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """A message for the peer to queue with a commit: ``{"kind", "until_ms", "message"}`` in
+    the outbox, ``until_ms`` being ``valid_ms`` after the commit on the Redis clock."""
+
+    message_id: str
+    kind: str
+    payload: dict[str, Any] = field(repr=False)
+    valid_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class SweepResult:
     handled: int  # blocks past their deadline acted on
     released: int  # master blocks that started giving their keys back

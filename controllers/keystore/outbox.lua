@@ -1,5 +1,6 @@
 -- The messages to the peer node that must get there.
--- ARGV: 'due', limit: {OK, id, body, id, body, ...} of the messages due now, oldest first;
+-- ARGV: 'due', limit: {OK, now, id, body, id, body, ...}: the messages due now, oldest first,
+--       and the Redis clock's now (ms);
 --       'later', id, delay_ms: try that message again after delay_ms;
 --       'done', id: the peer acknowledged it (a hand-over ID is remembered for a day, so that
 --       committing its request again queues no second hand-over).
@@ -7,7 +8,7 @@ local mode = ARGV[1]
 local now = now_ms()
 if mode == 'due' then
   local ids = redis.call('ZRANGE', obq, '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
-  local reply = {OK}
+  local reply = {OK, now}
   if #ids > 0 then
     local bodies = redis.call('HMGET', ob, unpack(ids))
     for i, id in ipairs(ids) do

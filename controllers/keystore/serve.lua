@@ -5,7 +5,8 @@
 -- delivered (commit.lua). A hold is idempotent: the same hold ID returns the same keys.
 -- Blocks past their serve deadline are given back on the way (start_release in common.lua).
 -- ARGV: mode ('take' or 'hold'), owner, size_bits, count, hold_id, hold_ms.
--- Reply: {OK, keys left in the pool, {key_id, size_bits, chunk material...}...};
+-- Reply: {OK, keys left in the pool, the hold's deadline (0 for 'take'),
+-- {key_id, size_bits, chunk material...}...};
 -- {E_INSUFFICIENT, keys in the pool} takes nothing; {E_CONFLICT} if the hold ID is another's.
 local mode, owner, size_bits, count = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local hold_id, hold_ms = ARGV[5], tonumber(ARGV[6])
@@ -31,7 +32,7 @@ if mode == 'hold' then
     if held.r ~= 'h' or held.o ~= owner or held.b ~= size_bits or held.n ~= count then
       return {E_CONFLICT}
     end
-    return material_reply({OK, -1}, redis.call('SMEMBERS', block_set(base, hold_id)))
+    return material_reply({OK, -1, held.dl}, redis.call('SMEMBERS', block_set(base, hold_id)))
   end
 end
 if redis.call('EXISTS', meta) == 0 then
@@ -57,7 +58,7 @@ end
 if level < count then
   return {E_INSUFFICIENT, level}
 end
-local reply = {OK, level - count}
+local reply = {OK, level - count, mode == 'hold' and now + hold_ms or 0}
 local taken, lease, sdl = {}, 0, nil
 for _, p in ipairs(plan) do
   local bid, rec, n = p[1], p[2], p[3]

@@ -60,6 +60,7 @@ from controllers.keystore.model import (
     GiveBack,
     Hold,
     Key,
+    Notice,
     OutboxMessage,
     PoolLevel,
     Served,
@@ -76,7 +77,7 @@ MAX_BATCH = 10_000
 FLUSH_LIMIT = 50_000
 # Bounds of one block (keys, and chunks over all its keys): a block is agreed in one message.
 MAX_BLOCK_KEYS = 4096
-MAX_BLOCK_CHUNKS = 16384
+MAX_BLOCK_CHUNKS = 8192
 
 
 def _text(value: Any) -> str:
@@ -398,7 +399,7 @@ class KeyStore:
         """Take ``count`` keys from the pool (owner, size) and delete them: they are delivered.
         All or nothing (``InsufficientKeysError``, ``available`` = keys in the pool)."""
         reply = await self._serve("take", stream, owner, size_bits, count, "", 0)
-        return Served(keys=_keys(reply[2:]), pool_left=int(reply[1]))
+        return Served(keys=_keys(reply[3:]), pool_left=int(reply[1]))
 
     async def hold(
         self, *, stream: str, hold_id: str, owner: str, size_bits: int, count: int, hold_ms: int
@@ -410,8 +411,13 @@ class KeyStore:
         check_token("hold ID", hold_id)
         _check_positive("hold time", hold_ms)
         reply = await self._serve("hold", stream, owner, size_bits, count, hold_id, hold_ms)
-        keys = _keys(reply[2:])
-        return Hold(hold_id=hold_id, owner=owner, size_bits=size_bits, deadline_ms=0, keys=keys)
+        return Hold(
+            hold_id=hold_id,
+            owner=owner,
+            size_bits=size_bits,
+            deadline_ms=int(reply[2]),
+            keys=_keys(reply[3:]),
+        )
 
     async def _serve(
         self,
@@ -455,17 +461,16 @@ class KeyStore:
             keys=_keys(reply[4:]),
         )
 
-    async def commit_hold(
-        self, *, stream: str, hold_id: str, message: OutboxMessage | None = None
-    ) -> int:
+    async def commit_hold(self, *, stream: str, hold_id: str, notice: Notice | None = None) -> int:
         """The hold's keys were delivered: delete them and, in the same atomic step, queue
-        ``message`` for the peer (unless it was queued or acknowledged before). Idempotent;
-        returns the keys deleted now."""
+        ``notice`` for the peer (unless it is queued or was acknowledged). Idempotent; returns
+        the keys deleted now (0 if the hold was committed before, or expired)."""
         check_stream_name(stream)
         check_token("hold ID", hold_id)
-        args = [hold_id, "", ""]
-        if message is not None:
-            args[1:] = [message.message_id, json.dumps(message.body)]
+        args: list[str | int] = [hold_id, "", "", "", 0]
+        if notice is not None:
+            check_token("message ID", notice.message_id)
+            args[1:] = [notice.message_id, notice.kind, json.dumps(notice.payload), notice.valid_ms]
         reply = await self._run(self._scripts.commit, stream, args)
         self._raise_for(reply, stream=stream)
         return int(reply[1])
@@ -556,17 +561,34 @@ class KeyStore:
             check_token("hold ID", hold_id)
             _check_positive("hold time", hold_ms)
         mode = "consume" if hold_id is None else "hold"
+        reply = await self._claim(mode, stream, owner, key_ids, hold_id or "", hold_ms)
+        return _keys(reply[1:])
+
+    async def holds_for(self, *, stream: str, owner: str, key_ids: Sequence[str]) -> bool:
+        """Whether every key of ``key_ids`` is held here for ``owner`` (changes nothing)."""
+        check_stream_name(stream)
+        check_token("owner", owner)
+        check_key_ids(key_ids)
+        try:
+            await self._claim("check", stream, owner, key_ids, "", 0)
+        except UnknownKeysError:
+            return False
+        return True
+
+    async def _claim(
+        self, mode: str, stream: str, owner: str, key_ids: Sequence[str], hold_id: str, hold_ms: int
+    ) -> list[Any]:
         reply = await self._run(
-            self._scripts.claim, stream, [mode, owner, hold_id or "", hold_ms, *key_ids]
+            self._scripts.claim, stream, [mode, owner, hold_id, hold_ms, *key_ids]
         )
         if reply[0] == Status.E_UNKNOWN_KEYS:
             raise UnknownKeysError(
                 stream=stream, owner=owner, missing=int(reply[1]), examples=_texts(reply[2:])
             )
         if reply[0] == Status.E_CONFLICT:
-            raise BlockConflictError(stream=stream, block_id=str(hold_id))
+            raise BlockConflictError(stream=stream, block_id=hold_id)
         self._raise_for(reply, stream=stream)
-        return _keys(reply[1:])
+        return reply
 
     async def give_back(
         self, *, stream: str, owner: str, keys: Sequence[tuple[str, Sequence[str]]]
@@ -630,12 +652,19 @@ class KeyStore:
 
     async def outbox_due(self, *, stream: str, limit: int = 100) -> list[OutboxMessage]:
         """The messages for the stream's peer that are due now."""
+        return (await self.outbox_due_at(stream=stream, limit=limit))[1]
+
+    async def outbox_due_at(
+        self, *, stream: str, limit: int = 100
+    ) -> tuple[int, list[OutboxMessage]]:
+        """The Redis clock's now (ms), and the messages for the stream's peer due then."""
         reply = await self._run(self._scripts.outbox, stream, ["due", limit])
         self._raise_for(reply, stream=stream)
-        return [
+        messages = [
             OutboxMessage(message_id=_text(reply[i]), body=json.loads(reply[i + 1]))
-            for i in range(1, len(reply), 2)
+            for i in range(2, len(reply), 2)
         ]
+        return int(reply[1]), messages
 
     async def outbox_later(self, *, stream: str, message_id: str, delay_ms: int) -> None:
         """Try the message again after ``delay_ms``."""

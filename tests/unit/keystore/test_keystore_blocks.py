@@ -16,7 +16,7 @@ from controllers.keystore import (
     InsufficientKeysError,
     KeyIdMismatchError,
     KeyStore,
-    OutboxMessage,
+    Notice,
     UnknownBlockError,
     UnknownKeysError,
     composed_key_id,
@@ -247,13 +247,16 @@ async def test_a_hold_is_idempotent_and_commit_queues_the_hand_over_once(
     assert looked_up is not None
     assert set(looked_up.key_ids) == set(hold.key_ids)
     assert (await store.counts(stream=STREAM)).holding == 3
-    message = OutboxMessage(message_id="ho:req", body={"kind": "handover"})
-    assert await store.commit_hold(stream=STREAM, hold_id="req", message=message) == 3
-    assert await store.commit_hold(stream=STREAM, hold_id="req", message=message) == 0
-    assert [m.message_id for m in await store.outbox_due(stream=STREAM)] == ["ho:req"]
+    notice = Notice(message_id="ho:req", kind="handover", payload={"n": 1}, valid_ms=60_000)
+    assert await store.commit_hold(stream=STREAM, hold_id="req", notice=notice) == 3
+    assert await store.commit_hold(stream=STREAM, hold_id="req", notice=notice) == 0
+    [queued] = await store.outbox_due(stream=STREAM)
+    assert queued.message_id == "ho:req"
+    assert (queued.kind, queued.body["message"]) == ("handover", {"n": 1})
+    assert queued.body["until_ms"] > 0
     await store.outbox_done(stream=STREAM, message_id="ho:req")
     # Committed again after the peer acknowledged it (a request resumed late): no second one.
-    await store.commit_hold(stream=STREAM, hold_id="req", message=message)
+    await store.commit_hold(stream=STREAM, hold_id="req", notice=notice)
     assert await store.outbox_due(stream=STREAM) == []
     assert await store.get_hold(stream=STREAM, hold_id="req") is None
     counts = await store.counts(stream=STREAM)

@@ -12,6 +12,7 @@ import pytest
 from controllers.keystore import (
     InsufficientKeysError,
     KeyStore,
+    Notice,
     OutboxMessage,
     UnknownKeysError,
 )
@@ -150,8 +151,8 @@ async def test_an_expired_hold_is_dropped_and_its_commit_still_hands_over(
     assert (counts.dropped, counts.pooled) == (2, 3)
     # The request may have written the keys before it was stopped: they are never served again,
     # and a late commit still tells the peer, which holds its copies for the slave.
-    message = OutboxMessage(message_id="ho:req", body={"kind": "handover"})
-    await store.commit_hold(stream=STREAM, hold_id="req", message=message)
+    notice = Notice(message_id="ho:req", kind="handover", payload={"n": 1}, valid_ms=60_000)
+    await store.commit_hold(stream=STREAM, hold_id="req", notice=notice)
     assert [m.message_id for m in await store.outbox_due(stream=STREAM)] == ["ho:req"]
     assert len(await peer.claim(stream=STREAM, owner=OWNER, key_ids=list(hold.key_ids))) == 2
 
