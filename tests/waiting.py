@@ -12,14 +12,16 @@ from typing import Any
 POLL_SECONDS = 0.2
 
 
-def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+def eventually(
+    check: Callable[[], Any], timeout: float = 30.0, what: str = "", poll: float = POLL_SECONDS
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         last = check()
         if last:
             return last
-        time.sleep(POLL_SECONDS)
+        time.sleep(poll)
     raise AssertionError(f"{what or 'condition'} not met within {timeout}s; last {last!r}")
 
 

@@ -94,7 +94,7 @@ def krp_routes(
         try:
             message = decode(model, await request.read())
         except BadMessage as exc:
-            return refusal(400, "BadMessage", exc.message, problems=exc.problems)
+            return refusal(400, "BadMessage", exc.message, problems=tuple(exc.problems))
         stream = str(getattr(message, "stream", ""))
         peer = topology.peer_of_stream(stream)
         caller = peer_node(request)

@@ -193,7 +193,8 @@ class Pools:
                     )
                 self._start_refill(pool, count)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
+                    async with asyncio.timeout(min(remaining, 1.0)):  # not wait_for: see upkeep
+                        await changed.wait()
         finally:
             pool.waiting -= 1
 

@@ -82,8 +82,11 @@ class Upkeep:
                 await self.run_once()
             except Exception:
                 log.exception("key delivery upkeep failed; trying again")
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that arrives as the wait ends, and this task would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.sweep_seconds)
+                async with asyncio.timeout(self._settings.sweep_seconds):
+                    await self._wake.wait()
 
     async def run_once(self) -> None:
         """One round: deadlines, messages, idle pools."""
