@@ -224,46 +224,7 @@ class ControlPlane:
             kubectl_binary=self.bin_dir / "kubectl",
         )
         cluster.write_kubeconfig()
-        apiserver = self.spawn(
-            f"{name}/kube-apiserver",
-            [
-                str(self.bin_dir / "kube-apiserver"),
-                "--etcd-servers",
-                self._etcd_url,
-                "--etcd-prefix",
-                f"/kube-qss/{name}",
-                "--bind-address",
-                "127.0.0.1",
-                "--advertise-address",
-                "127.0.0.1",
-                "--secure-port",
-                str(cluster.port),
-                "--tls-cert-file",
-                str(pki.serving_cert),
-                "--tls-private-key-file",
-                str(pki.serving_key),
-                "--client-ca-file",
-                str(pki.ca_cert),
-                "--service-account-issuer",
-                "https://kubernetes.default.svc.cluster.local",
-                "--service-account-key-file",
-                str(pki.sa_public),
-                "--service-account-signing-key-file",
-                str(pki.sa_private),
-                "--service-cluster-ip-range",
-                "10.96.0.0/16",
-                "--authorization-mode",
-                "RBAC",
-                "--allow-privileged=true",
-                "--profiling=false",
-                "--endpoint-reconciler-type",
-                "none",
-            ],
-            directory / "kube-apiserver.log",
-        )
-        self._wait_http(
-            f"{cluster.server}/readyz", apiserver, "kube-apiserver", context=cluster.ssl_context()
-        )
+        self.start_apiserver(cluster)
         self.spawn(
             f"{name}/kube-controller-manager",
             [
@@ -294,6 +255,57 @@ class ControlPlane:
         )
         self.clusters[name] = cluster
         return cluster
+
+    def start_apiserver(self, cluster: Cluster) -> None:
+        """Start the cluster's kube-apiserver (again: on the same port, PKI and etcd prefix)."""
+        pki = cluster.pki
+        apiserver = self.spawn(
+            f"{cluster.name}/kube-apiserver",
+            [
+                str(self.bin_dir / "kube-apiserver"),
+                "--etcd-servers",
+                self._etcd_url,
+                "--etcd-prefix",
+                f"/kube-qss/{cluster.name}",
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(cluster.port),
+                "--tls-cert-file",
+                str(pki.serving_cert),
+                "--tls-private-key-file",
+                str(pki.serving_key),
+                "--client-ca-file",
+                str(pki.ca_cert),
+                "--service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+                "--service-account-key-file",
+                str(pki.sa_public),
+                "--service-account-signing-key-file",
+                str(pki.sa_private),
+                "--service-cluster-ip-range",
+                "10.96.0.0/16",
+                "--authorization-mode",
+                "RBAC",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--endpoint-reconciler-type",
+                "none",
+            ],
+            cluster.directory / "kube-apiserver.log",
+        )
+        self._wait_http(
+            f"{cluster.server}/readyz", apiserver, "kube-apiserver", context=cluster.ssl_context()
+        )
+
+    def stop_apiserver(self, cluster: Cluster) -> None:
+        """SIGKILL the cluster's kube-apiserver, as a crash would (``start_apiserver`` again)."""
+        for name, proc in self._processes:
+            if name == f"{cluster.name}/kube-apiserver" and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=20)
 
     @staticmethod
     def _wait_http(
