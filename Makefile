@@ -14,16 +14,20 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-## setup: Redis from Debian if missing, the venv, and the control-plane binaries (cached).
+## setup: Redis and Graphviz from Debian if missing, the venv, and the control-plane binaries (cached).
 setup: $(VENV)/.installed
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server (apt-get)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v dot >/dev/null || missing="$$missing graphviz"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 	@bash tests/cluster/build-control-plane.sh >/dev/null
 
-## demo: start a local QSS network and show it with kubectl.
+## demo: start a local QSS network and show it with kubectl (TOPOLOGY=file: that network).
 demo: setup
-	$(PY) -m tests.cluster.demo --state-dir $(STATE_DIR)
+	$(PY) -m tests.cluster.demo --state-dir $(STATE_DIR) $(if $(TOPOLOGY),--topology $(TOPOLOGY))
 
 ## demo-down: stop the local network that `make demo` started.
 demo-down:
@@ -35,6 +39,11 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy controllers webhooks sidecar device-plugin/device_plugin crds/qss_api tests
 	$(VENV)/bin/lint-imports
+
+## unit: the unit tests only: no control plane, a real redis-server; about a minute.
+unit: $(VENV)/.installed
+	@command -v redis-server >/dev/null || { echo "redis-server is missing: run make setup" >&2; exit 1; }
+	$(VENV)/bin/pytest -p no:cacheprovider tests/unit
 
 ## test: lint, then every test (unit and integration, on a real control plane and Redis).
 test: setup lint

@@ -162,6 +162,26 @@ class Kube:
                 raise NotFoundError(f"{plural}/{name} not found") from None
             raise
 
+    async def apply(self, plural: str, name: str, body: Mapping[str, Any]) -> None:
+        """Server-side apply a whole cluster-scoped custom object (created if missing); the
+        fields in ``body`` become this writer's, taken over from anyone else (force)."""
+        kwargs: dict[str, Any] = {
+            "field_manager": self.field_manager,
+            "force": True,
+            "_content_type": APPLY,
+        }
+        await self.custom.patch_cluster_custom_object(
+            GROUP, VERSION, plural, name, dict(body), **kwargs
+        )
+
+    async def delete(self, plural: str, name: str) -> None:
+        """Delete a cluster-scoped custom object; one that is gone already is fine."""
+        try:
+            await self.custom.delete_cluster_custom_object(GROUP, VERSION, plural, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
     async def create(
         self, plural: str, body: Mapping[str, Any], *, namespace: str | None = None
     ) -> dict[str, Any]:

@@ -19,11 +19,12 @@ from controllers.delivery.settings import DeliverySettings, DeliverySettingsErro
 from controllers.etsi014 import Etsi014Settings, Etsi014SettingsError
 
 # Importing the handler modules registers the reconcilers with kopf.
-from controllers.handlers import keyrequests, links, saes, topology  # noqa: F401
+from controllers.handlers import keyrequests, links, routes, saes, topology  # noqa: F401
 from controllers.identity import IdentityError
 from controllers.kube import Kube, connect
 from controllers.logs import configure_logging
 from controllers.node import NodeRuntime, start_node
+from controllers.routing.settings import RoutingSettings, RoutingSettingsError
 from controllers.settings import ControllerSettings, SettingsError
 from qss_api import GROUP, KOPF_PREFIX
 
@@ -52,7 +53,13 @@ async def _startup(settings: Any, memo: kopf.Memo, logger: Any, **_: Any) -> Non
     kube = Kube(api=await connect(node.kubeconfig), field_manager=FIELD_MANAGER)
     memo["kube"] = kube
     try:
-        runtime = await start_node(node, kube, memo["key_api_settings"], memo["delivery_settings"])
+        runtime = await start_node(
+            node,
+            kube,
+            key_api_settings=memo["key_api_settings"],
+            delivery_settings=memo["delivery_settings"],
+            routing_settings=memo["routing_settings"],
+        )
     except IdentityError as exc:
         # Missing namespace, or Secrets a user supplied that do not fit: retrying won't help.
         raise kopf.PermanentError(f"cannot set up this node's identity: {exc}") from None
@@ -95,7 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         key_api_settings = Etsi014Settings.from_env(os.environ)
         delivery_settings = DeliverySettings.from_env(os.environ)
-    except (SettingsError, Etsi014SettingsError, DeliverySettingsError) as exc:
+        routing_settings = RoutingSettings.from_env(os.environ)
+    except (
+        SettingsError,
+        Etsi014SettingsError,
+        DeliverySettingsError,
+        RoutingSettingsError,
+    ) as exc:
         print(f"qss-controller: {exc}", file=sys.stderr)
         return 2
     configure_logging(verbose=args.verbose)
@@ -107,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             settings=settings,
             key_api_settings=key_api_settings,
             delivery_settings=delivery_settings,
+            routing_settings=routing_settings,
         ),
     )
     return 0

@@ -3,10 +3,10 @@
 ``start_node`` (called by the controller's kopf startup handler) builds, in order: the node's
 identity (CA and certificate Secrets), the key store client, the in-memory topology and SAE
 registry/directory, the peer registry with its clients, key delivery (pools, the background
-upkeep of deadlines and messages, the KeyRequest service), the inter-node channel (KRP, SAE
-announcements) and the ETSI GS QKD 014 key API. ``NodeRuntime.aclose`` stops them in reverse.
-QKDLink changes reach ``links_changed``, which refreshes the peers and their trust. Handlers
-get the runtime with ``runtime_of(memo)``.
+upkeep of deadlines and messages, the KeyRequest service), routing (the protocol and the Route
+writer), the inter-node channel (KRP, routing) and the ETSI GS QKD 014 key API.
+``NodeRuntime.aclose`` stops them in reverse. QKDLink changes reach ``links_changed``, which
+refreshes the peers and their trust. Handlers get the runtime with ``runtime_of(memo)``.
 """
 
 from __future__ import annotations
@@ -38,8 +38,12 @@ from controllers.etsi014 import init as init_key_api
 from controllers.identity import NodeIdentity, ensure_node_identity, peer_ca_reader
 from controllers.keystore import KeyStore
 from controllers.kube import Kube
-from controllers.saes import Announcer, LocalSaes, SaeDirectory, register_routes
+from controllers.routing.channel import RoutingService
+from controllers.routing.settings import RoutingSettings
+from controllers.routing.writer import KubeRoutes, RouteWriter
+from controllers.saes import LocalSaes, SaeDirectory
 from controllers.settings import ControllerSettings
+from qss_api import QKDLINKS
 
 log = logging.getLogger("controllers.node")
 
@@ -62,7 +66,8 @@ class NodeRuntime:
     requests: KeyRequestService
     channel: ChannelServer
     key_api: Etsi014Server
-    announcer: Announcer
+    routing: RoutingService
+    route_writer: RouteWriter
     links: dict[str, dict[str, Any]] = field(default_factory=dict)
     link_problems: dict[str, LinkProblem] = field(default_factory=dict)
     _trusted_sae_cas: set[bytes] = field(default_factory=set)
@@ -87,7 +92,8 @@ class NodeRuntime:
                 self._trusted_sae_cas.add(pem)
 
     async def aclose(self) -> None:
-        await self.announcer.aclose()
+        await self.route_writer.aclose()
+        await self.routing.aclose()
         await self.key_api.close()
         await self.channel.close()
         await self.upkeep.aclose()
@@ -107,8 +113,10 @@ def runtime_of(memo: Mapping[str, Any]) -> NodeRuntime:
 async def start_node(
     settings: ControllerSettings,
     kube: Kube,
+    *,
     key_api_settings: Etsi014Settings,
     delivery_settings: DeliverySettings,
+    routing_settings: RoutingSettings,
 ) -> NodeRuntime:
     identity = await ensure_node_identity(
         kube.api,
@@ -145,6 +153,14 @@ async def start_node(
         upkeep=upkeep,
         fetch_window_seconds=delivery_settings.fetch_window_seconds,
     )
+    routing = RoutingService(
+        node_id=settings.node_id,
+        settings=routing_settings,
+        registry=registry,
+        clients=peers,
+        local=local_saes,
+        directory=directory,
+    )
     app = init_channel_app(
         identity=identity,
         registry=registry,
@@ -156,10 +172,10 @@ async def start_node(
                 local_saes=local_saes,
                 handover=slave_request_creator(kube, local_saes),
                 settings=delivery_settings,
-            )
+            ),
+            routing.channel_routes(),
         ],
     )
-    register_routes(app, directory)
     host, port = settings.channel_host_port
     channel = ChannelServer(app, host=host, port=port)
     key_api = Etsi014Server(
@@ -167,13 +183,13 @@ async def start_node(
         identity=identity,
         settings=key_api_settings,
     )
-    announcer = Announcer(
-        node_id=settings.node_id,
-        local=local_saes,
-        registry=registry,
-        clients=peers,
-        directory=directory,
+    # Deleting Routes waits until the neighbours have had a dead interval to answer.
+    route_writer = RouteWriter(
+        api=KubeRoutes(kube),
+        desired=routing.route_objects,
+        grace=routing_settings.dead_interval,
     )
+    routing.subscribe(route_writer.changed)
     node = NodeRuntime(
         settings=settings,
         kube=kube,
@@ -191,13 +207,19 @@ async def start_node(
         requests=requests,
         channel=channel,
         key_api=key_api,
-        announcer=announcer,
+        routing=routing,
+        route_writer=route_writer,
     )
+    # The neighbours are known before anything is served, so that a request naming one of
+    # their SAEs meanwhile hears "not known yet" (retryable), not "unknown".
+    for link in await kube.list(QKDLINKS):
+        await node.links_changed(str(link["metadata"]["name"]), link)
     await channel.start()
     await key_api.start()
     upkeep.start()
     local_saes.subscribe(lambda *_: node.trust_sae_cas())
-    announcer.start()
+    routing.start()
+    route_writer.start()
     log.info(
         "node %s: channel on port %d, ETSI 014 key API on port %d",
         settings.node_id,

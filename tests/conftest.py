@@ -9,7 +9,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.cluster", "tests.fixtures.redis", "tests.fixtures.qss"]
+pytest_plugins = [
+    "tests.fixtures.cluster",
+    "tests.fixtures.redis",
+    "tests.fixtures.qss",
+    "tests.fixtures.webhook",
+]
 
 
 @pytest.fixture(autouse=True)

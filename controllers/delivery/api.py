@@ -29,11 +29,15 @@ class DeliveryError(Exception):
 
 
 class UnknownSae(DeliveryError):
-    """No SAE with that ID is registered here or known from a neighbour. Retryable: SAEs
-    registered elsewhere become known as the announcements travel."""
+    """No SAE with that ID is registered here or known from a neighbour. Whoever raises it
+    says whether waiting may help: ``retryable`` while some neighbour has not told us its SAEs
+    yet (``SaeDirectory.is_known_absent`` is False), not once all have and none has it."""
 
     reason = "UnknownSae"
-    retryable = True
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class NoRoute(DeliveryError):

@@ -393,7 +393,10 @@ class Pools:
 def _refused(key: PoolKey, exc: KrpRefused) -> DeliveryError:
     reason = exc.refusal.reason
     if reason == "UnknownSae":
-        return UnknownSae(f"SAE {key.slave_sae_id!r} is not registered with node {key.peer}")
+        # The directory had it on that node: it may be re-registering there.
+        return UnknownSae(
+            f"SAE {key.slave_sae_id!r} is not registered with node {key.peer}", retryable=True
+        )
     if reason == "HeldBound":
         return SlaveBacklog(
             f"node {key.peer} holds as many keys for slave SAEs as it may (SAE"

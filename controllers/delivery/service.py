@@ -58,6 +58,11 @@ class SaeLocator(Protocol):
         """The node an SAE is registered with, or None if unknown."""
         ...
 
+    def is_known_absent(self, sae_id: str) -> bool:
+        """Whether an SAE ``node_of`` does not find is unknown for good (every neighbour has
+        told us its SAEs), rather than not known yet."""
+        ...
+
 
 def check_request(*, number: int, size_bits: int) -> None:
     if not 1 <= number <= MAX_KEYS_PER_REQUEST:
@@ -98,10 +103,23 @@ class NodeKeyDelivery:
     def route(self, *, master_sae_id: str, slave_sae_id: str) -> PoolKey:
         """The pool a local master SAE gets keys for ``slave_sae_id`` from (size unset)."""
         if self.local_saes.lookup(master_sae_id) is None:
-            raise UnknownSae(f"SAE {master_sae_id!r} is not registered with node {self.node_id}")
+            raise UnknownSae(
+                f"SAE {master_sae_id!r} is not registered with node {self.node_id}",
+                retryable=False,
+            )
         node = self.directory.node_of(slave_sae_id)
         if node is None:
-            raise UnknownSae(f"SAE {slave_sae_id!r} is not known in the QKD network")
+            if self.directory.is_known_absent(slave_sae_id):
+                raise UnknownSae(
+                    f"SAE {slave_sae_id!r} is not known in the QKD network: no neighbour of "
+                    f"node {self.node_id} has it registered",
+                    retryable=False,
+                )
+            raise UnknownSae(
+                f"SAE {slave_sae_id!r} is not known yet: not every neighbour of node "
+                f"{self.node_id} has told it its SAEs; try again shortly",
+                retryable=True,
+            )
         if node == self.node_id:
             raise SameNodePair(
                 f"SAE {slave_sae_id!r} is registered with this node too; QKD keys are shared"
@@ -206,7 +224,10 @@ class NodeKeyDelivery:
 
     def _check_slave(self, slave_sae_id: str) -> None:
         if self.local_saes.lookup(slave_sae_id) is None:
-            raise UnknownSae(f"SAE {slave_sae_id!r} is not registered with node {self.node_id}")
+            raise UnknownSae(
+                f"SAE {slave_sae_id!r} is not registered with node {self.node_id}",
+                retryable=False,
+            )
 
     def _unknown_keys(self, slave: str, master: str, count: int) -> UnknownKeys:
         return UnknownKeys(

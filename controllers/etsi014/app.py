@@ -12,7 +12,8 @@ The caller is the SAE whose client certificate the TLS connection carries, asked
 ``SaeAuthenticator`` on every request (a revoked SAE is refused even on a kept-alive
 connection). Answers are JSON: 200 with the standard's documents, 400 for a malformed request or
 unknown SAE/keys, 401 for a missing, unknown or revoked certificate, 503 when keys cannot be had
-now (``{message, details}``), 500 with a generic message for anything unexpected.
+now or the SAE is not known *yet* (``{message, details}``, ``details[0].retryable`` says whether
+trying again may help), 500 with a generic message for anything unexpected.
 
 The handlers only decode, call ``KeyDelivery`` and encode; request parsing lives in
 ``requests`` and the documents in ``responses``. No log line carries key material or a
@@ -67,7 +68,9 @@ SETTINGS: Final = web.AppKey("qss_etsi014_settings", Etsi014Settings)
 CALLER: Final = web.RequestKey("qss_etsi014_caller", str)
 REQUEST_ID: Final = web.RequestKey("qss_etsi014_request_id", str)
 
-# What the client did wrong (400) versus what may heal by waiting (503).
+# What the client did wrong (400) versus what may heal by waiting (503). A client error that
+# says it is retryable (an SAE not known *yet*, while some neighbour has not told us its SAEs)
+# is a 503 too: 014 clients treat a 400 as final.
 _CLIENT_ERRORS: Final = (InvalidRequest, UnknownKeys, UnknownSae)
 _UNAVAILABLE: Final = (InsufficientKeys, KeyConflict, NoRoute, PeerUnreachable)
 # The largest request body read: a dec_keys body naming MAX_KEYS_PER_REQUEST keys takes about
@@ -147,7 +150,7 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
 
 
 def _delivery_error(request: web.Request, exc: DeliveryError) -> web.Response:
-    status = 400 if isinstance(exc, _CLIENT_ERRORS) else 503
+    status = 400 if isinstance(exc, _CLIENT_ERRORS) and not exc.retryable else 503
     if not isinstance(exc, _CLIENT_ERRORS + _UNAVAILABLE):
         log.warning("014 request %s: unmapped delivery error %s", request[REQUEST_ID], exc.reason)
     log.info(

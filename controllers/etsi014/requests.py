@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypedDict
 
+import pydantic_core
+
 from controllers.delivery.api import MAX_KEY_SIZE, MAX_KEYS_PER_REQUEST, MIN_KEY_SIZE
 
 # The SAE ID rule of the Sae CRD (crds/qss.dev_saes.yaml, spec.saeID): an ID that breaks it
@@ -69,10 +71,15 @@ class KeyIdsRequest:
 
 def _show(value: Any) -> str:
     """A short, JSON-ish rendering of a rejected value for an error message."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**_QUOTE_CHARS:
+        # Python refuses to turn an int of more than 4,300 digits into text; say what it is.
+        return "an integer of more than 40 digits"
+    if isinstance(value, list | dict):
+        return f"a JSON {'array' if isinstance(value, list) else 'object'}"
     try:
         text = json.dumps(value, ensure_ascii=True)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
     return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 3] + "..."
 
 
@@ -104,7 +111,7 @@ def _check_number(number: int, problems: list[Problem]) -> None:
             _problem(
                 "number",
                 f"number must be from 1 to {MAX_KEYS_PER_REQUEST} (max_key_per_request), "
-                f"got {number}",
+                f"got {_show(number)}",
             )
         )
 
@@ -115,7 +122,7 @@ def _check_size(size: int, problems: list[Problem]) -> None:
             _problem(
                 "size",
                 f"size must be from {MIN_KEY_SIZE} to {MAX_KEY_SIZE} bits (min_key_size, "
-                f"max_key_size), got {size}",
+                f"max_key_size), got {_show(size)}",
             )
         )
     elif size % 8:
@@ -188,11 +195,12 @@ def _parse_json_object(body: bytes, *, empty_is: dict[str, Any] | None) -> dict[
     except UnicodeDecodeError:
         raise RequestError([_problem("body", "the body is not UTF-8 text")]) from None
     try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RequestError(
-            [_problem("body", f"the body is not valid JSON ({exc.msg} at character {exc.pos})")]
-        ) from None
+        # pydantic's parser (Rust): it refuses nesting deeper than 200 levels and numbers of
+        # more than 4,300 digits with an error, where json.loads would crash (RecursionError)
+        # or hand over numbers Python cannot even print.
+        parsed = pydantic_core.from_json(text, allow_inf_nan=False)
+    except ValueError as exc:
+        raise RequestError([_problem("body", f"the body is not valid JSON ({exc})")]) from None
     if not isinstance(parsed, dict):
         raise RequestError(
             [_problem("body", f"the body must be a JSON object, got {type(parsed).__name__}")]

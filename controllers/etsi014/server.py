@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from aiohttp import web
 
 from controllers.etsi014.settings import Etsi014Settings
-from controllers.https import HttpsServer
+from controllers.https import ConnectionLimits, HttpsServer
 from controllers.identity import NodeIdentity
 
 
@@ -49,6 +49,7 @@ class Etsi014Server(HttpsServer):
         identity: NodeIdentity,
         settings: Etsi014Settings | None = None,
         extra_client_ca_pems: Iterable[bytes] = (),
+        limits: ConnectionLimits | None = None,
     ) -> None:
         settings = settings if settings is not None else Etsi014Settings()
         # handler_cancellation stays off: an SAE hanging up must not cut a key delivery off
@@ -60,6 +61,7 @@ class Etsi014Server(HttpsServer):
             port=settings.port,
             shutdown_timeout=settings.shutdown_timeout,
             handler_cancellation=False,
+            limits=limits,
         )
 
     def trust_client_ca(self, ca_pem: bytes) -> None:

@@ -1,9 +1,11 @@
 """QKDLink and KeyStream reconcilers of the controller.
 
 A QKDLink is sampled on a timer: its streams' available keys give k_i(t), the paper's cost
-K_i(t) follows, and its state follows its streams; an event marks every state change. A
-KeyStream gets its link's peer and capacity, or a LinkNotFound condition (the QKDM owns the rest
-of the stream's status).
+K_i(t) follows, and its state follows its streams; an event marks every state change. Its
+PeerTrusted condition says whether the channel to its peer works (the routing hellos are the
+channel's heartbeat), and LsasVerified whether routing messages from the peer were dropped
+(with a Warning Event for new drops). A KeyStream gets its link's peer and capacity, or a
+LinkNotFound condition (the QKDM owns the rest of the stream's status).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from controllers.channel import PeerCertificateError
 from controllers.kube import Kube, NotFoundError
 from controllers.linkstatus import link_status, peer_condition, stream_link_status, streams_of
 from controllers.node import NodeRuntime
+from controllers.routing.status import drop_event, lsa_condition
 from qss_api import KEYSTREAMS, QKDLINKS
 
 # How often k_i(t) is sampled; also bounds how stale a link's cost can be.
 LINK_SAMPLE_SECONDS = 2.0
 # How often a KeyStream's link is looked up again (a link created after its stream, say).
 STREAM_CHECK_SECONDS = 5.0
+_DROPS_SEEN = "lsa_drops_seen"
 
 
 def _kube(memo: kopf.Memo) -> Kube:
@@ -38,18 +42,27 @@ async def sample_link(
     node: NodeRuntime = memo["node"]
     problem = node.link_problems.get(name)
     refusal = node.refusals.latest_for_link(name)
-    called = node.announcer.last_error.get(str(body.get("spec", {}).get("peerNodeID", "")))
+    peer = str(body.get("spec", {}).get("peerNodeID", ""))
+    called = node.routing.last_error.get(peer)
     trusted = peer_condition(
         problem=(problem.reason, problem.message) if problem else None,
         refusal=(refusal.reason, refusal.message) if refusal else None,
         rejected=called.message if isinstance(called, PeerCertificateError) else None,
         generation=int(body.get("metadata", {}).get("generation", 0)),
     )
-    sample = link_status(dict(body), streams, extra=[trusted])
+    generation = int(body.get("metadata", {}).get("generation", 0))
+    drops = node.routing.stats.drops_from(peer)
+    verified = lsa_condition(drops, peer=peer, now=node.routing.now(), generation=generation)
+    sample = link_status(dict(body), streams, extra=[trusted, verified])
     try:
         await kube.apply_status(QKDLINKS, name, sample.status)
     except NotFoundError:
         return  # deleted meanwhile
+    # kopf gives each object its own memo: how many drops this link's Events have told of.
+    dropped = drop_event(drops, peer=peer, seen=memo.get(_DROPS_SEEN, 0))
+    memo[_DROPS_SEEN] = drops.total
+    if dropped is not None:
+        kopf.event(body, type="Warning", reason="LsaDropped", message=dropped)
     if sample.changed:
         ready = next(c for c in sample.status["conditions"] if c["type"] == "Ready")
         kopf.event(

@@ -2,7 +2,8 @@
 
 Key delivery routes every request from this view, and the peer registry (who may talk to us on
 the channel, and whom we trust) follows the QKDLinks' specs. Status-only changes of a QKDLink do
-not touch the registry, which reads the peers' CA Secrets.
+not touch the registry, which reads the peers' CA Secrets; they reach routing, whose K packet
+carries each link's cost.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ async def qkdlink_event(
 ) -> None:
     node: NodeRuntime = memo["node"]
     if event["type"] == "DELETED":
+        node.routing.link_changed(name, None)
         await node.links_changed(name, None)
         return
+    node.routing.link_changed(name, body)  # its cost (status) feeds the K packet
     known = node.links.get(name)
     if known is None or known.get("spec") != body.get("spec"):
         await node.links_changed(name, dict(body))

@@ -266,19 +266,31 @@ class KeyStore:
 
     async def ingest_cursor(self, *, stream: str) -> int:
         """The next device index the stream's QKDM fetches (0 for a new stream)."""
-        return await self._cursor(stream, "")
+        return (await self._cursor(stream, "", ""))[0]
 
     async def set_ingest_cursor(self, *, stream: str, cursor: int) -> None:
         """Move the ingest cursor, e.g. past device indices that expired unread; indices passed
         over are never stored here, and the peer is told to drop them (outbox 'drop')."""
         if cursor < 0:
             raise ValueError(f"ingest cursor {cursor} must not be negative")
-        await self._cursor(stream, cursor)
+        await self._cursor(stream, cursor, "")
 
-    async def _cursor(self, stream: str, value: int | str) -> int:
-        reply = await self._run(self._scripts.cursor, stream, [value])
+    async def ingest_key_stream(self, *, stream: str) -> str | None:
+        """The device key stream (KSID) the ingest cursor counts in; None before the QKDM
+        named one (a stream whose cursor predates KSIDs in the store, or a new one)."""
+        return (await self._cursor(stream, "", ""))[1] or None
+
+    async def start_key_stream(self, *, stream: str, ksid: str) -> None:
+        """The QKDM opened a new device key stream: the cursor counts from 0 in ``ksid`` now
+        (one atomic step). Keys already stored stay; their IDs name the old KSID."""
+        if not ksid:
+            raise ValueError("a key stream ID must not be empty")
+        await self._cursor(stream, 0, ksid)
+
+    async def _cursor(self, stream: str, value: int | str, ksid: str) -> tuple[int, str]:
+        reply = await self._run(self._scripts.cursor, stream, [value, ksid])
         self._raise_for(reply, stream=stream)
-        return int(reply[1])
+        return int(reply[1]), _text(reply[2])
 
     # -- master pool blocks --------------------------------------------------------------------
 

@@ -21,11 +21,11 @@ from controllers.conditions import merge_conditions
 from controllers.keystore import KeyStore
 from controllers.kube import Kube, NotFoundError, connect
 from controllers.logs import configure_logging
-from controllers.qkdm.device import DeviceClient
 from controllers.qkdm.pump import Pump
 from controllers.qkdm.settings import QkdmSettings, SettingsError
-from controllers.qkdm.status import decide_state, stream_status
+from controllers.qkdm.status import Fault, decide_state, stream_status
 from qss_api import GROUP, KEYSTREAMS, KOPF_PREFIX
+from qss_api.qkd004_client import DeviceClient
 
 FIELD_MANAGER = "qss-qkdm"  # owner of the KeyStream status fields the QKDM writes
 
@@ -44,10 +44,17 @@ async def _startup(settings: Any, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     memo["kube"] = Kube(api=await connect(qkdm.kubeconfig), field_manager=FIELD_MANAGER)
     memo["store"] = KeyStore.from_url(qkdm.redis_url)
+    # Shared with the daemons: kopf hands each object a shallow copy of this memo.
+    memo["pumps"] = {}
 
 
 @kopf.on.cleanup()
 async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "kube" in memo:
+        # Nobody serves these stream ends any more: say so, rather than leave the last "Up"
+        # standing (key delivery prefers Up streams).
+        for pump in memo["pumps"].values():
+            await _report_stopped(pump, memo["kube"])
     if "store" in memo:
         await memo["store"].aclose()
     if "kube" in memo:
@@ -69,6 +76,7 @@ async def serve_stream(
     pump = Pump(
         node_id=settings.node_id, stream_name=name, kube=kube, store=memo["store"], device=device
     )
+    memo["pumps"][name] = pump
     reporter = asyncio.create_task(_report(pump, body, kube, settings.status_interval))
     try:
         await pump.run(stopped)
@@ -77,6 +85,20 @@ async def serve_stream(
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
         await device.aclose()
+
+
+async def _report_stopped(pump: Pump, kube: Kube) -> None:
+    pump.fault = Fault(
+        reason="QkdmStopped", message="the QKD module of this stream end has stopped"
+    )
+    status = stream_status(pump.observation())
+    log = logging.getLogger("controllers.qkdm")
+    try:
+        await kube.apply_status(KEYSTREAMS, pump.stream_name, status)
+    except Exception as exc:  # the API server may be gone too; nothing more to do
+        log.info("stream %s: final status not written: %r", pump.stream_name, exc)
+    else:
+        log.info("stream %s: reported stopped", pump.stream_name)
 
 
 async def _report(pump: Pump, body: kopf.Body, kube: Kube, interval: float) -> None:

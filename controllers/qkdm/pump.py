@@ -1,16 +1,26 @@
 """The QKDM's work loop for one key stream: device -> key store, with back-pressure.
 
 ``Pump.run`` (called by the kopf daemon in ``controllers.qkdm.main``) prepares the stream (reads
-the KeyStream and its QKDLink, configures the store), opens it on the device and pulls chunks in
-index order from the stream's cursor, storing each batch together with the new cursor so that a
-restarted QKDM resumes exactly where the store says. While the buffer is full it stops pulling.
-Faults (device unreachable, link down, QBER abort, Redis down, link missing) become a ``Fault``
-the reporter shows, and the loop retries by itself with backoff; nothing is dropped silently:
-chunks the device no longer holds when the QKDM comes back are counted as ``skipped``.
+the KeyStream and its QKDLink, configures the store), joins its device key stream and pulls
+chunks in index order from the stream's cursor, a run of consecutive chunks per GET_KEY, storing
+each run together with the new cursor so that a restarted QKDM resumes exactly where the store
+says. While the buffer is full it stops pulling.
+
+A device key stream that can no longer continue (the device restarted and forgot it, or aborted
+it for QBER) is replaced by the next KSID of the stream's sequence (``ids.epoch_ksid``), opened
+only when the device allows it again: the two QKDMs reach the same KSID without talking, and a
+QKDM that was down meanwhile catches up (the rules are in ``docs/key-streams.md``). A KSID this
+end has opened is never opened again, so no index, chunk ID or key material is ever reused.
+
+Faults (device unreachable, link down, QBER too high, Redis down, link missing) become a
+``Fault`` the reporter shows, and the loop retries by itself with backoff; nothing is dropped
+silently: chunks the device no longer holds when the QKDM comes back are counted as ``skipped``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
@@ -20,18 +30,18 @@ from redis.exceptions import RedisError
 
 from controllers.keystore import Chunk, KeyStore, StreamCounts
 from controllers.kube import Kube, NotFoundError
-from controllers.qkdm.device import (
+from controllers.qkdm.ids import MAX_EPOCH, chunk_ids, default_ksid, epoch_ksid, epoch_of
+from controllers.qkdm.ratemeter import RateMeter
+from controllers.qkdm.status import Fault, Observation
+from qss_api import KEYSTREAMS, QKDLINKS
+from qss_api.qkd004 import MAX_RUN_BYTES, Keys, QoS, Reason, Status
+from qss_api.qkd004_client import (
     DeviceClient,
     DeviceError,
     DeviceProtocolError,
     DeviceRefusal,
-    KeyChunk,
-    Status,
 )
-from controllers.qkdm.ids import chunk_id, default_ksid
-from controllers.qkdm.ratemeter import RateMeter
-from controllers.qkdm.status import Fault, Observation
-from qss_api import KEYSTREAMS, QKDLINKS
+from qss_api.wire import BadMessage
 
 log = logging.getLogger("controllers.qkdm")
 
@@ -45,6 +55,14 @@ class Stopped(Protocol):
     def __bool__(self) -> bool: ...
 
     def wait(self, timeout: float | None = None) -> Awaitable[Any]: ...
+
+
+class StreamEnded(Exception):
+    """The device key stream cannot continue; the pump moves on to ``next_epoch``."""
+
+    def __init__(self, message: str, *, next_epoch: int) -> None:
+        super().__init__(message)
+        self.next_epoch = next_epoch
 
 
 class StreamNotReady(Exception):
@@ -64,7 +82,7 @@ class StreamPlan:
     peer_node: str
     chunk_bytes: int
     capacity: int
-    qos: dict[str, int]
+    qos: QoS
     min_bps: int | None
     generation: int
 
@@ -87,7 +105,7 @@ def plan_stream(
     peer = str(link_spec["peerNodeID"])
     qos = spec.get("qos") or {}
     chunk_bits = int(qos.get("keyChunkSize", DEFAULT_CHUNK_BITS))
-    device_qos = {"key_chunk_size": chunk_bits // 8}
+    device_qos: dict[str, int] = {"key_chunk_size": chunk_bits // 8}
     for ours, theirs in (
         ("maxBps", "max_bps"),
         ("minBps", "min_bps"),
@@ -107,7 +125,7 @@ def plan_stream(
         peer_node=peer,
         chunk_bytes=chunk_bits // 8,
         capacity=int(link_spec.get("keyBufferCapacity", DEFAULT_CAPACITY)),
-        qos=device_qos,
+        qos=QoS(**device_qos),
         min_bps=int(qos["minBps"]) if "minBps" in qos else None,
         generation=int(meta.get("generation", 0)),
     )
@@ -120,10 +138,10 @@ PEER_NOT_CONNECTED = Fault(
 
 # Device refusals that mean "the stream is down", with the reason shown for each.
 _DOWN_REASONS = {
-    "link_down": "LinkDown",
-    "qber_too_high": "QberTooHigh",
-    "aborted": "StreamAborted",
-    "unknown_ksid": "StreamNotOpen",
+    Reason.LINK_DOWN: "LinkDown",
+    Reason.QBER_TOO_HIGH: "QberTooHigh",
+    Reason.ABORTED: "StreamAborted",
+    Reason.UNKNOWN_KSID: "StreamNotOpen",
 }
 
 
@@ -152,7 +170,6 @@ class Pump:
     kube: Kube
     store: KeyStore
     device: DeviceClient
-    batch: int = 256  # chunks pulled per store write; bounds the work lost to a crash
     idle_seconds: float = 0.1  # wait while the buffer is full or the peer is not there yet
     retry_seconds: float = 1.0  # first wait after a fault; doubles up to max_retry_seconds
     max_retry_seconds: float = 10.0
@@ -161,13 +178,17 @@ class Pump:
     counts: StreamCounts | None = None
     fault: Fault | None = None
     skipped: int = 0  # chunks the device dropped before the QKDM could store them
-    opened: bool = False  # the device has opened the stream at this end
+    replaced: int = 0  # device key streams replaced since this QKDM started
+    ksid: str | None = None  # the device key stream this end is on, once joined
+    opened: bool = False  # the device has the stream open at this end
     flowing: bool = False  # keys have arrived since the stream was (re)opened
+    # The epoch to open next, when the current one could not continue (kept across faults).
+    _next_epoch: int | None = None
 
     def observation(self) -> Observation:
         plan = self.plan
         return Observation(
-            ksid=plan.ksid if plan else "",
+            ksid=self.ksid or (plan.ksid if plan else ""),
             counts=self.counts,
             capacity=plan.capacity if plan else DEFAULT_CAPACITY,
             rate_bps=self.meter.bps(),
@@ -176,6 +197,7 @@ class Pump:
             warming_up=self.meter.warming_up(),
             generation=plan.generation if plan else 0,
             opened=self.opened,
+            flowing=self.flowing,
         )
 
     async def run(self, stopped: Stopped) -> None:
@@ -183,9 +205,12 @@ class Pump:
         while not stopped:
             try:
                 await self._prepare()
-                await self._open()
+                await self._join()
                 delay = self.retry_seconds
                 await self._pull(stopped)
+            except StreamEnded as ended:
+                log.warning("stream %s: %s", self.stream_name, ended)
+                await self._leave(next_epoch=ended.next_epoch)
             except (StreamNotReady, DeviceError, RedisError, OSError, NotFoundError) as exc:
                 fault = fault_for(exc) if not isinstance(exc, NotFoundError) else None
                 if fault is None:
@@ -193,6 +218,7 @@ class Pump:
                 if fault != self.fault:
                     log.warning("stream %s: %s", self.stream_name, fault.message)
                 self.fault = fault
+                self.opened = False
                 await self.device.aclose()
                 await stopped.wait(delay)
                 delay = min(delay * 2, self.max_retry_seconds)
@@ -210,80 +236,227 @@ class Pump:
         )
         self.counts = await self.store.counts(stream=self.plan.name)
 
-    async def _open(self) -> None:
-        assert self.plan is not None
-        try:
-            opened = await self.device.open_connect(
-                ksid=self.plan.ksid,
-                source=self.node_id,
-                destination=self.plan.peer_node,
-                qos=self.plan.qos,
-            )
-        except DeviceRefusal as refusal:
-            # Open at this end already: a restarted QKDM takes the stream over where it was.
-            if refusal.status != Status.KSID_IN_USE or refusal.reason != "ksid_in_use":
-                raise
-            opened = Status.SUCCESS
+    # -- which device key stream -----------------------------------------------------------------
+
+    async def _stored_epoch(self, plan: StreamPlan) -> int | None:
+        """The epoch the store's cursor counts in; None when this end never opened one of the
+        stream's KSIDs (a new stream, or one whose spec.ksid changed)."""
+        stored = await self.store.ingest_key_stream(stream=plan.name)
+        if stored is None:
+            # A store from before KSIDs were recorded: its cursor counts in the base KSID.
+            if await self.store.ingest_cursor(stream=plan.name) > 0:
+                return 0
+            return None
+        return epoch_of(plan.ksid, stored)
+
+    async def _join(self) -> None:
+        """Be on a device key stream: resume the one the store names (the pull finds out
+        whether the device still has it), or open the next one."""
+        plan = self.plan
+        assert plan is not None
+        stored = await self._stored_epoch(plan)
+        if stored is not None and (self._next_epoch is None or self._next_epoch <= stored):
+            # Never OPEN_CONNECT a KSID this end has opened before: GET_KEY tells whether the
+            # device still has it at this end (a restarted QKDM takes the stream over).
+            self._next_epoch = None
+            self._on(epoch_ksid(plan.ksid, stored))
+            return
+        epoch = self._next_epoch if self._next_epoch is not None else 0
+        while True:
+            ksid = epoch_ksid(plan.ksid, epoch)
+            try:
+                opened = await self.device.open_connect(
+                    ksid=ksid, source=self.node_id, destination=plan.peer_node, qos=plan.qos
+                )
+            except DeviceRefusal as refusal:
+                later = self._later_epoch(plan, refusal.refusal.peer_key_stream_IDs, epoch)
+                if later is not None:
+                    # Refused (no rate left for a new stream, say), but the peer already waits
+                    # on a later KSID of ours: join that one instead.
+                    epoch = later
+                    continue
+                if refusal.status != Status.KSID_IN_USE:
+                    raise
+                if refusal.reason != Reason.KSID_IN_USE:
+                    # Retired (closed at both ends before) or aborted at the peer's end: not a
+                    # stream to join. Its successor is.
+                    epoch = self._successor(epoch)
+                    continue
+                # Open at this end already: this QKDM opened it and stopped before recording
+                # it. It has delivered nothing here yet, so take it over.
+            else:
+                later = self._later_epoch(plan, opened.peer_key_stream_IDs, epoch)
+                if later is not None:
+                    # The peer already waits on a later KSID of ours: join that one instead.
+                    await self._close_quietly(ksid)
+                    epoch = later
+                    continue
+            break
+        # Recorded only once the device has it open, so that a KSID the store names has been
+        # opened at this end (and is never opened again).
+        await self.store.start_key_stream(stream=plan.name, ksid=ksid)
+        self._next_epoch = None
+        self._on(ksid)
+        if epoch > 0:
+            log.info("stream %s: now on key stream %s (epoch %d)", plan.name, ksid, epoch)
+
+    def _on(self, ksid: str) -> None:
+        self.ksid = ksid
         self.opened = True
         self.flowing = False
-        self.fault = PEER_NOT_CONNECTED if opened == Status.PEER_NOT_CONNECTED else None
+        self.fault = None
+
+    @staticmethod
+    def _successor(epoch: int) -> int:
+        if epoch >= MAX_EPOCH:
+            raise StreamNotReady(
+                Fault(reason="EpochsExhausted", message="no key stream ID of this stream is left")
+            )
+        return epoch + 1
+
+    @staticmethod
+    def _later_epoch(plan: StreamPlan, waiting: list[str] | None, epoch: int) -> int | None:
+        """The latest epoch of our stream among the peer's waiting KSIDs, if after ``epoch``."""
+        epochs = [e for e in (epoch_of(plan.ksid, k) for k in waiting or ()) if e is not None]
+        latest = max(epochs, default=-1)
+        return latest if latest > epoch else None
+
+    async def _close_quietly(self, ksid: str) -> None:
+        """CLOSE ``ksid`` at this end if the device still has it; nothing else matters now."""
+        try:
+            await self.device.close_stream(ksid=ksid)
+        except DeviceRefusal:
+            pass  # not open here any more (the device restarted): nothing to close
+
+    async def _leave(self, *, next_epoch: int) -> None:
+        """Give up the current device key stream; the next ``_join`` opens ``next_epoch``."""
+        if self.ksid is not None:
+            try:
+                await self._close_quietly(self.ksid)
+            except DeviceError as exc:
+                log.info("stream %s: could not close %s: %s", self.stream_name, self.ksid, exc)
+        self._next_epoch = next_epoch
+        self.replaced += 1
+        self.opened = False
+
+    # -- keys --------------------------------------------------------------------------------
 
     async def _pull(self, stopped: Stopped) -> None:
         plan = self.plan
+        ksid = self.ksid
         assert plan is not None
+        assert ksid is not None
+        epoch = epoch_of(plan.ksid, ksid) or 0
         cursor = await self.store.ingest_cursor(stream=plan.name)
-        while not stopped:
-            self.counts = await self.store.counts(stream=plan.name)
-            free = self.counts.free
-            if free <= 0:
-                await stopped.wait(self.idle_seconds)
-                continue
-            got, refusal = await self.device.get_keys(
-                ksid=plan.ksid, first=cursor, count=min(free, self.batch)
-            )
-            stored_all = True
-            if got:
-                chunks = [self._chunk(plan, key) for key in got]
+        run = max(1, MAX_RUN_BYTES // plan.chunk_bytes)
+        # The next run is fetched from the device while this one is being stored, so the
+        # device, this process and Redis work at the same time.
+        ahead: asyncio.Task[Keys] | None = None
+        try:
+            while not stopped:
+                self.counts = await self.store.counts(stream=plan.name)
+                free = self.counts.free
+                if free <= 0:
+                    await stopped.wait(self.idle_seconds)
+                    continue
+                if ahead is None:
+                    ahead = self._fetch(ksid, cursor, min(free, run))
+                try:
+                    keys = await ahead
+                except DeviceRefusal as refusal:
+                    cursor = await self._refused(refusal, plan=plan, epoch=epoch, cursor=cursor)
+                    await stopped.wait(self.idle_seconds)
+                    continue
+                finally:
+                    ahead = None
+                if keys.index != cursor:
+                    continue  # fetched ahead for a cursor the store did not reach; again
+                chunks = self._chunks(plan, ksid, keys.index, keys.count, keys)
                 self.fault = None  # keys flow, so the peer's end is open too
                 if not self.flowing:
                     # Measure from the first key: time waiting for the peer is not the rate.
                     self.meter.start()
                     self.flowing = True
+                if free > keys.count:
+                    ahead = self._fetch(ksid, cursor + keys.count, min(free - keys.count, run))
                 # The store moves the cursor past what it kept, in the same atomic step.
                 result = await self.store.add_chunks(
                     stream=plan.name, chunks=chunks, first_index=cursor
                 )
                 cursor += result.stored
-                stored_all = result.stored == len(chunks)
                 self.meter.record(result.accepted * plan.chunk_bytes * 8)
-            if refusal is None or not stored_all:
-                continue  # more may be waiting right now
-            if refusal.status == Status.INSUFFICIENT_KEY and refusal.reason == "expired":
-                # The device dropped chunks we had not fetched (the buffer was full, or we fell
-                # behind). Skip into the middle of what it still holds, so the next request is
-                # not overtaken again before it arrives; count what was lost.
-                oldest = int(refusal.reply.get("oldest_index", cursor + 1))
-                newest = int(refusal.reply.get("next_index", oldest))
-                skip_to = max(oldest + (newest - oldest) // 2, cursor + 1)
-                self.skipped += skip_to - cursor
-                cursor = skip_to
-                await self.store.set_ingest_cursor(stream=plan.name, cursor=cursor)
-                continue
-            if refusal.status in (Status.PEER_NOT_CONNECTED, Status.GET_KEY_PEER_NOT_CONNECTED):
-                self.fault = PEER_NOT_CONNECTED
-            elif refusal.status not in (Status.INSUFFICIENT_KEY, Status.TIMEOUT):
-                raise refusal
-            if not got:
-                await stopped.wait(self.idle_seconds)  # nothing to fetch now
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, DeviceError):
+                    await ahead
+
+    def _fetch(self, ksid: str, index: int, count: int) -> asyncio.Task[Keys]:
+        return asyncio.create_task(self.device.get_keys(ksid=ksid, index=index, count=count))
+
+    async def _refused(
+        self, refusal: DeviceRefusal, *, plan: StreamPlan, epoch: int, cursor: int
+    ) -> int:
+        """Act on a GET_KEY refusal; the cursor to go on from. Raises what ends the pull."""
+        reason = refusal.reason
+        if refusal.status in (Status.INSUFFICIENT_KEY, Status.TIMEOUT) and reason != Reason.EXPIRED:
+            # Not generated yet: the stream runs, so the peer has it open too.
+            if self.fault == PEER_NOT_CONNECTED:
+                self.fault = None
+            return cursor
+        if reason == Reason.EXPIRED:
+            # The device dropped chunks we had not fetched (the buffer was full, or we fell
+            # behind). Skip into the middle of what it still holds, so the next request is not
+            # overtaken again before it arrives; count what was lost.
+            oldest = refusal.refusal.oldest_index
+            oldest = cursor + 1 if oldest is None else oldest
+            newest = refusal.refusal.next_index
+            newest = oldest if newest is None else newest
+            skip_to = max(oldest + (newest - oldest) // 2, cursor + 1)
+            self.skipped += skip_to - cursor
+            await self.store.set_ingest_cursor(stream=plan.name, cursor=skip_to)
+            return skip_to
+        if refusal.status == Status.GET_KEY_PEER_NOT_CONNECTED:
+            self.fault = PEER_NOT_CONNECTED
+            later = self._later_epoch(plan, refusal.refusal.peer_key_stream_IDs, epoch)
+            if later is not None:
+                raise StreamEnded(
+                    f"the peer waits on key stream {epoch_ksid(plan.ksid, later)} (epoch "
+                    f"{later}); following it",
+                    next_epoch=later,
+                )
+            return cursor
+        if reason == Reason.UNKNOWN_KSID:
+            raise StreamEnded(
+                f"the device no longer has key stream {self.ksid} (it restarted); opening the "
+                f"next one (epoch {epoch + 1})",
+                next_epoch=self._successor(epoch),
+            )
+        if reason == Reason.ABORTED:
+            raise StreamEnded(
+                f"the device aborted key stream {self.ksid} ({refusal.refusal.message}); "
+                f"opening the next one (epoch {epoch + 1}) once the device allows it",
+                next_epoch=self._successor(epoch),
+            )
+        raise refusal
 
     @staticmethod
-    def _chunk(plan: StreamPlan, key: KeyChunk) -> Chunk:
-        if len(key.material) != plan.chunk_bytes:
+    def _chunks(plan: StreamPlan, ksid: str, index: int, count: int, keys: Keys) -> list[Chunk]:
+        try:
+            material = keys.material()
+        except BadMessage as exc:
+            raise DeviceProtocolError(f"the device sent {exc.message}") from None
+        size = plan.chunk_bytes
+        if len(material) != count * size:
             raise StreamNotReady(
                 Fault(
                     reason="DeviceGarbage",
-                    message=f"the device returned {len(key.material)}-byte chunks, "
-                    f"the stream takes {plan.chunk_bytes}",
+                    message=f"the device returned {len(material)} bytes for {count} chunks; "
+                    f"the stream takes chunks of {size} bytes",
                 )
             )
-        return Chunk(chunk_id=chunk_id(plan.ksid, key.index), material=key.material)
+        ids = chunk_ids(ksid, index, count)
+        return [
+            Chunk(chunk_id=ids[i], material=material[i * size : (i + 1) * size])
+            for i in range(count)
+        ]

@@ -34,6 +34,7 @@ class Observation:
     fault: Fault | None
     warming_up: bool  # the rate window has not filled since the stream opened
     opened: bool = True  # False until the device has opened the stream at this end
+    flowing: bool = True  # False until the first key of the (re)opened stream arrived
     generation: int = 0
 
 
@@ -45,6 +46,14 @@ def decide_state(obs: Observation) -> tuple[State, str, str]:
         return "Unknown", "Starting", "opening the key stream on the QKD device"
     if obs.counts is not None and obs.counts.free == 0:
         return "Up", "BufferFull", "the key buffer is full; pulling resumes as keys are consumed"
+    if not obs.flowing:
+        return "Unknown", "WaitingForKey", f"key stream {obs.ksid} is open; no key has arrived yet"
+    if not obs.warming_up and obs.rate_bps <= 0:
+        return (
+            "Degraded",
+            "NoKeyFlowing",
+            "no key has arrived for a while; the device generates none (rate 0?)",
+        )
     if obs.min_bps and not obs.warming_up and obs.rate_bps < obs.min_bps:
         return (
             "Degraded",

@@ -5,7 +5,8 @@ The Sae handlers (``controllers.handlers.saes``) keep it current: ``register`` a
 credentials are in place, ``unregister`` when it is deleted or its credentials are gone. The
 ETSI 014 server authenticates callers with it (``authenticate``, the ``SaeAuthenticator`` of
 ``controllers.delivery.api``); key delivery finds a local SAE's namespace with ``lookup``; the
-announcer (``controllers.saes.announce``) subscribes to learn when the set of SAE IDs changes.
+routing service (``controllers.routing.channel``) subscribes to learn when the set of SAE IDs
+changes, and puts them in this node's S packet.
 
 Only the current certificate of a registered SAE authenticates, so unregistering a Sae or
 registering a new certificate for it revokes the old one at once: that is revocation here, no
@@ -104,7 +105,7 @@ class LocalSaes:
         return self._by_id.get(sae_id)
 
     def sae_ids(self) -> list[str]:
-        """Every registered SAE ID, sorted (what the announcer sends)."""
+        """Every registered SAE ID, sorted (what this node's S packet lists)."""
         return sorted(self._by_id)
 
     def client_ca_pems(self) -> list[bytes]:

@@ -1,8 +1,11 @@
 """The names of kube-qss's API: group, version, kinds, labels and annotation keys.
 
 This is the one package that every component (controllers, webhooks, sidecar, device plugin)
-may import; it holds names and, in ``qss_api.wire``, the base of the wire-message types that
-two components must read alike, and no other behaviour, so the components stay independent.
+may import; it holds names; in ``qss_api.wire``, the base of the wire-message types that two
+components must read alike; and the QKD device protocol that the QKDM (controllers) and the
+simulated device and device plugin (device_plugin) both speak: its messages
+(``qss_api.qkd004``) and its one client (``qss_api.qkd004_client``). Nothing else, so the
+components stay independent.
 The CRDs in ``crds/*.yaml`` are the source of truth for the schemas; these constants must match
 them (a unit test checks that they do).
 """
@@ -59,6 +62,15 @@ ANNOTATION_KEY_SIZE: Final = f"{GROUP}/key-size"
 ANNOTATION_KEY_NUMBER: Final = f"{GROUP}/key-number"
 ANNOTATION_REFRESH: Final = f"{GROUP}/refresh-interval"
 ANNOTATION_MOUNT_PATH: Final = f"{GROUP}/mount-path"
+ANNOTATION_MAX_KEYS: Final = f"{GROUP}/max-keys"
+# The value of ANNOTATION_INJECT_STATUS once the webhook has injected the sidecar.
+INJECT_STATUS_INJECTED: Final = "injected"
+
+# KeyRequests the slave's node creates by itself when a neighbour hands keys over carry this
+# label (value "true"); the key sidecar of a slave pod picks them up by it.
+LABEL_AUTOMATIC: Final = f"{GROUP}/automatic"
+# The entry of a KeyRequest's Secret that holds its keys as an ETSI GS QKD 014 key container.
+SECRET_KEYS_JSON: Final = "keys.json"
 
 # The kubelet extended resource under which the device plugin offers QKD devices.
 RESOURCE_QKD_DEVICE: Final = f"{GROUP}/qkd"

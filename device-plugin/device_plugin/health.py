@@ -4,27 +4,21 @@
 raise: any failure to reach or understand the device means unhealthy, and the next round may find
 it healthy again (health recovers without a restart).
 
-- A simulated QKD device (``device_plugin.simdevice``) listens on a Unix socket and speaks
-  newline-delimited JSON. The probe connects, sends ``{"op": "HEALTH"}`` and a newline, reads one
-  line and calls the device healthy iff that line is a JSON object with ``"healthy": true``.
+- A simulated QKD device (``device_plugin.simdevice``) listens on a Unix socket and speaks the
+  device protocol (``qss_api.qkd004``). The probe asks HEALTH with the protocol's one client and
+  calls the device healthy iff the reply is a valid HEALTH reply saying ``healthy``.
 - A hardware device is healthy when its device node exists and opens. A node that is busy (the
   QKDM holds it exclusively) is in use, not broken, so it counts as healthy.
 """
 
-import asyncio
-import contextlib
 import errno
-import json
 import os
 import stat
 from pathlib import Path
 
 from device_plugin.config import DeviceKind
 from device_plugin.discovery import Device, local_path
-
-HEALTH_REQUEST = b'{"op": "HEALTH"}\n'
-# Longest health answer we read; the device's answer is a short JSON object.
-MAX_ANSWER = 64 * 1024
+from qss_api.qkd004_client import DeviceClient, DeviceError
 
 
 async def probe(device: Device, *, host_root: Path, within: float) -> bool:
@@ -38,24 +32,10 @@ async def probe(device: Device, *, host_root: Path, within: float) -> bool:
 async def probe_simulated(socket_path: Path, *, within: float) -> bool:
     """Ask the simulated device on ``socket_path`` whether it is healthy."""
     try:
-        async with asyncio.timeout(within):
-            reader, writer = await asyncio.open_unix_connection(socket_path, limit=MAX_ANSWER)
-            try:
-                writer.write(HEALTH_REQUEST)
-                await writer.drain()
-                line = await reader.readline()
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-    except (OSError, TimeoutError, ValueError):
-        # ValueError: the answer was longer than MAX_ANSWER without a newline.
+        async with DeviceClient(path=socket_path, timeout=within) as client:
+            return (await client.health()).healthy
+    except DeviceError:
         return False
-    try:
-        answer = json.loads(line)
-    except ValueError:
-        return False
-    return isinstance(answer, dict) and answer.get("healthy") is True
 
 
 def probe_hardware(node: Path) -> bool:

@@ -5,6 +5,11 @@ controller, joined by one QKD link (a simulated device pair and a QKDM at each e
 the links and key streams filling on both clusters, registers the SAEs alice (node-a) and bob
 (node-b), applies the sample KeyRequest on node-a and shows that the Secrets on both clusters
 hold the same key IDs (never the keys). The network keeps running; ``make demo-down`` stops it.
+
+With ``--topology FILE`` (``make demo TOPOLOGY=examples/topologies/line3.yaml``) it builds the
+network that file describes instead (``tests.cluster.topology``) and shows every node's links,
+key streams and routing table (``kubectl get routes``) once every node has a Route to every SAE,
+and each node's picture of the network.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.cluster.localcluster import DEFAULT_STATE_DIR, REPO_ROOT, Cluster, stop_recorded
 from tests.cluster.network import QssNetwork, running_network
+from tests.cluster.topology import NetworkTopology, TopologyError, load_topology
 
 SAMPLES = REPO_ROOT / "kustomize" / "samples"
 
@@ -78,18 +86,84 @@ def run(network: QssNetwork) -> None:
     print(f"Secret default/{slave}-keys on node-b holds {same} {len(ids_b)} key IDs.")
     if ids_a != ids_b:
         raise RuntimeError("the two Secrets hold different key IDs")
+    draw_network(network)
+
+
+def draw_network(network: QssNetwork) -> None:
+    """Each node's picture of the network (qss-netmap), as DOT and SVG next to the logs."""
+    print("\nPictures of the QKD network as each node sees it (qss-netmap):")
+    for name, node in network.nodes.items():
+        prefix = network.state_dir / f"netmap-{name}"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "controllers.netmap.main",
+                "--kubeconfig",
+                str(node.cluster.kubeconfig),
+                "--node-id",
+                name,
+                "--output",
+                str(prefix),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        print(f"  {prefix}.svg  ({prefix}.dot)")
+
+
+def items(cluster: Cluster, kind: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", kind, "-o", "json", check=False).stdout
+    found: list[dict[str, Any]] = json.loads(out or "{}").get("items", [])
+    return found
+
+
+def settled(cluster: Cluster, saes: int) -> bool:
+    """Every QKDLink up, and a Route to each SAE of the network."""
+    links = items(cluster, "qkdlinks")
+    up = all(link.get("status", {}).get("state") == "Up" for link in links)
+    return up and len(items(cluster, "routes")) >= saes
+
+
+def run_topology(network: QssNetwork, topology: NetworkTopology, timeout: float = 120) -> None:
+    saes = sum(len(s) for s in topology.nodes.values())
+    clusters = [network.nodes[n].cluster for n in topology.nodes]
+    deadline = time.monotonic() + timeout
+    while not all(settled(c, saes) for c in clusters):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"not every link is up, or not every node has a Route to each of the {saes} SAEs"
+            )
+        time.sleep(0.5)
+    for cluster in clusters:
+        show(cluster, "get", "qkdlinks,keystreams")
+    for cluster in clusters:
+        show(cluster, "get", "routes", "-o", "wide")
+    draw_network(network)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    parser.add_argument("--topology", type=Path, help="a topology file (see the README)")
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir
+    topology = None
+    if args.topology is not None:
+        try:
+            topology = load_topology(args.topology)
+        except TopologyError as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return 2
     if stop_recorded(state_dir):
         print("stopped the previous demo network")
     shutil.rmtree(state_dir, ignore_errors=True)
-    with running_network(state_dir, detach=True) as network:
-        run(network)
+    with running_network(state_dir, detach=True, topology=topology) as network:
+        if topology is None:
+            run(network)
+        else:
+            run_topology(network, topology)
         bin_dir = network.plane.bin_dir
         kubeconfigs = {n: node.cluster.kubeconfig for n, node in network.nodes.items()}
     print("\nThe network keeps running. Explore it with:")

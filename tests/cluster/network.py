@@ -21,9 +21,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controllers import pki
+from qss_api.qkd004 import MAX_INDEX, DeviceState, Fault, GetKey, Health, Refusal
+from qss_api.qkd004_client import request_sync
 from tests.cluster.localcluster import (
     Cluster,
     ControlPlane,
@@ -32,6 +34,9 @@ from tests.cluster.localcluster import (
     install_crds,
     redis_argv,
 )
+
+if TYPE_CHECKING:
+    from tests.cluster.topology import NetworkTopology
 
 API_VERSION = "qss.dev/v1alpha1"
 NODE_NAMESPACE = "kube-qss-system"
@@ -78,6 +83,8 @@ class QkdLinkPair:
     socket_a: Path
     socket_b: Path
     device: subprocess.Popen[bytes] | None = None
+    argv: list[str] = field(default_factory=list)  # how the device pair was started
+    named: bool = False  # the QKDLinks carry the stream's name, not the peer's
 
 
 @dataclass
@@ -189,7 +196,12 @@ class QssNetwork:
         sockets = Path(f"/tmp/kqss-{secrets.token_hex(4)}")
         sockets.mkdir()
         pair = QkdLinkPair(
-            a=a, b=b, stream=stream, socket_a=sockets / "a.sock", socket_b=sockets / "b.sock"
+            a=a,
+            b=b,
+            stream=stream,
+            socket_a=sockets / "a.sock",
+            socket_b=sockets / "b.sock",
+            named=name is not None,
         )
         secret_file = sockets / "pair.secret"
         secret_file.write_bytes(secrets.token_bytes(32))
@@ -210,6 +222,7 @@ class QssNetwork:
         ]
         if buffer_bits is not None:
             argv += ["--buffer-bits", str(buffer_bits)]
+        pair.argv = argv
         pair.device = self.plane.spawn(
             f"device/{stream}", argv, self.state_dir / f"device-{stream}.log"
         )
@@ -277,6 +290,16 @@ class QssNetwork:
             _stop(proc)
         _stop(pair.device)
 
+    def remove_link(self, stream: str) -> None:
+        """Stop the link and delete its QKDLinks and KeyStreams on both clusters."""
+        pair = self.links[stream]
+        self.stop_link(stream)
+        for here, there in ((pair.a, pair.b), (pair.b, pair.a)):
+            cluster = self.nodes[here].cluster
+            link = stream if pair.named else there
+            cluster.kubectl("delete", "qkdlink", link, "--ignore-not-found", "--wait=false")
+            cluster.kubectl("delete", "keystream", stream, "--ignore-not-found", "--wait=false")
+
     def kill_qkdm(self, node: str, stream: str) -> None:
         proc = self.nodes[node].qkdms.pop(stream)
         proc.kill()
@@ -318,17 +341,57 @@ class QssNetwork:
         data = json.loads(out)["data"]
         return {k: base64.b64decode(v) for k, v in data.items()}
 
-    def device_fault(self, stream: str, **faults: Any) -> dict[str, Any]:
+    def device_fault(self, stream: str, **faults: Any) -> DeviceState:
         """Switch a fault of the link's device pair (link_down, rate_bps, qber)."""
-        return device_request(self.links[stream].socket_a, {"op": "FAULT", **faults})
+        reply = request_sync(self.links[stream].socket_a, Fault(**faults))
+        assert isinstance(reply, DeviceState), reply
+        return reply
+
+    def device_chunks(self, stream: str) -> int:
+        """How many chunks the link's device has generated on the stream's current KSID (the
+        stream must be open at end A): GET_KEY far ahead is refused with that count."""
+        pair = self.links[stream]
+        ksid = next(
+            s.key_stream_ID
+            for s in self.device_health(stream).streams
+            if s.peer_connected and not s.aborted
+        )
+        reply = request_sync(pair.socket_a, GetKey(key_stream_ID=ksid, index=MAX_INDEX))
+        assert isinstance(reply, Refusal), reply
+        assert reply.next_index is not None, reply
+        return reply.next_index
+
+    def device_health(self, stream: str) -> DeviceState:
+        reply = request_sync(self.links[stream].socket_a, Health())
+        assert isinstance(reply, DeviceState), reply
+        return reply
+
+    def restart_device(self, stream: str) -> None:
+        """Stop the link's device pair and start it again: it forgets every key stream, as a
+        real device does when it restarts."""
+        pair = self.links[stream]
+        _stop(pair.device)
+        pair.device = self.plane.spawn(
+            f"device/{stream}", pair.argv, self.state_dir / f"device-{stream}.log"
+        )
+        _wait_unix(pair.socket_a, pair.device, "simulated QKD device")
+        _wait_unix(pair.socket_b, pair.device, "simulated QKD device")
 
 
 @contextmanager
 def running_network(
-    state_dir: Path, *, nodes: tuple[str, ...] = ("node-a", "node-b"), detach: bool = False
+    state_dir: Path,
+    *,
+    nodes: tuple[str, ...] = ("node-a", "node-b"),
+    detach: bool = False,
+    topology: NetworkTopology | None = None,
 ) -> Iterator[QssNetwork]:
     """A local QSS network outside pytest (benchmarks, the demo): control plane, clusters with
-    the CRDs, and the nodes' Redis and controllers. Stopped on exit unless ``detach``."""
+    the CRDs, and the nodes' Redis and controllers; with a ``topology``
+    (``tests.cluster.topology``), its nodes, links and SAEs instead. Stopped on exit unless
+    ``detach``."""
+    if topology is not None:
+        nodes = tuple(topology.nodes)
     state_dir.mkdir(parents=True, exist_ok=True)
     plane = ControlPlane(state_dir=state_dir, bin_dir=control_plane_binaries(), detach=detach)
     try:
@@ -337,27 +400,14 @@ def running_network(
             cluster = plane.start_cluster(name)
             install_crds(cluster)
             network.add_node(name, cluster)
+        if topology is not None:
+            topology.build(network)
         yield network
     except BaseException:
         plane.stop()
         raise
     if not detach:
         plane.stop()
-
-
-def device_request(path: Path, request: dict[str, Any]) -> dict[str, Any]:
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(5)
-        sock.connect(str(path))
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            part = sock.recv(65536)
-            if not part:
-                break
-            data += part
-    reply: dict[str, Any] = json.loads(data)
-    return reply
 
 
 def create_secret(cluster: Cluster, name: str, data: dict[str, bytes]) -> None:

@@ -114,6 +114,7 @@ def _route(**spec: Any) -> dict[str, Any]:
         "saeID": "bob",
         "destinationNodeID": "node-b",
         "nextHopNodeID": "node-b",
+        "path": ["node-a", "node-b"],
         "cost": 50,
         "length": 1,
     }
@@ -132,6 +133,22 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("qkdlink without peer", _qkdlink(peerNodeID=None), "spec.peerNodeID: Required value"),
     ("qkdlink peer not a DNS label", _qkdlink(peerNodeID="Node_B"), "spec.peerNodeID"),
     ("qkdlink plain-http endpoint", _qkdlink(peerEndpoint="http://b:80"), "spec.peerEndpoint"),
+    # Regression (issue 9): the pattern allowed any five digits, and the host part took colons.
+    (
+        "qkdlink endpoint port above 65535",
+        _qkdlink(peerEndpoint="https://node-b:99999"),
+        "peerEndpoint's port must be from 1 to 65535",
+    ),
+    (
+        "qkdlink endpoint port 0",
+        _qkdlink(peerEndpoint="https://node-b:0"),
+        "peerEndpoint's port must be from 1 to 65535",
+    ),
+    (
+        "qkdlink endpoint with two ports",
+        _qkdlink(peerEndpoint="https://node-b:8443:99999"),
+        "spec.peerEndpoint",
+    ),
     (
         "qkdlink zero capacity",
         _qkdlink(keyBufferCapacity=0),

@@ -66,3 +66,12 @@ def test_every_field_has_a_description() -> None:
 def test_crd_files_live_where_the_kustomization_says(tmp_path: Path) -> None:
     kustomization = yaml.safe_load((REPO_ROOT / "crds" / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted(CRDS)
+
+
+def test_names_the_sidecar_shares_with_the_controller_agree() -> None:
+    """The sidecar reads what the controller writes; both spell the names alike."""
+    from controllers.delivery.handover import LABEL_AUTOMATIC
+    from controllers.keyrequests import KEYS_JSON
+
+    assert qss_api.LABEL_AUTOMATIC == LABEL_AUTOMATIC
+    assert qss_api.SECRET_KEYS_JSON == KEYS_JSON

@@ -3,9 +3,9 @@
 The generated ``deviceplugin_pb2.py`` and ``deviceplugin_pb2_grpc.py`` are committed next to the
 .proto, so the plugin image needs no protoc. No ``.pyi`` is generated: protoc's stubs do not pass
 ``mypy --strict`` or ruff, and ``device_plugin.api`` is the typed surface instead. A developer who
-edits the .proto runs ``python -m device_plugin.api.codegen``; the unit test
-``tests/unit/device_plugin/test_api_codegen.py`` calls :func:`generate` into a temporary directory
-and fails when the committed files differ. grpcio-tools is a test dependency, so it is imported
+edits the .proto runs ``python -m device_plugin.api.codegen``; a unit test in
+``tests/unit/device_plugin/test_api.py`` calls :func:`generate` into a temporary directory and
+fails when the committed files differ. grpcio-tools is a test dependency, so it is imported
 only when this module runs.
 """
 

@@ -15,10 +15,10 @@ import math
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from device_plugin.simdevice.status import Refusal, Status
+from qss_api.qkd004 import QoS, Reason, Refusal, Status, refusal
 
 End = Literal["A", "B"]
 PEER: dict[End, End] = {"A": "B", "B": "A"}
@@ -27,22 +27,15 @@ PEER: dict[End, End] = {"A": "B", "B": "A"}
 _EPSILON = 1e-6
 
 
-@dataclass(frozen=True, slots=True)
-class QoS:
-    """ETSI GS QKD 004 QoS. ``key_chunk_size`` is in bytes; rates in bits/s; ``timeout`` in
-    milliseconds (how long GET_KEY may wait for key); ``jitter``, ``priority`` and ``ttl`` are
-    recorded and echoed but do not change the simulation."""
+class Refused(Exception):
+    """A request the device answers with a non-zero status; ``reply`` is that answer.
 
-    key_chunk_size: int = 16
-    max_bps: int = 0
-    min_bps: int = 0
-    jitter: int = 0
-    priority: int = 0
-    timeout: int = 0
-    ttl: int = 0
+    ``jitter``, ``priority`` and ``ttl`` of a stream's QoS are recorded and echoed but do not
+    change the simulation."""
 
-    def to_json(self) -> dict[str, int]:
-        return asdict(self)
+    def __init__(self, status: Status, reason: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.reply: Refusal = refusal(status, reason, message, **details)
 
 
 @dataclass(slots=True)
@@ -137,7 +130,7 @@ class Link:
         PEER_NOT_CONNECTED when this end is the first (the stream is open regardless)."""
         self._check_connection()
         if ksid is not None and ksid in self._retired:
-            raise Refusal(
+            raise Refused(
                 Status.KSID_IN_USE,
                 "ksid_retired",
                 f"key stream {ksid} was closed at both ends and is never reopened; use a new ID",
@@ -147,20 +140,20 @@ class Link:
             stream = self._new_stream(ksid or str(uuid.uuid4()), qos)
         else:
             if end in stream.ends:
-                raise Refusal(
+                raise Refused(
                     Status.KSID_IN_USE,
                     "ksid_in_use",
                     f"key stream {stream.ksid} is already open at this end",
                 )
             if stream.aborted is not None:
-                raise Refusal(
+                raise Refused(
                     Status.KSID_IN_USE,
                     "ksid_aborted",
                     f"key stream {stream.ksid} was aborted ({stream.aborted}); close it and"
                     " open a new one",
                 )
             if qos.key_chunk_size != stream.qos.key_chunk_size:
-                raise Refusal(
+                raise Refused(
                     Status.QOS_NOT_MET,
                     "chunk_size_mismatch",
                     f"the peer opened key stream {stream.ksid} with key_chunk_size"
@@ -180,13 +173,21 @@ class Link:
             del self._streams[ksid]
             self._retired.add(ksid)
 
+    def awaiting(self, end: End) -> list[str]:
+        """The streams the peer end has open that ``end`` has not (the ones it could join)."""
+        return [
+            s.ksid
+            for s in self._streams.values()
+            if PEER[end] in s.ends and end not in s.ends and s.aborted is None
+        ][:100]
+
     def has_stream(self, ksid: str) -> bool:
         return ksid in self._streams
 
     def stream_at(self, end: End, ksid: str) -> Stream:
         stream = self._streams.get(ksid)
         if stream is None or end not in stream.ends:
-            raise Refusal(
+            raise Refused(
                 Status.NO_QKD_CONNECTION,
                 "unknown_ksid",
                 f"key stream {ksid} is not open at this end; OPEN_CONNECT it first",
@@ -201,17 +202,18 @@ class Link:
         Refuses when the stream cannot serve key at all: link down, aborted, peer not open."""
         self._check_connection()
         if stream.aborted is not None:
-            raise Refusal(
+            raise Refused(
                 Status.NO_QKD_CONNECTION,
                 "aborted",
                 f"key stream {stream.ksid} was aborted: {stream.aborted}; close it and open a"
                 " new one",
             )
         if PEER[end] not in stream.ends:
-            raise Refusal(
+            raise Refused(
                 Status.GET_KEY_PEER_NOT_CONNECTED,
-                "peer_not_connected",
+                Reason.PEER_NOT_CONNECTED,
                 f"the peer has not opened key stream {stream.ksid} (or has closed it)",
+                peer_key_stream_IDs=self.awaiting(end),
             )
         generated = self._generated_chunks(stream)
         kept = max(1, self.buffer_bits // stream.chunk_bits)
@@ -229,9 +231,9 @@ class Link:
 
     def _check_connection(self) -> None:
         if not self.link_up:
-            raise Refusal(Status.NO_QKD_CONNECTION, "link_down", "the QKD link is down")
+            raise Refused(Status.NO_QKD_CONNECTION, "link_down", "the QKD link is down")
         if not self.qber_ok:
-            raise Refusal(
+            raise Refused(
                 Status.NO_QKD_CONNECTION,
                 "qber_too_high",
                 f"QBER {self.qber:.3f} is above the threshold {self.qber_threshold:.3f};"
@@ -243,14 +245,14 @@ class Link:
         free_bps = max(0.0, (1.0 - used) * self.rate_bps)
         wanted = float(qos.max_bps) if qos.max_bps > 0 else free_bps
         if qos.max_bps > self.rate_bps:
-            raise Refusal(
+            raise Refused(
                 Status.QOS_NOT_MET,
                 "rate_unavailable",
                 f"max_bps {qos.max_bps} is above the device's secret key rate {self.rate_bps}",
                 device_bps=self.rate_bps,
             )
         if wanted > free_bps + _EPSILON or wanted <= 0 or wanted + _EPSILON < qos.min_bps:
-            raise Refusal(
+            raise Refused(
                 Status.QOS_NOT_MET,
                 "rate_unavailable",
                 f"the device has {free_bps:.0f} bits/s left for new streams; requested"
@@ -258,7 +260,7 @@ class Link:
                 device_bps=self.rate_bps,
                 free_bps=int(free_bps),
             )
-        granted = QoS(**{**qos.to_json(), "max_bps": int(wanted)})
+        granted = qos.model_copy(update={"max_bps": int(wanted)})
         stream = Stream(ksid=ksid, qos=granted, share=wanted / self.rate_bps)
         self._streams[ksid] = stream
         return stream

@@ -15,12 +15,13 @@ import os
 import socket
 from pathlib import Path
 
-from device_plugin.simdevice.protocol import BadRequest, Device, encode
+from device_plugin.simdevice.protocol import Device, bad_request
+from qss_api.qkd004 import MAX_REQUEST_LINE, encode
 
 log = logging.getLogger(__name__)
 
 # Longest request line; a request is a small JSON object.
-MAX_LINE = 64 * 1024
+MAX_LINE = MAX_REQUEST_LINE
 
 
 class SocketInUseError(RuntimeError):
@@ -81,10 +82,10 @@ class EndServer:
                     line = await reader.readline()
                 except ValueError:
                     # Longer than MAX_LINE: we cannot find where the next request starts.
-                    refusal = BadRequest(
+                    refusal = bad_request(
                         f"request line longer than {MAX_LINE} bytes; closing the connection"
                     )
-                    writer.write(encode(refusal.response()))
+                    writer.write(encode(refusal))
                     await writer.drain()
                     return
                 if not line:

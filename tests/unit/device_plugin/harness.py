@@ -22,13 +22,14 @@ import grpc
 from device_plugin.api import add_registration_servicer, device_plugin_stub, pb
 from device_plugin.config import DeviceConfig, Settings
 from device_plugin.main import serve
+from qss_api.qkd004 import DeviceState, Status, encode, refusal
 
 # Generous bounds for "soon": far above the intervals below, far below a slow test.
 SOON = 3.0
 
 
 class FakeSimDevice:
-    """A Unix-socket server answering ``{"op": "HEALTH"}`` with ``{"healthy": <healthy>}``."""
+    """A Unix-socket server answering HEALTH (``qss_api.qkd004``) with ``healthy`` as set."""
 
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = socket_path
@@ -59,11 +60,22 @@ class FakeSimDevice:
             while line := await reader.readline():
                 request = json.loads(line)
                 if request.get("op") != "HEALTH":
-                    answer = json.dumps({"error": "unknown op"}).encode() + b"\n"
+                    answer = encode(refusal(Status.BAD_REQUEST, "bad_request", "unknown op"))
                 elif self.raw_answer is not None:
                     answer = self.raw_answer
                 else:
-                    answer = json.dumps({"healthy": self.healthy}).encode() + b"\n"
+                    answer = encode(
+                        DeviceState(
+                            status=0,
+                            healthy=self.healthy,
+                            end="A",
+                            link_up=self.healthy,
+                            rate_bps=1000,
+                            qber=0.01,
+                            qber_threshold=0.11,
+                            streams=[],
+                        )
+                    )
                 writer.write(answer)
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -88,6 +100,8 @@ class StubKubelet:
     directory: Path
     registrations: asyncio.Queue[Registration] = field(default_factory=asyncio.Queue)
     refuse_with: str | None = None  # when set, Register fails with this message
+    # When each Register call arrived (loop time), refused or not.
+    attempts: asyncio.Queue[float] = field(default_factory=asyncio.Queue)
     _server: Any = None
 
     @property
@@ -117,6 +131,7 @@ class StubKubelet:
         return await asyncio.wait_for(self.registrations.get(), within)
 
     async def Register(self, request: Any, context: Any) -> Any:  # the Registration servicer
+        self.attempts.put_nowait(asyncio.get_running_loop().time())
         if self.refuse_with is not None:
             await context.abort(grpc.StatusCode.UNKNOWN, self.refuse_with)
         # The real kubelet connects to the plugin before it answers; a plugin that registers

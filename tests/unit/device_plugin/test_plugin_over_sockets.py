@@ -5,6 +5,7 @@ when it does not, Allocate and GetPreferredAllocation, and re-registration after
 """
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import grpc
@@ -340,8 +341,19 @@ async def test_registration_is_retried_with_backoff_until_the_kubelet_accepts(
     await sim_device("qkd-a")
     kubelet.refuse_with = "resource name qss.dev/qkd is already registered"
     plugin = await run_plugin(config(sim("qkd-a", "alice-bob")))
-    await asyncio.sleep(4 * plugin.settings.backoff_initial)
-    assert kubelet.registrations.empty()
+    settings = plugin.settings
+
+    # The refused attempts themselves, as the kubelet saw them arrive.
+    async with asyncio.timeout(SOON):
+        attempts = [await kubelet.attempts.get() for _ in range(5)]
+    assert kubelet.registrations.empty()  # none was accepted
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    for i, gap in enumerate(gaps):
+        # Each wait is at least the backoff, which doubles up to its maximum (less a little for
+        # the loop clock's resolution; waits are never shorter than asked).
+        expected = min(settings.backoff_initial * 2**i, settings.backoff_max)
+        assert gap >= 0.9 * expected, (i, gaps)
+    assert gaps[-1] >= 2 * settings.backoff_initial
 
     kubelet.refuse_with = None
 

@@ -2,38 +2,17 @@
 
 The other tests use a small fake that speaks the health protocol; this one guards the agreement
 with the real device: both ends of a pair answer the plugin's probe, a link fault turns both
-unhealthy, and clearing it brings them back, without restarting anything. Skipped only while the
-simulated device is not in the tree.
+unhealthy, and clearing it brings them back, without restarting anything.
 """
 
 import asyncio
-import importlib.util
-import json
 import sys
 from pathlib import Path
 
-import pytest
-
 from device_plugin.api import HEALTHY, UNHEALTHY
 from device_plugin.config import DeviceConfig, DeviceEntry, DeviceKind
+from qss_api.qkd004_client import DeviceClient, DeviceUnavailable
 from tests.unit.device_plugin.harness import Connect, RunPlugin, StubKubelet
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("device_plugin.simdevice") is None,
-    reason="the simulated QKD device (device_plugin.simdevice) is not in the tree yet",
-)
-
-
-async def request(socket_path: Path, message: dict[str, object]) -> dict[str, object]:
-    reader, writer = await asyncio.open_unix_connection(socket_path)
-    try:
-        writer.write(json.dumps(message).encode() + b"\n")
-        await writer.drain()
-        answer: dict[str, object] = json.loads(await reader.readline())
-        return answer
-    finally:
-        writer.close()
-        await writer.wait_closed()
 
 
 async def answering(*sockets: Path) -> None:
@@ -41,12 +20,18 @@ async def answering(*sockets: Path) -> None:
     for _ in range(500):
         try:
             for path in sockets:
-                await request(path, {"op": "HEALTH"})
-        except OSError:
+                async with DeviceClient(path=path) as client:
+                    await client.health()
+        except DeviceUnavailable:
             await asyncio.sleep(0.02)
         else:
             return
     raise AssertionError(f"the simulated device never answered on {sockets}")
+
+
+async def fault(path: Path, **faults: bool) -> None:
+    async with DeviceClient(path=path) as client:
+        await client.fault(**faults)
 
 
 async def test_fault_on_the_real_simulated_link_shows_in_list_and_watch_and_recovers(
@@ -82,10 +67,10 @@ async def test_fault_on_the_real_simulated_link_shows_in_list_and_watch_and_reco
         client.watch()
         assert await client.next_update() == [("qkd-a", HEALTHY), ("qkd-b", HEALTHY)]
 
-        await request(sockets / "a.sock", {"op": "FAULT", "link_down": True})
+        await fault(sockets / "a.sock", link_down=True)
         assert await client.next_update() == [("qkd-a", UNHEALTHY), ("qkd-b", UNHEALTHY)]
 
-        await request(sockets / "b.sock", {"op": "FAULT", "link_down": False})
+        await fault(sockets / "b.sock", link_down=False)
         assert await client.next_update() == [("qkd-a", HEALTHY), ("qkd-b", HEALTHY)]
     finally:
         if device.returncode is None:

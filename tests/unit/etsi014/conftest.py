@@ -72,6 +72,8 @@ class InMemoryDelivery:
 
     node_id: str = NODE_ID
     saes: set[str] = field(default_factory=set)
+    # SAEs the delivery layer reports as "not known yet" (retryable) rather than unknown.
+    not_known_yet: set[str] = field(default_factory=set)
     pairs: dict[tuple[str, str], _Pair] = field(default_factory=dict)
     # Every call as (method, keyword arguments), for asserting what the API passed on.
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -99,7 +101,10 @@ class InMemoryDelivery:
     def _pair(self, master: str, slave: str) -> _Pair:
         for sae in (master, slave):
             if sae not in self.saes:
-                raise UnknownSae(f"SAE {sae} is not registered here nor known from a neighbour")
+                raise UnknownSae(
+                    f"SAE {sae} is not registered here nor known from a neighbour",
+                    retryable=sae in self.not_known_yet,
+                )
         pair = self.pairs.get((master, slave))
         if pair is None:
             raise NoRoute(f"no key stream leads from {master}'s node to {slave}'s")

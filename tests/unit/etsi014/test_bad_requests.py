@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controllers.delivery.api import MAX_KEYS_PER_REQUEST, UnknownSae
+from controllers.delivery.api import MAX_KEYS_PER_REQUEST
 from tests.etsi014_client import Etsi014Client, Etsi014Error, key_map
 from tests.unit.etsi014.conftest import Kme
 
@@ -67,6 +67,51 @@ async def test_post_enc_keys_with_a_bad_body_is_400(
     assert [d["parameter"] for d in error.details] == [parameter]
     assert fragment in (error.message or "")
     _stock_untouched(kme)
+
+
+# Regression (issue 9): numbers beyond Python's 4,300-digit limit and deep nesting were 500s.
+_HUGE = b"9" * 5000
+_LARGE = b"9" * 4000
+_DEEP = b"[" * 50_000 + b"]" * 50_000
+
+
+@pytest.mark.parametrize(
+    ("body", "parameter", "fragment"),
+    [
+        (b'{"number": ' + _HUGE + b"}", "body", "not valid JSON"),
+        (b'{"size": ' + _HUGE + b"}", "body", "not valid JSON"),
+        (b'{"number": ' + _LARGE + b"}", "number", "an integer of more than 40 digits"),
+        (b'{"size": -' + _LARGE + b"}", "size", "an integer of more than 40 digits"),
+        (b'{"number": ' + _DEEP + b"}", "body", "not valid JSON"),
+        (b'{"size": ' + _DEEP + b"}", "body", "not valid JSON"),
+        (b'{"number": 1e999}', "number", "must be a JSON integer"),
+        (b'{"number": NaN}', "body", "not valid JSON"),
+    ],
+)
+async def test_enc_keys_with_huge_numbers_or_deep_nesting_is_400_not_500(
+    kme: Kme, body: bytes, parameter: str, fragment: str
+) -> None:
+    error = await _bad_request(kme.sae("sae-a").request("POST", "sae-b", "enc_keys", data=body))
+    assert [d["parameter"] for d in error.details] == [parameter]
+    assert fragment in (error.message or "")
+    _stock_untouched(kme)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"key_IDs": [' + _HUGE + b"]}",
+        b'{"key_IDs": [' + _LARGE + b"]}",
+        b'{"key_IDs": [{"key_ID": ' + _LARGE + b"}]}",
+        b'{"key_IDs": ' + _DEEP + b"}",
+        b'{"key_IDs": [{"key_ID": ' + _DEEP + b"}]}",
+    ],
+)
+async def test_dec_keys_with_huge_numbers_or_deep_nesting_is_400_not_500(
+    kme: Kme, body: bytes
+) -> None:
+    await _bad_request(kme.sae("sae-b").request("POST", "sae-a", "dec_keys", data=body))
+    assert not [name for name, _ in kme.delivery.calls if name == "get_keys_with_ids"]
 
 
 async def test_optional_extensions_are_ignored(kme: Kme) -> None:
@@ -153,7 +198,7 @@ async def test_a_path_sae_id_of_the_wrong_form_is_400(kme: Kme, sae_id: str) -> 
     _stock_untouched(kme)
 
 
-async def test_an_unknown_slave_sae_is_400_with_the_delivery_reason(kme: Kme) -> None:
+async def test_an_unknown_slave_sae_is_400_not_retryable(kme: Kme) -> None:
     client = kme.sae("sae-a")
     calls: list[Callable[[], Awaitable[Any]]] = [
         lambda: client.status("sae-zz"),
@@ -162,10 +207,26 @@ async def test_an_unknown_slave_sae_is_400_with_the_delivery_reason(kme: Kme) ->
     for call in calls:
         error = await _bad_request(call())
         assert error.details[0]["reason"] == "UnknownSae"
-        # Whether waiting may help is the delivery layer's call (an SAE of a far node becomes
-        # known as announcements travel); the status stays 400, as for any unknown SAE ID.
-        assert error.details[0]["retryable"] is UnknownSae.retryable
+        assert error.details[0]["retryable"] is False
         assert "sae-zz" in (error.message or "")
+
+
+async def test_an_sae_not_known_yet_is_503_retryable(kme: Kme) -> None:
+    """Regression (issue 9): an SAE of a neighbour that had not told us its SAEs yet (after a
+    restart) was a 400 that said retryable, which 014 clients treat as final."""
+    kme.delivery.not_known_yet.add("sae-zz")
+    client = kme.sae("sae-a")
+    calls: list[Callable[[], Awaitable[Any]]] = [
+        lambda: client.status("sae-zz"),
+        lambda: client.enc_keys("sae-zz", number=1, size=256),
+    ]
+    for call in calls:
+        with pytest.raises(Etsi014Error) as caught:
+            await call()
+        assert caught.value.status == 503
+        assert caught.value.details[0]["reason"] == "UnknownSae"
+        assert caught.value.details[0]["retryable"] is True
+    assert all(pair.stock_bits == 100 * 256 for pair in kme.delivery.pairs.values())
 
 
 async def test_unknown_key_ids_are_400(kme: Kme) -> None:

@@ -232,3 +232,13 @@ async def test_blocks_carry_each_chunks_device_index(store: KeyStore) -> None:
     assert [c.index for k in block.keys for c in k.chunks] == [100, 101, 102, 200, 201, -1]
     counts = await store.counts(stream=STREAM)
     assert counts.oldest_index == -1  # nothing available
+
+
+async def test_a_new_key_stream_restarts_the_cursor_in_one_step(store: KeyStore) -> None:
+    assert await store.ingest_key_stream(stream=STREAM) is None
+    await store.set_ingest_cursor(stream=STREAM, cursor=336_000)
+    await store.start_key_stream(stream=STREAM, ksid="6f1c0d3e-0000-8000-8000-000000000001")
+    assert await store.ingest_cursor(stream=STREAM) == 0
+    assert await store.ingest_key_stream(stream=STREAM) == "6f1c0d3e-0000-8000-8000-000000000001"
+    await store.set_ingest_cursor(stream=STREAM, cursor=7)
+    assert await store.ingest_key_stream(stream=STREAM) == "6f1c0d3e-0000-8000-8000-000000000001"

@@ -1,4 +1,4 @@
-"""SaeDirectory: which node an SAE is on, from this node's SAEs and neighbours' announcements."""
+"""SaeDirectory: which node an SAE is on, from this node's SAEs and other nodes' S packets."""
 
 from __future__ import annotations
 
@@ -111,3 +111,33 @@ def test_duplicates_within_one_announcement_count_once() -> None:
     directory.record("node-b", [], 2)
     assert directory.node_of("b1") is None
     assert directory.claimants("b1") == []
+
+
+def test_an_sae_is_not_known_absent_until_every_neighbour_has_answered() -> None:
+    directory = SaeDirectory(local_node_id="node-a", local={"a1"})
+    directory.set_neighbours(["node-b", "node-c"])
+    assert not directory.is_known_absent("zz")
+    directory.record("node-b", ["b1"], 1)
+    assert not directory.is_known_absent("zz")  # node-c has not answered
+    directory.record("node-c", [], 1)
+    assert directory.is_known_absent("zz")
+    assert not directory.is_known_absent("b1")
+    assert not directory.is_known_absent("a1")
+
+
+def test_a_new_neighbour_makes_unknown_saes_not_known_yet_again() -> None:
+    directory = SaeDirectory(local_node_id="node-a", local=set())
+    directory.set_neighbours(["node-b"])
+    directory.record("node-b", [], 1)
+    assert directory.is_known_absent("zz")
+    directory.set_neighbours(["node-b", "node-d"])
+    assert not directory.is_known_absent("zz")
+
+
+def test_a_neighbour_that_exchanged_its_database_has_told_us_even_without_saes() -> None:
+    directory = SaeDirectory(local_node_id="node-a", local=set())
+    directory.set_neighbours(["node-b"])
+    assert not directory.heard_from("node-b")
+    directory.synchronised("node-b")  # a repeater: no S packet of its own, but an exchange
+    assert directory.heard_from("node-b")
+    assert directory.is_known_absent("zz")

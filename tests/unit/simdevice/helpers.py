@@ -3,19 +3,110 @@
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device_plugin.simdevice.client import DeviceClient
 from device_plugin.simdevice.main import build_servers
 from device_plugin.simdevice.settings import SimSettings
+from qss_api.qkd004 import decode_reply
+from qss_api.qkd004_client import DeviceClient
 
 SECRET = b"kube-qss test pair secret, 32 b!"
+
+Response = dict[str, Any]
+
+
+class RawDevice:
+    """The device protocol's one client (``qss_api.qkd004_client``) seen as JSON objects, so
+    that tests can send anything, well-formed or not, and look at every field of the reply.
+    Each reply to a known op is also checked to be a valid reply of the protocol."""
+
+    def __init__(self, client: DeviceClient) -> None:
+        self.client = client
+
+    @classmethod
+    async def connect(cls, path: Path | str) -> RawDevice:
+        client = DeviceClient(path=path)
+        await client.connect()
+        return cls(client)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def __aenter__(self) -> RawDevice:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def send_raw(self, line: bytes) -> Response:
+        """Send ``line`` as it is (it must end in a newline) and read one response."""
+        return _parsed(await self.client.exchange_raw(line), op=None)
+
+    async def request(self, payload: Mapping[str, Any]) -> Response:
+        return (await self.pipeline([payload]))[0]
+
+    async def pipeline(self, payloads: Sequence[Mapping[str, Any]]) -> list[Response]:
+        """Send all requests, then read all responses (in the same order)."""
+        data = b"".join(json.dumps(p).encode() + b"\n" for p in payloads)
+        lines = (await self.client.exchange_raw(data, replies=len(payloads))).splitlines()
+        return [_parsed(line, op=p.get("op")) for line, p in zip(lines, payloads, strict=True)]
+
+    async def open_connect(
+        self,
+        *,
+        source: str = "qkdm-a",
+        destination: str = "qkdm-b",
+        qos: Mapping[str, int] | None = None,
+        key_stream_id: str | None = None,
+    ) -> Response:
+        payload: dict[str, Any] = {
+            "op": "OPEN_CONNECT",
+            "source": source,
+            "destination": destination,
+        }
+        if qos is not None:
+            payload["qos"] = dict(qos)
+        if key_stream_id is not None:
+            payload["key_stream_ID"] = key_stream_id
+        return await self.request(payload)
+
+    async def get_key(
+        self,
+        *,
+        key_stream_id: str,
+        index: int | None = None,
+        count: int | None = None,
+        metadata_size: int | None = None,
+    ) -> Response:
+        payload: dict[str, Any] = {"op": "GET_KEY", "key_stream_ID": key_stream_id}
+        for name, value in (("index", index), ("count", count), ("metadata_size", metadata_size)):
+            if value is not None:
+                payload[name] = value
+        return await self.request(payload)
+
+    async def close_stream(self, *, key_stream_id: str) -> Response:
+        return await self.request({"op": "CLOSE", "key_stream_ID": key_stream_id})
+
+    async def health(self) -> Response:
+        return await self.request({"op": "HEALTH"})
+
+    async def fault(self, **faults: Any) -> Response:
+        return await self.request({"op": "FAULT", **faults})
+
+
+def _parsed(line: bytes, *, op: object) -> Response:
+    response = json.loads(line)
+    assert isinstance(response, dict), line
+    if isinstance(op, str) and op in ("OPEN_CONNECT", "GET_KEY", "CLOSE", "HEALTH", "FAULT"):
+        decode_reply(op, line)  # a reply the protocol defines, whatever the request was
+    return response
 
 
 class FakeClock:
@@ -33,8 +124,8 @@ class FakeClock:
 
 @dataclass
 class Pair:
-    a: DeviceClient
-    b: DeviceClient
+    a: RawDevice
+    b: RawDevice
     socket_a: Path
     socket_b: Path
 
@@ -76,8 +167,8 @@ async def running_pair(
     try:
         for server in servers:
             await server.start()
-        a = await DeviceClient.connect(settings.socket_a)
-        b = await DeviceClient.connect(settings.socket_b)
+        a = await RawDevice.connect(settings.socket_a)
+        b = await RawDevice.connect(settings.socket_b)
         try:
             yield Pair(a=a, b=b, socket_a=settings.socket_a, socket_b=settings.socket_b)
         finally:

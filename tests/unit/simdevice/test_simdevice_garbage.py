@@ -6,39 +6,48 @@ import json
 
 import pytest
 
-from device_plugin.simdevice.client import DeviceClient
 from device_plugin.simdevice.server import MAX_LINE
-from tests.unit.simdevice.helpers import Pair
+from qss_api.qkd004_client import DeviceUnavailable
+from tests.unit.simdevice.helpers import Pair, RawDevice
 
 
 @pytest.mark.parametrize(
     ("line", "says"),
     [
-        (b"hello\n", "not a JSON object"),
-        (b"\xff\xfe\n", "not a JSON object"),
-        (b"[1, 2]\n", "JSON object with an 'op'"),
-        (b"{}\n", "unknown op None"),
-        (b'{"op": "DESTROY"}\n', "unknown op 'DESTROY'"),
-        (b'{"op": "GET_KEY"}\n', "key_stream_ID must be"),
-        (b'{"op": "GET_KEY", "key_stream_ID": "k", "index": -1}\n', "index must be"),
-        (b'{"op": "GET_KEY", "key_stream_ID": "k", "index": NaN}\n', "not a JSON object"),
-        (b'{"op": "GET_KEY", "key_stream_ID": "k", "idx": 1}\n', "does not take the field(s) idx"),
-        (b'{"op": "OPEN_CONNECT", "source": "a"}\n', "destination must be"),
+        (b"hello\n", "not valid JSON"),
+        (b"\xff\xfe\n", "not valid JSON"),
+        (b"[1, 2]\n", "Input should be an object"),
+        (b"{}\n", "the request needs an 'op'"),
+        (b'{"op": "DESTROY"}\n', "Input tag 'DESTROY' found using 'op' does not match"),
+        (b'{"op": "GET_KEY"}\n', "GET_KEY.key_stream_ID: Field required"),
+        (
+            b'{"op": "GET_KEY", "key_stream_ID": "k", "index": -1}\n',
+            "GET_KEY.index: Input should be greater than or equal to 0",
+        ),
+        (
+            b'{"op": "GET_KEY", "key_stream_ID": "k", "index": NaN}\n',
+            "GET_KEY.index: Input should be a valid integer",
+        ),
+        (
+            b'{"op": "GET_KEY", "key_stream_ID": "k", "idx": 1}\n',
+            "GET_KEY.idx: Extra inputs are not permitted",
+        ),
+        (b'{"op": "OPEN_CONNECT", "source": "a"}\n', "OPEN_CONNECT.destination: Field required"),
         (
             b'{"op": "OPEN_CONNECT", "source": "a", "destination": "b", "qos": {"max_bps": "1"}}\n',
-            "qos.max_bps must be",
+            "OPEN_CONNECT.qos.max_bps: Input should be a valid integer",
         ),
         (
             b'{"op": "OPEN_CONNECT", "source": "a", "destination": "b", "qos": {"speed": 1}}\n',
-            "qos does not take the field(s) speed",
+            "OPEN_CONNECT.qos.speed: Extra inputs are not permitted",
         ),
         (
             b'{"op": "OPEN_CONNECT", "source": "a", "destination": "b",'
             b' "qos": {"key_chunk_size": 0}}\n',
-            "qos.key_chunk_size must be",
+            "OPEN_CONNECT.qos.key_chunk_size: Input should be greater than or equal to 1",
         ),
-        (b'{"op": "HEALTH", "verbose": true}\n', "does not take"),
-        (b"[" * 10_000 + b"\n", "not a JSON object"),
+        (b'{"op": "HEALTH", "verbose": true}\n', "Extra inputs are not permitted"),
+        (b"[" * 10_000 + b"\n", "not valid JSON"),
     ],
 )
 async def test_garbage_gets_a_bad_request_answer(pair: Pair, line: bytes, says: str) -> None:
@@ -53,12 +62,12 @@ async def test_blank_lines_are_skipped(pair: Pair) -> None:
 
 
 async def test_overlong_line_is_refused_and_only_that_connection_closed(pair: Pair) -> None:
-    client = await DeviceClient.connect(pair.socket_a)
+    client = await RawDevice.connect(pair.socket_a)
     try:
         answer = await client.send_raw(b"x" * (MAX_LINE + 10) + b"\n")
         assert (answer["status"], answer["reason"]) == (-1, "bad_request")
         assert "longer than" in answer["message"]
-        with pytest.raises(ConnectionError):
+        with pytest.raises(DeviceUnavailable):
             await client.health()
     finally:
         await client.aclose()

@@ -49,5 +49,13 @@ def test_key_material_depends_on_the_pair_secret() -> None:
     chunk = mine.chunk(ksid="k", index=3, size=64)
     assert same.chunk(ksid="k", index=3, size=64) == chunk
     assert other.chunk(ksid="k", index=3, size=64) != chunk
-    # A longer chunk at index i does not run into chunk i + 1.
-    assert mine.chunk(ksid="k", index=4, size=64) not in mine.chunk(ksid="k", index=3, size=128)
+    assert mine.chunk(ksid="other", index=3, size=64) != chunk
+
+
+def test_a_run_is_its_chunks_one_after_another() -> None:
+    keys = KeyMaterial(secret=SECRET)
+    for size in (1, 5, 16, 32, 100):
+        run = keys.run(ksid="k", index=7, count=9, size=size)
+        assert run == b"".join(keys.chunk(ksid="k", index=i, size=size) for i in range(7, 16))
+        if size >= 5:
+            assert len({run[i : i + size] for i in range(0, len(run), size)}) == 9

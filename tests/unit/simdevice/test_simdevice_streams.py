@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from tests.unit.simdevice.helpers import FakeClock, Pair
+from tests.unit.simdevice.helpers import FakeClock, Pair, key_bytes
 
 
 async def test_first_end_to_open_gets_peer_not_connected(pair: Pair) -> None:
@@ -112,3 +112,52 @@ async def test_closing_frees_the_rate_for_new_streams(pair: Pair) -> None:
 async def test_request_id_is_echoed(pair: Pair) -> None:
     answer = await pair.a.request({"op": "HEALTH", "id": 42})
     assert answer["id"] == 42
+
+
+# -- bulk GET_KEY and the peer's waiting streams (qss_api.qkd004's extensions) ----------------
+
+
+async def test_get_key_with_a_count_returns_that_run_of_chunks(
+    pair: Pair, clock: FakeClock
+) -> None:
+    ksid = await pair.open_both(key_chunk_size=16)
+    clock.advance(1.0)  # ten chunks
+    run = await pair.a.get_key(key_stream_id=ksid, index=2, count=5)
+    assert (run["status"], run["index"], run["count"]) == (0, 2, 5)
+    one_by_one = [key_bytes(await pair.b.get_key(key_stream_id=ksid, index=i)) for i in range(2, 7)]
+    assert key_bytes(run) == b"".join(one_by_one)
+    # Without an index, the end goes on after the run.
+    assert (await pair.a.get_key(key_stream_id=ksid))["index"] == 7
+
+
+async def test_a_run_stops_at_what_has_been_generated(pair: Pair, clock: FakeClock) -> None:
+    ksid = await pair.open_both(key_chunk_size=16)
+    clock.advance(0.35)  # three chunks
+    run = await pair.a.get_key(key_stream_id=ksid, index=1, count=100)
+    assert (run["index"], run["count"], len(key_bytes(run))) == (1, 2, 32)
+
+
+async def test_peer_not_connected_lists_the_streams_the_peer_waits_on(pair: Pair) -> None:
+    half = {"max_bps": 640}  # two streams share the pair's 1280 bits/s
+    theirs = (await pair.a.open_connect(qos=half, key_stream_id=str(uuid.uuid4())))["key_stream_ID"]
+    mine = await pair.b.open_connect(
+        source="qkdm-b", destination="qkdm-a", qos=half, key_stream_id=str(uuid.uuid4())
+    )
+    assert mine["status"] == 1
+    assert mine["peer_key_stream_IDs"] == [theirs]
+    answer = await pair.b.get_key(key_stream_id=mine["key_stream_ID"])
+    assert (answer["status"], answer["peer_key_stream_IDs"]) == (3, [theirs])
+    # Once B joins A's stream it is no longer waiting for B.
+    await pair.b.open_connect(source="qkdm-b", destination="qkdm-a", qos=half, key_stream_id=theirs)
+    assert (await pair.b.get_key(key_stream_id=mine["key_stream_ID"]))["peer_key_stream_IDs"] == []
+
+
+async def test_a_refused_open_lists_the_streams_the_peer_waits_on(pair: Pair) -> None:
+    """No rate is left for a new stream (the peer's waiting one took it all): the refusal says
+    which stream to join instead."""
+    theirs = (await pair.a.open_connect(key_stream_id=str(uuid.uuid4())))["key_stream_ID"]
+    refused = await pair.b.open_connect(
+        source="qkdm-b", destination="qkdm-a", key_stream_id=str(uuid.uuid4())
+    )
+    assert (refused["status"], refused["reason"]) == (7, "rate_unavailable")
+    assert refused["peer_key_stream_IDs"] == [theirs]

@@ -1,0 +1,111 @@
+"""The QKDM measured for real: device -> store through the ``qss-qkdm`` processes.
+
+Starts its own two-node network (``tests.cluster.network.running_network``: per node a
+kube-apiserver, Redis with AOF and fsync always, and the controller), one simulated device pair
+at a secret key rate far above what the pipeline can take, and the real ``qss-qkdm`` at each end
+of the stream, as the tests and the demo run them. Figure: key material stored per second into
+node-a's Redis (Mbit/s, from the store's own ``added`` counter over a window after the stream is
+flowing), beside the device's configured rate. Each chunk size is its own link, since a chunk is
+the store's unit of work: small chunks cost per-chunk work in the QKDM and in Redis.
+
+``python -m tests.benchmarks qkdm``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from controllers.keystore import KeyStore
+from tests.benchmarks.report import Result
+from tests.cluster.network import running_network
+
+A, B = "node-a", "node-b"
+DEVICE_RATE_BPS = 2_000_000_000  # the device is never the limit
+# How much unfetched key the device keeps (it derives key material, so this costs no memory):
+# a minute of its rate, so the QKDM is never overtaken by expiry while it catches up.
+DEVICE_BUFFER_BITS = 60 * DEVICE_RATE_BPS
+CHUNK_SIZES_BITS = (256, 1024, 8192)
+WARM_UP_SECONDS = 3.0
+WINDOW_SECONDS = 5.0
+# Room for the whole window at the rates seen, so the buffer never fills while measuring.
+CAPACITY_BYTES = 1_500_000_000 // 8
+
+
+async def _measure(redis_url: str, stream: str, chunk_bits: int) -> float:
+    async with KeyStore.from_url(redis_url) as store:
+        deadline = time.monotonic() + 120
+        while (await _added(store, stream)) == 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no key reached node-a's store on stream {stream}")
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(WARM_UP_SECONDS)
+        first, started = await _added(store, stream), time.monotonic()
+        await asyncio.sleep(WINDOW_SECONDS)
+        last, ended = await _added(store, stream), time.monotonic()
+        counts = await store.counts(stream=stream)
+        if counts.free == 0:
+            raise RuntimeError("the buffer filled while measuring; raise CAPACITY_BYTES")
+    return (last - first) * chunk_bits / (ended - started)
+
+
+async def _added(store: KeyStore, stream: str) -> int:
+    try:
+        return (await store.counts(stream=stream)).added
+    except Exception:  # the QKDM has not configured the stream yet
+        return 0
+
+
+def _run_one(chunk_bits: int) -> float:
+    state_dir = Path(tempfile.mkdtemp(dir="/tmp", prefix="bench-qkdm-"))
+    try:
+        with running_network(state_dir) as network:
+            stream = f"bench-{chunk_bits}"
+            network.add_link(
+                A,
+                B,
+                name=stream,
+                rate_bps=DEVICE_RATE_BPS,
+                capacity=CAPACITY_BYTES * 8 // chunk_bits,
+                chunk_bits=chunk_bits,
+                buffer_bits=DEVICE_BUFFER_BITS,
+            )
+            try:
+                return asyncio.run(_measure(network.nodes[A].redis_url, stream, chunk_bits))
+            finally:
+                network.stop_link(stream)
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def run() -> list[Result]:
+    return [
+        Result(
+            what=f"QKDM device -> store, {bits}-bit chunks",
+            unit="Mbit/s",
+            ours=_run_one(bits) / 1e6,
+            baseline=DEVICE_RATE_BPS / 1e6,
+            baseline_is="the simulated device's configured secret key rate",
+        )
+        for bits in CHUNK_SIZES_BITS
+    ]
+
+
+def notes() -> list[str]:
+    return [
+        f"QKDM: real qss-qkdm processes at both ends, device pair at {DEVICE_RATE_BPS / 1e9:.0f}"
+        f" Gbit/s, rate into node-a's Redis over {WINDOW_SECONDS:.0f} s after"
+        f" {WARM_UP_SECONDS:.0f} s of flow; target >= 100 Mbit/s per stream end;"
+        f" {os.cpu_count()} CPUs shared by both QKDMs, both Redis, the device and the control"
+        " planes.",
+    ]
+
+
+if __name__ == "__main__":
+    from tests.benchmarks.report import table
+
+    print(table(run(), notes=notes()))
