@@ -37,8 +37,8 @@ if first_index then
     dead[#dead + 1] = {first_index, cursor}
   end
   for _, r in ipairs(redis.call('ZRANGE', drops, '-inf', first_index + n - 1, 'BYSCORE')) do
-    local e, s, stop = parse_drop(r)
-    if e == epoch then
+    local e, s, stop, kept = parse_drop(r)
+    if e == epoch and not kept then
       if stop > first_index then
         dead[#dead + 1] = {s, stop}
       end

@@ -309,15 +309,27 @@ local function indices_of(segs, seqs)
 end
 
 -- A tombstone: device indices [start, stop) of epoch `epoch` the peer's ingest passed over, so
--- this end never stores them. Member "epoch:start:stop" of `drops`, scored by start; stop ''
--- means every index from start on (the peer left that key stream there).
-local function drop_member(epoch, start, stop)
+-- the peer never holds them. Member "epoch:start:stop" of `drops`, scored by start; stop ''
+-- means every index from start on (the peer left that key stream there). Two kinds:
+-- - beyond this end's ingest (the cursor's epoch from the cursor on, or a later epoch): this
+--   end never stores them (add.lua), and forgets the tombstone once its cursor passes it;
+-- - over chunks this end may hold already (an earlier epoch, or below the cursor), member
+--   "epoch:start:stop:k" (kept): the notice drops those in the buffer, but one in a pending
+--   block must be dropped too when the block is refused (refuse.lua), never go back to the
+--   buffer. One per notice the peer sent (a device restart or an ingest jump), so few.
+local function drop_member(epoch, start, stop, kept)
   return int(epoch) .. ':' .. int(start) .. ':' .. (stop and int(stop) or '')
+    .. (kept and ':k' or '')
 end
 
+-- epoch, start, stop (math.huge: open), kept.
 local function parse_drop(member)
-  local parts = split(member, ':')
-  return tonumber(parts[1]), tonumber(parts[2]), tonumber(parts[3] or '') or math.huge
+  local parts = {}
+  for part in string.gmatch(member, '([^:]*):?') do
+    parts[#parts + 1] = part
+  end
+  return tonumber(parts[1]), tonumber(parts[2]), tonumber(parts[3] or '') or math.huge,
+    parts[4] == 'k'
 end
 
 -- Whether index `idx` of epoch `epoch` lies in a range the peer dropped.

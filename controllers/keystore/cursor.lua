@@ -5,7 +5,8 @@
 -- Moving the cursor forward within a KSID passes over device indices this end will never store;
 -- leaving a KSID passes over every index of it from the cursor on. Either way the peer is told
 -- to drop those too (an outbox 'drop' message naming the KSID). A KSID left is never counted
--- in again (the QKDM only moves forwards), so the tombstones of earlier epochs go.
+-- in again (the QKDM only moves forwards), so the tombstones of earlier epochs that only stop
+-- ingest go (kept ones stay: common.lua).
 -- Reply: {OK, cursor, KSID or '', epoch}.
 if redis.call('EXISTS', meta) == 0 then
   return {E_UNKNOWN_STREAM}
@@ -21,7 +22,8 @@ if ARGV[2] ~= '' then
       drop_notice(ob, obq, ksid, epoch, cursor, nil)
     end
     for _, r in ipairs(redis.call('ZRANGE', drops, 0, -1)) do
-      if parse_drop(r) < new_epoch then
+      local e, _, _, kept = parse_drop(r)
+      if e < new_epoch and not kept then
         redis.call('ZREM', drops, r)
       end
     end

@@ -1,13 +1,14 @@
 -- The peer dropped device index ranges of one of its key streams (its ingest passed over them):
 -- never store them here, and drop the chunks of them in the buffer. Two calls, in this order:
 -- ARGV 'mark', epoch, number of ranges, then start, stop per range (stop '': every index from
---   start on): record the tombstones (add.lua, accept.lua read `drops`; none for an epoch
---   before the cursor's, which is never stored again) and reply {OK, start, stop, ...}: the
+--   start on): record the tombstones (add.lua, accept.lua, refuse.lua read `drops`: both
+--   kinds in common.lua) and reply {OK, start, stop, ...}: the
 --   index spans of those ranges chunks in the buffer may have (the caller derives their IDs
 --   from the epoch's KSID). Marking first means no chunk of the ranges arrives after the reply.
 -- ARGV 'drop', flush_limit, direction ('' first), then the chunk IDs: drop those in the
 --   buffer. Reply {OK, chunks dropped} or {E_RETRY, direction} (call again).
--- Chunks out of the buffer are left alone: no block can hold a chunk the peer never had.
+-- Chunks out of the buffer are left alone: no block the peer agreed to holds a chunk the peer
+-- never had, and a pending block's go back through refuse.lua, which drops them.
 -- Idempotent.
 if redis.call('EXISTS', meta) == 0 then
   return {E_UNKNOWN_STREAM}
@@ -23,6 +24,14 @@ if ARGV[1] == 'mark' then
     ranges[i] = {s, stop or math.huge}
     if epoch > current or (epoch == current and (not stop or stop > cursor)) then
       redis.call('ZADD', drops, s, drop_member(epoch, s, stop))
+    end
+    -- Chunks of the ranges this end holds already may be in a pending block: refuse.lua drops
+    -- them if it comes back (common.lua, kept tombstones).
+    if epoch < current then
+      redis.call('ZADD', drops, s, drop_member(epoch, s, stop, true))
+    elseif epoch == current and s < cursor then
+      local below = math.min(stop or math.huge, cursor)
+      redis.call('ZADD', drops, s, drop_member(epoch, s, below, true))
     end
   end
   local reply = {OK}

@@ -26,7 +26,8 @@ The buffer (bounded by the stream's capacity, what the QKDM fills):
               index)
     drops     sorted set: "epoch:start:end" scored by start: device index ranges of that epoch
               the peer dropped, never to be stored here (end '': to the end of that epoch);
-              only of the cursor's epoch and later ones (an earlier one is never stored again)
+              "epoch:start:end:k" for ranges of chunks held here already (an earlier epoch,
+              or below the cursor): those are dropped if a refused block returns them
 
 Out of the buffer, in blocks (see ``common.lua``):
 

@@ -228,3 +228,32 @@ async def test_a_store_from_before_ksids_leaves_epoch_0_by_its_cursor(store: Key
     due = await store.outbox_due(stream=STREAM)
     # The upkeep names epoch 0's KSID, which the store does not know.
     assert [(m.body["ksid"], m.body["epoch"], m.body["ranges"]) for m in due] == [("", 0, [[4]])]
+
+
+async def test_a_refused_block_drops_what_the_peer_said_it_never_stored(store: KeyStore) -> None:
+    # This end put chunks into a pending block while the peer lagged (it answered `not_yet`);
+    # then the peer left epoch 0 at index 6 and skipped 2..3 of epoch 1, below this end's
+    # cursor there. The notices drop nothing (the chunks are out of the buffer), but when the
+    # block is refused without naming them, those chunks must not go back to the buffer: the
+    # peer never will hold them, and the two stores would disagree until a later block asked.
+    await on_epoch(store, 0)
+    old = await ingest(store, 0, 0, 10)
+    await on_epoch(store, 1)
+    new = await ingest(store, 1, 0, 8)
+    block = await reserve(store, "b", count=18)
+    assert await store.mark_peer_dropped(stream=STREAM, epoch=0, ranges=[(6, None)]) == []
+    assert await store.mark_peer_dropped(stream=STREAM, epoch=1, ranges=[(2, 4)]) == []
+    assert await store.drop_unstored(stream=STREAM, chunk_ids=ids(old[6:] + new[2:4])) == 0
+    assert await store.refuse_block(stream=STREAM, block_id=block.block_id) == (12, 6)
+    counts = await store.counts(stream=STREAM)
+    assert (counts.available, counts.dropped, counts.pooled) == (12, 6, 0)
+    again = await reserve(store, "b2", count=12)
+    assert sorted(c.chunk_id for k in again.keys for c in k.chunks) == sorted(
+        ids(old[:6] + new[:2] + new[4:])
+    )
+    # The tombstone below the cursor does not stop ingest past it.
+    result = await store.add_chunks(
+        stream=STREAM, chunks=indexed_chunks(uuid.UUID(ksid(1)), 8, 2), first_index=8
+    )
+    assert (result.accepted, result.duplicates) == (2, 0)
+    await assert_counts_add_up(store)
