@@ -6,7 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STATE_DIR ?= /tmp/kube-qss
 
-.PHONY: setup demo demo-down test lint unit bench clean
+# Debian packages the real-node clusters need: a container runtime and CNI plugins for the
+# kubelets, and the tools that build images with no registry.
+NODE_PACKAGES := containerd runc containernetworking-plugins iptables buildah mmdebstrap \
+  busybox-static util-linux
+
+.PHONY: setup demo demo-down demo-processes test lint unit bench image clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,20 +19,26 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-## setup: Redis and Graphviz from Debian if missing, the venv, and the control-plane binaries (cached).
+## setup: Redis, Graphviz and the node runtime from Debian if missing, the venv, the
+## control-plane and node binaries, and the images (all cached outside the repository).
 setup: $(VENV)/.installed
-	@missing=""; \
-	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
-	command -v dot >/dev/null || missing="$$missing graphviz"; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing$$missing (apt-get)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	@missing=$$(for p in redis-server graphviz $(NODE_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing from Debian:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 	@bash tests/cluster/build-control-plane.sh >/dev/null
+	@bash tests/cluster/build-control-plane.sh node >/dev/null
+	@$(PY) -m tests.cluster.images build >/dev/null
 
-## demo: start a local QSS network and show it with kubectl (TOPOLOGY=file: that network).
+## demo: start a local QSS network (kube-qss as pods on real nodes) and show it with kubectl
+## (TOPOLOGY=file: the network that file describes, as local processes).
 demo: setup
 	$(PY) -m tests.cluster.demo --state-dir $(STATE_DIR) $(if $(TOPOLOGY),--topology $(TOPOLOGY))
+
+## demo-processes: the demo's network as local processes (no kubelet, no images).
+demo-processes: setup
+	$(PY) -m tests.cluster.demo --processes --state-dir $(STATE_DIR)
 
 ## demo-down: stop the local network that `make demo` started.
 demo-down:
@@ -53,6 +64,16 @@ test: setup lint
 ## bench: the benchmarks, each beside its baseline measured in the same run.
 bench: setup
 	$(PY) -m tests.benchmarks
+
+## image: build the kube-qss image from the Containerfile with the builder this machine has:
+## buildah (here: on a Debian base made from Debian's packages, no registry needed), else podman
+## or docker (on the official python:3.11-slim-bookworm base).
+image:
+	@if command -v buildah >/dev/null; then $(MAKE) --no-print-directory $(VENV)/.installed && \
+	  $(PY) -m tests.cluster.images build kube-qss; \
+	elif command -v podman >/dev/null; then podman build -t kube-qss:0.1.0 .; \
+	elif command -v docker >/dev/null; then docker build -t kube-qss:0.1.0 .; \
+	else echo "make image: no buildah, podman or docker on this machine" >&2; exit 1; fi
 
 clean: demo-down
 	rm -rf $(VENV) build *.egg-info

@@ -2,7 +2,8 @@
 
 Status is written with server-side apply under a field manager per writer (``qss-controller``,
 ``qss-qkdm``), so two writers of one object's status own their own fields and condition types
-and never overwrite each other's. Callers pass plain dicts; nothing here logs object contents.
+and never overwrite each other's; the QKDM workloads the controller runs are applied the same
+way. Callers pass plain dicts; nothing here logs object contents.
 """
 
 from __future__ import annotations
@@ -217,3 +218,25 @@ class Kube:
         namespace = str(body["metadata"]["namespace"])
         secret, created = await create_secret_or_read(self.core, namespace, dict(body))
         return _record(secret, created)
+
+    async def pod_template(self, name: str, namespace: str) -> dict[str, Any]:
+        """A PodTemplate as a plain dict (API field names); ``NotFoundError`` if missing."""
+        try:
+            obj = await self.core.read_namespaced_pod_template(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFoundError(f"PodTemplate {namespace}/{name} not found") from None
+            raise
+        return cast(dict[str, Any], self.api.sanitize_for_serialization(obj))
+
+    async def apply_deployment(self, body: Mapping[str, Any]) -> None:
+        """Server-side apply a Deployment: created if missing, else this writer's fields set."""
+        metadata = body["metadata"]
+        kwargs: dict[str, Any] = {
+            "field_manager": self.field_manager,
+            "force": True,
+            "_content_type": APPLY,
+        }
+        await client.AppsV1Api(self.api).patch_namespaced_deployment(
+            metadata["name"], metadata["namespace"], dict(body), **kwargs
+        )

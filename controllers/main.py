@@ -19,7 +19,7 @@ from controllers.delivery.settings import DeliverySettings, DeliverySettingsErro
 from controllers.etsi014 import Etsi014Settings, Etsi014SettingsError
 
 # Importing the handler modules registers the reconcilers with kopf.
-from controllers.handlers import keyrequests, links, routes, saes, topology  # noqa: F401
+from controllers.handlers import keyrequests, links, qkdms, routes, saes, topology  # noqa: F401
 from controllers.identity import IdentityError
 from controllers.kube import Kube, connect
 from controllers.logs import configure_logging

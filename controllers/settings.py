@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from qss_api import NODE_ID_PATTERN
 
 _DNS_LABEL = re.compile(NODE_ID_PATTERN)
+_OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 class SettingsError(ValueError):
@@ -44,6 +45,10 @@ class ControllerSettings:
     # Extra names and addresses the node certificate carries (its node ID always is one).
     node_dns_names: tuple[str, ...] = ()
     node_ips: tuple[str, ...] = ()
+    # The PodTemplate (in `namespace`) the controller runs every KeyStream end's QKD module
+    # from, one Deployment each; None when something else runs the QKDMs (the process-based
+    # test network starts them as processes).
+    qkdm_pod_template: str | None = None
     # kopf's watch requests: the server closes the stream after this many seconds...
     watch_server_timeout: int = 300
     # ...and the client gives up a little later, so a silently dropped connection is noticed.
@@ -65,6 +70,11 @@ class ControllerSettings:
                 ipaddress.ip_address(ip)
             except ValueError:
                 raise SettingsError(f"node IP {ip!r} is not an IP address (QSS_NODE_IPS)") from None
+        if self.qkdm_pod_template is not None and not _OBJECT_NAME.match(self.qkdm_pod_template):
+            raise SettingsError(
+                f"QKDM pod template {self.qkdm_pod_template!r} is not an object name "
+                "(QSS_QKDM_POD_TEMPLATE)"
+            )
 
     @property
     def channel_host_port(self) -> tuple[str, int]:
@@ -83,6 +93,7 @@ class ControllerSettings:
             ("channel_address", "QSS_CHANNEL_ADDRESS"),
             ("node_dns_names", "QSS_NODE_DNS_NAMES"),
             ("node_ips", "QSS_NODE_IPS"),
+            ("qkdm_pod_template", "QSS_QKDM_POD_TEMPLATE"),
         ):
             if var in environ:
                 values[name] = environ[var]
@@ -102,4 +113,5 @@ class ControllerSettings:
             channel_address=values.get("channel_address", cls.channel_address),
             node_dns_names=listed("node_dns_names"),
             node_ips=listed("node_ips"),
+            qkdm_pod_template=values.get("qkdm_pod_template") or None,
         )

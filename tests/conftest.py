@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.qss",
     "tests.fixtures.webhook",
+    "tests.fixtures.realnodes",
 ]
 
 

@@ -72,5 +72,12 @@ LABEL_AUTOMATIC: Final = f"{GROUP}/automatic"
 # The entry of a KeyRequest's Secret that holds its keys as an ETSI GS QKD 014 key container.
 SECRET_KEYS_JSON: Final = "keys.json"
 
-# The kubelet extended resource under which the device plugin offers QKD devices.
+# The kubelet extended resources under which the device plugin offers QKD devices: one per QKD
+# link, ``qss.dev/qkd-<link>`` (the QKDLink's name on that node), so a QKD module asks for its own
+# link's device; ``qss.dev/qkd`` alone for devices of no known link.
 RESOURCE_QKD_DEVICE: Final = f"{GROUP}/qkd"
+
+
+def qkd_resource(link: str, *, prefix: str = RESOURCE_QKD_DEVICE) -> str:
+    """The extended resource offering the devices of QKD link ``link`` (a QKDLink's name)."""
+    return f"{prefix}-{link}" if link else prefix

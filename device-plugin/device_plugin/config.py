@@ -8,21 +8,22 @@ the place in it and what to fix (``main`` prints it as the single error line).
 The device configuration file (YAML)::
 
     devices:                      # devices named one by one
-      - id: qkd-alice-bob         # device ID the kubelet sees: [A-Za-z0-9][A-Za-z0-9._-]{0,62}
+      - id: qkd-node-a-node-b     # device ID the kubelet sees: [A-Za-z0-9][A-Za-z0-9._-]{0,62}
         kind: simulated           # simulated: path is the simulated device's Unix socket
-        path: /var/run/qss/devices/alice-bob.sock
-        link: alice-bob           # the QKD link (or peer) the device serves
+        path: /var/run/qss/devices/node-a-node-b.sock
+        link: node-b              # the QKDLink (by its name on this node) the device serves
       - id: qkd0
         kind: hardware            # hardware: path is a device node
         path: /dev/qkd0
-        link: alice-carol
+        link: node-c
     discover:                     # optional: device nodes found by a glob pattern
       - pattern: /dev/qkd*        # matched under the plugin's host root
         kind: hardware            # optional, hardware by default
-        link: alice-dave          # optional, "" when the link is not known here
+        link: node-d              # optional, "" when the link is not known here
 
 Paths are host paths, absolute. Both lists are optional, but a file must name at least one device
-or one discovery rule.
+or one discovery rule. The devices of link L are offered as the resource ``qss.dev/qkd-L``
+(``device_plugin.resources``), those of no known link as ``qss.dev/qkd``.
 """
 
 import enum
@@ -89,10 +90,11 @@ class Settings:
     device_plugin_dir: Path = Path(DEVICE_PLUGIN_PATH)
     # The kubelet's Registration socket; in the same directory unless a test moves it.
     kubelet_socket: Path = Path(DEVICE_PLUGIN_PATH) / KUBELET_SOCKET_NAME
-    # File name of our socket inside device_plugin_dir; one name per resource on a node.
-    socket_name: str = "qss-qkd.sock"
-    # The extended resource pods request; qss_api holds the name every component agrees on.
-    resource_name: str = RESOURCE_QKD_DEVICE
+    # Our sockets inside device_plugin_dir are <socket_prefix>-<link>.sock, one per resource.
+    socket_prefix: str = "qss-qkd"
+    # The extended resources pods request are <resource_prefix>-<link>, one per QKD link
+    # (device_plugin.resources); qss_api holds the name every component agrees on.
+    resource_prefix: str = RESOURCE_QKD_DEVICE
     # Host paths are looked up under this root; "/" in the DaemonSet, a temp dir in tests.
     host_root: Path = Path("/")
     # Seconds between health rounds; a device's change reaches the kubelet within this time.

@@ -1,9 +1,9 @@
 """The plugin's current view of its devices and their health, and the loop that keeps it fresh.
 
 ``main`` creates one :class:`Inventory` and runs :meth:`Inventory.run` for the life of the process
-(it outlives gRPC server restarts and re-registrations). The servicer reads
-:attr:`Inventory.snapshot` to answer Allocate and GetPreferredAllocation and waits on
-:meth:`Inventory.wait_changed` to stream ListAndWatch updates.
+(it outlives gRPC server restarts and re-registrations). Each resource's servicer reads its
+:class:`LinkView` (the devices of one link) to answer Allocate and GetPreferredAllocation and
+waits on :meth:`LinkView.wait_changed` to stream ListAndWatch updates.
 
 The snapshot is an immutable mapping replaced whole on each change, so a reader on the event loop
 always sees one consistent round; no lock is needed (the kubelet's Go plugins need one because
@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Protocol
 
 from device_plugin.config import DeviceConfig
 from device_plugin.discovery import Device, discover
@@ -117,3 +118,32 @@ class Inventory:
                 )
             elif before.healthy != state.healthy:
                 logger.info("device %s turned %s", device_id, health)
+
+
+class DeviceSource(Protocol):
+    """What a servicer reads: devices by ID with their health, and a way to wait for changes."""
+
+    @property
+    def snapshot(self) -> Mapping[str, DeviceState]: ...
+
+    async def wait_changed(self, seen_version: int) -> int: ...
+
+
+class LinkView:
+    """The devices of one link (one resource), as a :class:`DeviceSource` over the inventory.
+
+    Changes of other links wake its waiters too; ListAndWatch sends only when its own list
+    differs, so they cost a comparison and nothing on the wire."""
+
+    def __init__(self, inventory: Inventory, link: str) -> None:
+        self._inventory = inventory
+        self.link = link
+
+    @property
+    def snapshot(self) -> Mapping[str, DeviceState]:
+        return MappingProxyType(
+            {k: v for k, v in self._inventory.snapshot.items() if v.device.link == self.link}
+        )
+
+    async def wait_changed(self, seen_version: int) -> int:
+        return await self._inventory.wait_changed(seen_version)

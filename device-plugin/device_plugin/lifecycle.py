@@ -1,7 +1,8 @@
 """Serving the plugin's socket and registering with the kubelet, again and again as needed.
 
-``main`` runs one :class:`Lifecycle` until SIGTERM. One round: start a gRPC server with the
-servicer on ``<device-plugins dir>/<socket name>``, then call the kubelet's Registration.Register
+``main`` runs one :class:`Lifecycle` per resource until SIGTERM. One round: start a gRPC server
+with the resource's servicer on ``<device-plugins dir>/<its socket>``, then call the kubelet's
+Registration.Register
 (the kubelet dials our socket back before it answers, so we must be serving first), then poll the
 two sockets. When the kubelet restarts it deletes every socket in the directory and creates a new
 ``kubelet.sock``; either sign ends the round, and the next round serves and registers again at
@@ -20,6 +21,7 @@ import grpc
 from device_plugin.api import VERSION, add_device_plugin_servicer, pb, registration_stub
 from device_plugin.config import Settings
 from device_plugin.metrics import Counters
+from device_plugin.resources import Resource
 from device_plugin.servicer import DevicePluginServicer, plugin_options
 
 logger = logging.getLogger(__name__)
@@ -35,16 +37,22 @@ class Lifecycle:
     """Serve, register, watch, repeat; :meth:`run` returns once ``stop`` is set."""
 
     def __init__(
-        self, *, settings: Settings, servicer: DevicePluginServicer, counters: Counters
+        self,
+        *,
+        settings: Settings,
+        resource: Resource,
+        servicer: DevicePluginServicer,
+        counters: Counters,
     ) -> None:
         self._settings = settings
+        self._resource = resource
         self._servicer = servicer
         self._counters = counters
 
     @property
     def socket_path(self) -> Path:
         """Our socket, in the directory where the kubelet looks for plugins."""
-        return self._settings.device_plugin_dir / self._settings.socket_name
+        return self._settings.device_plugin_dir / self._resource.socket_name
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run rounds until ``stop`` is set, backing off after failed rounds."""
@@ -82,10 +90,10 @@ class Lifecycle:
             kubelet = _file_id(self._settings.kubelet_socket)
             await self._register()
             self._counters.registrations += 1
-            self._counters.registered = True
+            self._counters.registered.add(self._resource.name)
             logger.info(
                 "registered %s with the kubelet at %s, serving on %s",
-                self._settings.resource_name,
+                self._resource.name,
                 self._settings.kubelet_socket,
                 self.socket_path,
             )
@@ -93,18 +101,18 @@ class Lifecycle:
             if reason:
                 logger.info("%s; serving and registering again", reason)
         finally:
-            self._counters.registered = False
+            self._counters.registered.discard(self._resource.name)
             await server.stop(grace=None)
             if ours is not None and _file_id(self.socket_path) == ours:
                 with contextlib.suppress(FileNotFoundError):
                     self.socket_path.unlink()
 
     async def _register(self) -> None:
-        settings = self._settings
+        settings, resource = self._settings, self._resource
         request = pb.RegisterRequest(
             version=VERSION,
-            endpoint=settings.socket_name,
-            resource_name=settings.resource_name,
+            endpoint=resource.socket_name,
+            resource_name=resource.name,
             options=plugin_options(),
         )
         async with grpc.aio.insecure_channel(f"unix:{settings.kubelet_socket}") as channel:
@@ -114,7 +122,7 @@ class Lifecycle:
                 )
             except grpc.aio.AioRpcError as exc:
                 raise RegistrationError(
-                    f"registering {settings.resource_name} with the kubelet at "
+                    f"registering {resource.name} with the kubelet at "
                     f"{settings.kubelet_socket} failed: {exc.code().name}: {exc.details()}"
                 ) from None
 

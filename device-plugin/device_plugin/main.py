@@ -20,9 +20,10 @@ from aiohttp import web
 
 from device_plugin.api import KUBELET_SOCKET_NAME
 from device_plugin.config import ConfigError, DeviceConfig, Settings, load_device_config
-from device_plugin.inventory import Inventory
+from device_plugin.inventory import Inventory, LinkView
 from device_plugin.lifecycle import Lifecycle
 from device_plugin.metrics import Counters, init
+from device_plugin.resources import resources_for
 from device_plugin.servicer import DevicePluginServicer
 
 PROG = "qss-device-plugin"
@@ -37,14 +38,27 @@ _RESOURCE_NAME = re.compile(
 
 
 async def serve(settings: Settings, config: DeviceConfig, stop: asyncio.Event) -> None:
-    """Run the plugin until ``stop`` is set: health rounds, gRPC lifecycle, optional metrics."""
+    """Run the plugin until ``stop`` is set: health rounds, one gRPC lifecycle per resource (QKD
+    link), optional metrics. A link that cannot name a resource raises ``ConfigError``."""
+    resources = resources_for(
+        config, prefix=settings.resource_prefix, socket_prefix=settings.socket_prefix
+    )
     inventory = Inventory(
         config=config, host_root=settings.host_root, probe_timeout=settings.probe_timeout
     )
     await inventory.refresh()  # the first ListAndWatch answer must already be right
     counters = Counters()
-    servicer = DevicePluginServicer(inventory=inventory, counters=counters)
-    lifecycle = Lifecycle(settings=settings, servicer=servicer, counters=counters)
+    lifecycles = [
+        Lifecycle(
+            settings=settings,
+            resource=resource,
+            servicer=DevicePluginServicer(
+                inventory=LinkView(inventory, resource.link), counters=counters
+            ),
+            counters=counters,
+        )
+        for resource in resources
+    ]
     runner: web.AppRunner | None = None
     monitor = asyncio.create_task(inventory.run(interval=settings.health_interval))
     try:
@@ -53,7 +67,7 @@ async def serve(settings: Settings, config: DeviceConfig, stop: asyncio.Event) -
             runner = web.AppRunner(init(inventory=inventory, counters=counters))
             await runner.setup()
             await web.TCPSite(runner, host or None, int(port)).start()
-        await lifecycle.run(stop)
+        await asyncio.gather(*(lifecycle.run(stop) for lifecycle in lifecycles))
     finally:
         monitor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -84,14 +98,14 @@ def parse_settings(argv: Sequence[str]) -> Settings:
         help="kubelet Registration socket (default: kubelet.sock in that dir)",
     )
     parser.add_argument(
-        "--socket-name",
-        default=defaults.socket_name,
-        help="file name of this plugin's socket in that directory",
+        "--socket-prefix",
+        default=defaults.socket_prefix,
+        help="this plugin's sockets in that directory are <prefix>-<link>.sock",
     )
     parser.add_argument(
-        "--resource-name",
-        default=defaults.resource_name,
-        help="extended resource name pods request",
+        "--resource-prefix",
+        default=defaults.resource_prefix,
+        help="pods request the devices of link L as the extended resource <prefix>-L",
     )
     parser.add_argument(
         "--host-root",
@@ -126,18 +140,18 @@ def parse_settings(argv: Sequence[str]) -> Settings:
         "--log-level", default=defaults.log_level, choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     args = parser.parse_args(argv)
-    if not _RESOURCE_NAME.fullmatch(args.resource_name):
-        parser.error(f"--resource-name {args.resource_name!r} is not '<domain>/<name>'")
-    if "/" in args.socket_name or not args.socket_name:
-        parser.error("--socket-name must be a plain file name")
+    if not _RESOURCE_NAME.fullmatch(args.resource_prefix):
+        parser.error(f"--resource-prefix {args.resource_prefix!r} is not '<domain>/<name>'")
+    if "/" in args.socket_prefix or not args.socket_prefix:
+        parser.error("--socket-prefix must be a plain file name")
     if args.metrics_address is not None and not re.fullmatch(r".*:\d+", args.metrics_address):
         parser.error("--metrics-address must be host:port, e.g. 0.0.0.0:9410")
     return Settings(
         config_path=args.config,
         device_plugin_dir=args.device_plugin_dir,
         kubelet_socket=args.kubelet_socket or args.device_plugin_dir / KUBELET_SOCKET_NAME,
-        socket_name=args.socket_name,
-        resource_name=args.resource_name,
+        socket_prefix=args.socket_prefix,
+        resource_prefix=args.resource_prefix,
         host_root=args.host_root,
         health_interval=args.health_interval,
         probe_timeout=args.probe_timeout,
@@ -157,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     try:
         config = load_device_config(settings.config_path)
+        resources_for(config, prefix=settings.resource_prefix, socket_prefix=settings.socket_prefix)
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)

@@ -5,7 +5,7 @@ lifecycle bump the :class:`Counters` they are given. The text format is written 
 handful of gauges and counters do not justify a client library.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -14,13 +14,13 @@ from device_plugin.inventory import Inventory
 
 @dataclass(kw_only=True)
 class Counters:
-    """Event counts since start and whether we are registered with the kubelet right now."""
+    """Event counts since start and which resources are registered with the kubelet right now."""
 
     registrations: int = 0
     registration_failures: int = 0
     allocations: int = 0
     allocation_errors: int = 0
-    registered: bool = False
+    registered: set[str] = field(default_factory=set)
 
 
 INVENTORY_KEY = web.AppKey("inventory", Inventory)
@@ -46,9 +46,9 @@ def render(inventory: Inventory, counters: Counters) -> str:
         "# TYPE qss_device_plugin_devices gauge",
         f'qss_device_plugin_devices{{health="healthy"}} {healthy}',
         f'qss_device_plugin_devices{{health="unhealthy"}} {len(states) - healthy}',
-        "# HELP qss_device_plugin_registered 1 while registered with the kubelet.",
+        "# HELP qss_device_plugin_registered 1 while the resource is registered with the kubelet.",
         "# TYPE qss_device_plugin_registered gauge",
-        f"qss_device_plugin_registered {int(counters.registered)}",
+        *(f'qss_device_plugin_registered{{resource="{r}"}} 1' for r in sorted(counters.registered)),
     ]
     for name, help_text, value in (
         ("registrations", "Successful registrations with the kubelet.", counters.registrations),

@@ -1,8 +1,9 @@
 """The DevicePlugin gRPC service: what the kubelet calls on the plugin's socket.
 
-:mod:`device_plugin.lifecycle` adds one :class:`DevicePluginServicer` to each gRPC server it
-starts. The servicer is a thin adapter: it reads the :class:`~device_plugin.inventory.Inventory`,
-calls the pure functions of :mod:`device_plugin.allocation` and converts to and from protobuf.
+:mod:`device_plugin.lifecycle` adds one :class:`DevicePluginServicer` per resource to each gRPC
+server it starts. The servicer is a thin adapter: it reads the devices of its resource (a
+:class:`~device_plugin.inventory.LinkView` of the inventory), calls the pure functions of
+:mod:`device_plugin.allocation` and converts to and from protobuf.
 
 - ListAndWatch sends the full list at once, then again only when the list (IDs or health) differs
   from what this stream last sent.
@@ -24,7 +25,7 @@ from device_plugin.allocation import (
     preferred_allocation,
 )
 from device_plugin.api import HEALTHY, UNHEALTHY, pb
-from device_plugin.inventory import Inventory
+from device_plugin.inventory import DeviceSource
 from device_plugin.metrics import Counters
 
 logger = logging.getLogger(__name__)
@@ -44,9 +45,9 @@ def plugin_options() -> Any:
 
 
 class DevicePluginServicer:
-    """Implements v1beta1.DevicePlugin over an :class:`Inventory`."""
+    """Implements v1beta1.DevicePlugin over the devices of one resource."""
 
-    def __init__(self, *, inventory: Inventory, counters: Counters) -> None:
+    def __init__(self, *, inventory: DeviceSource, counters: Counters) -> None:
         self._inventory = inventory
         self._counters = counters
 

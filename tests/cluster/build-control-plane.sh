@@ -1,47 +1,98 @@
 #!/usr/bin/env bash
-# Builds the real Kubernetes control plane that kube-qss's tests and demo run against:
-# etcd, kube-apiserver, kube-controller-manager and kubectl, from their Go modules.
+# Builds the real Kubernetes parts that kube-qss's tests and demo run, from their Go modules:
 #
-# Called by `make cluster-binaries` (and so by the demo, the tests and .ci/run). The binaries are
-# cached outside the repository, keyed by version, so only the first run on a machine pays for
-# the build; a warm cache returns at once. Prints the binary directory on its last line.
+#   build-control-plane.sh          etcd, kube-apiserver, kube-controller-manager, kubectl
+#   build-control-plane.sh node     kubelet, kube-scheduler, kube-proxy (same k8s.io/kubernetes
+#                                   version) and CoreDNS, for local clusters with real nodes
+#
+# Called by `make setup` (and so by the demo, the tests and .ci/run). Each set is cached outside
+# the repository in its own directory keyed by version; a binary already there is never built
+# again, so a warm cache returns at once. Each binary is published by a rename when it is
+# complete, so an interrupted build never looks like a warm cache. Prints the set's binary
+# directory on its last line; progress and the time of every step go to stderr.
 set -euo pipefail
 
+TARGET="${1:-control-plane}"
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.14.7}"
 CACHE_ROOT="${KUBE_QSS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-qss}"
-BIN_DIR="$CACHE_ROOT/control-plane/k8s-$K8S_VERSION-etcd-$ETCD_VERSION/bin"
-BINARIES=(etcd kube-apiserver kube-controller-manager kubectl)
 
-mkdir -p "$CACHE_ROOT"
-# One build at a time per cache: a second caller (another checkout, a parallel `make setup`)
-# waits here, then finds the binaries present.
-exec 9>"$CACHE_ROOT/.build.lock"
-flock 9
+case "$TARGET" in
+  control-plane)
+    BIN_DIR="$CACHE_ROOT/control-plane/k8s-$K8S_VERSION-etcd-$ETCD_VERSION/bin"
+    BINARIES=(etcd kube-apiserver kube-controller-manager kubectl)
+    LOCK="$CACHE_ROOT/.build.lock"
+    ;;
+  node)
+    BIN_DIR="$CACHE_ROOT/node/k8s-$K8S_VERSION-coredns-$COREDNS_VERSION/bin"
+    BINARIES=(kubelet kube-scheduler kube-proxy coredns)
+    LOCK="$CACHE_ROOT/.build-node.lock"
+    ;;
+  *)
+    echo "build-control-plane: unknown target '$TARGET' (control-plane or node)" >&2
+    exit 2
+    ;;
+esac
 
-all_present() {
+missing() {
   local b
-  for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
+  for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || echo "$b"; done
 }
 
-if all_present; then
+# Warm cache: answer without waiting for anyone's lock.
+if [[ -z "$(missing)" ]]; then
+  echo "$BIN_DIR"
+  exit 0
+fi
+
+mkdir -p "$CACHE_ROOT" "$BIN_DIR"
+# One build at a time per set: a second caller (another checkout, a parallel `make setup`)
+# waits here, then finds the binaries present. The two sets have their own locks, so building
+# node binaries never holds up someone who only needs the (cached) control plane.
+exec 9>"$LOCK"
+flock 9
+mapfile -t TODO < <(missing)
+if [[ ${#TODO[@]} -eq 0 ]]; then
   echo "$BIN_DIR"
   exit 0
 fi
 
 command -v go >/dev/null || { echo "build-control-plane: 'go' is not on PATH; install Go >= 1.24" >&2; exit 1; }
 export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:--buildvcs=false}"
-work="$CACHE_ROOT/control-plane/src-k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
-mkdir -p "$work/k8s" "$work/etcd" "$BIN_DIR.partial"
 started=$(date +%s)
 
-# --- Kubernetes: one module requiring k8s.io/kubernetes, with every staging module pinned. ---
+wanted() {
+  local b
+  for b in "${TODO[@]}"; do [[ "$b" == "$1" ]] && return 0; done
+  return 1
+}
+
+# build NAME PACKAGE [go build flags...]: build one binary in the current module and publish it.
+build() {
+  local name="$1" pkg="$2" t0
+  shift 2
+  t0=$(date +%s)
+  echo "build-control-plane: building $name" >&2
+  go build -trimpath "$@" -o "$BIN_DIR/.$name.partial" "$pkg"
+  mv "$BIN_DIR/.$name.partial" "$BIN_DIR/$name"
+  echo "build-control-plane: built $name in $(( $(date +%s) - t0 ))s" >&2
+}
+
+# k8s_module DIR CMD...: a module requiring k8s.io/kubernetes, with every staging module pinned.
 # k8s.io/kubernetes replaces its staging modules (k8s.io/api, ...) with ./staging paths, which
 # mean nothing to a dependant; we pin each to the matching v0.X.Y tag instead.
-staging_version="v0.${K8S_VERSION#v1.}"
-cd "$work/k8s"
-if [[ ! -f go.mod ]]; then
-  go mod init kube-qss.local/control-plane >/dev/null 2>&1
+k8s_module() {
+  local dir="$1" cmd t0
+  shift
+  mkdir -p "$dir"
+  cd "$dir"
+  [[ -f go.sum ]] && return 0
+  t0=$(date +%s)
+  rm -f go.mod tools.go
+  local staging_version="v0.${K8S_VERSION#v1.}"
+  go mod init kube-qss.local/k8s-commands >/dev/null 2>&1
+  local gomod
   gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   {
     echo "require k8s.io/kubernetes $K8S_VERSION"
@@ -49,35 +100,41 @@ if [[ ! -f go.mod ]]; then
     sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 '"$staging_version"'#p' "$gomod"
     echo ")"
   } >> go.mod
-  cat > tools.go <<'GO'
-//go:build tools
-
-// Package tools names the commands this module builds, so `go mod tidy` keeps their deps.
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+  {
+    echo '//go:build tools'
+    echo
+    echo "// Package tools names the commands this module builds, so \`go mod tidy\` keeps their deps."
+    echo 'package tools'
+    echo
+    echo 'import ('
+    for cmd in "$@"; do echo "	_ \"k8s.io/kubernetes/cmd/$cmd\""; done
+    echo ')'
+  } > tools.go
   go mod tidy
-fi
+  echo "build-control-plane: prepared module in $dir in $(( $(date +%s) - t0 ))s" >&2
+}
+
 version_pkg=k8s.io/component-base/version
 minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-ldflags="-s -w -X $version_pkg.gitVersion=$K8S_VERSION -X $version_pkg.gitMajor=1 -X $version_pkg.gitMinor=$minor"
-ldflags="$ldflags -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
-for cmd in kube-apiserver kube-controller-manager kubectl; do
-  echo "build-control-plane: building $cmd $K8S_VERSION" >&2
-  go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR.partial/$cmd" "k8s.io/kubernetes/cmd/$cmd"
-done
+k8s_ldflags="-s -w -X $version_pkg.gitVersion=$K8S_VERSION -X $version_pkg.gitMajor=1 -X $version_pkg.gitMinor=$minor"
+k8s_ldflags="$k8s_ldflags -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
 
-# --- etcd: its own module, so its dependency versions do not bend Kubernetes' ones. ---
-cd "$work/etcd"
-if [[ ! -f go.mod ]]; then
-  go mod init kube-qss.local/etcd >/dev/null 2>&1
-  echo "require go.etcd.io/etcd/server/v3 $ETCD_VERSION" >> go.mod
-  cat > tools.go <<'GO'
+if [[ "$TARGET" == control-plane ]]; then
+  work="$CACHE_ROOT/control-plane/src-k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
+  k8s_module "$work/k8s" kube-apiserver kube-controller-manager kubectl
+  for cmd in kube-apiserver kube-controller-manager kubectl; do
+    wanted "$cmd" && build "$cmd" "k8s.io/kubernetes/cmd/$cmd" -ldflags "$k8s_ldflags"
+  done
+
+  # etcd: its own module, so its dependency versions do not bend Kubernetes' ones.
+  if wanted etcd; then
+    mkdir -p "$work/etcd"
+    cd "$work/etcd"
+    if [[ ! -f go.sum ]]; then
+      rm -f go.mod
+      go mod init kube-qss.local/etcd >/dev/null 2>&1
+      echo "require go.etcd.io/etcd/server/v3 $ETCD_VERSION" >> go.mod
+      cat > tools.go <<'GO'
 //go:build tools
 
 // Package tools names the command this module builds, so `go mod tidy` keeps its deps.
@@ -85,13 +142,59 @@ package tools
 
 import _ "go.etcd.io/etcd/server/v3"
 GO
-  go mod tidy
-fi
-echo "build-control-plane: building etcd $ETCD_VERSION" >&2
-go build -trimpath -ldflags "-s -w" -o "$BIN_DIR.partial/etcd" go.etcd.io/etcd/server/v3
+      go mod tidy
+    fi
+    build etcd go.etcd.io/etcd/server/v3 -ldflags "-s -w"
+  fi
+else
+  # The node's commands come from the same pinned k8s.io/kubernetes as the control plane, in a
+  # module of their own: the control plane's cached module is never touched, and the Go build
+  # cache still shares every package the two have in common.
+  work="$CACHE_ROOT/node/src-k8s-$K8S_VERSION-coredns-$COREDNS_VERSION"
+  k8s_module "$work/k8s" kubelet kube-scheduler kube-proxy
+  for cmd in kubelet kube-scheduler kube-proxy; do
+    wanted "$cmd" && build "$cmd" "k8s.io/kubernetes/cmd/$cmd" -ldflags "$k8s_ldflags"
+  done
 
-# Publish all binaries at once, so an interrupted build never looks like a warm cache.
-rm -rf "$BIN_DIR"
-mv "$BIN_DIR.partial" "$BIN_DIR"
-echo "build-control-plane: built in $(( $(date +%s) - started ))s" >&2
+  # CoreDNS with only the plugins a test node's cluster DNS uses (the documented way to build
+  # a smaller CoreDNS): Services and Pods from the API server, a hosts file for the QSS nodes'
+  # names, and nothing that forwards queries off the machine.
+  if wanted coredns; then
+    mkdir -p "$work/coredns"
+    cd "$work/coredns"
+    if [[ ! -f go.sum ]]; then
+      rm -f go.mod
+      go mod init kube-qss.local/coredns >/dev/null 2>&1
+      echo "require github.com/coredns/coredns $COREDNS_VERSION" >> go.mod
+      cat > main.go <<'GO'
+// Command coredns is CoreDNS with the plugins a kube-qss test node's cluster DNS needs.
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/hosts"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/ready"
+)
+
+// The plugins' order, as CoreDNS's own plugin.cfg orders them.
+func init() {
+	dnsserver.Directives = []string{"bind", "ready", "health", "errors", "cache", "hosts", "kubernetes"}
+}
+
+func main() { coremain.Run() }
+GO
+      go mod tidy
+    fi
+    build coredns kube-qss.local/coredns -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+  fi
+fi
+
+echo "build-control-plane: $TARGET built in $(( $(date +%s) - started ))s" >&2
 echo "$BIN_DIR"

@@ -1,15 +1,22 @@
 """The README's main job (``make demo``): a local QSS network, shown with kubectl.
 
-Two QSS nodes (node-a, node-b), each a real kube-apiserver with its Redis key store and
-controller, joined by one QKD link (a simulated device pair and a QKDM at each end). It shows
-the links and key streams filling on both clusters, registers the SAEs alice (node-a) and bob
-(node-b), applies the sample KeyRequest on node-a and shows that the Secrets on both clusters
-hold the same key IDs (never the keys). The network keeps running; ``make demo-down`` stops it.
+Two QSS nodes (node-a, node-b), each a real kube-apiserver with a real node (kubelet, containerd)
+on which kube-qss runs as pods, deployed with ``kubectl apply -k kustomize/test/<node>``: the
+controller, its Redis key store, the device plugin, the simulated QKD device pair and the QKD
+module (QKDM) the controller runs for each key stream end. The demo shows the nodes and pods,
+the links and key streams filling on both clusters, applies the sample KeyRequest on node-a (alice
+asks for keys shared with bob on node-b) and shows that the Secrets on both clusters hold the same
+key IDs (never the keys). The network keeps running; ``make demo-down`` stops it.
+
+``--processes`` runs the same network as local processes instead (no kubelet, no images: what the
+fast tests use). The network's shape (nodes, the key streams between them, their SAEs) comes from
+``tests.cluster.realnetwork.DEMO_NETWORK`` either way. Last, it draws each node's picture of the
+network with qss-netmap.
 
 With ``--topology FILE`` (``make demo TOPOLOGY=examples/topologies/line3.yaml``) it builds the
-network that file describes instead (``tests.cluster.topology``) and shows every node's links,
-key streams and routing table (``kubectl get routes``) once every node has a Route to every SAE,
-and each node's picture of the network.
+network that file describes instead (``tests.cluster.topology``), as local processes, and shows
+every node's links, key streams and routing table (``kubectl get routes``) once every node has a
+Route to every SAE, and each node's picture of the network.
 """
 
 from __future__ import annotations
@@ -23,11 +30,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.localcluster import DEFAULT_STATE_DIR, REPO_ROOT, Cluster, stop_recorded
-from tests.cluster.network import QssNetwork, running_network
+from tests.cluster.localcluster import (
+    DEFAULT_STATE_DIR,
+    REPO_ROOT,
+    Cluster,
+    ControlPlane,
+    control_plane_binaries,
+    stop_recorded,
+)
+from tests.cluster.network import running_network
+from tests.cluster.realnetwork import DEMO_NETWORK, deploy
 from tests.cluster.topology import NetworkTopology, TopologyError, load_topology
 
-SAMPLES = REPO_ROOT / "kustomize" / "samples"
+KEYREQUEST = REPO_ROOT / "kustomize" / "samples" / "qss.dev_v1alpha1_keyrequest.yaml"
 
 
 def show(cluster: Cluster, *args: str) -> str:
@@ -48,26 +63,53 @@ def wait_ready(cluster: Cluster, name: str, namespace: str, timeout: float = 60)
     raise RuntimeError(f"KeyRequest {namespace}/{name} on {cluster.name} not done in {timeout}s")
 
 
+def wait_streams_filling(clusters: dict[str, Cluster], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(_streams_have_keys(c) for c in clusters.values()):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the key streams did not start filling within {timeout:.0f}s")
+
+
+def _streams_have_keys(cluster: Cluster) -> bool:
+    streams = json.loads(cluster.kubectl("get", "keystreams", "-o", "json").stdout)["items"]
+    return bool(streams) and all(s.get("status", {}).get("availableKeys", 0) > 0 for s in streams)
+
+
 def key_ids(cluster: Cluster, secret: str, namespace: str) -> list[str]:
     out = cluster.kubectl("get", "secret", secret, "-n", namespace, "-o", "json").stdout
     return sorted(k for k in json.loads(out)["data"] if k != "keys.json")
 
 
-def run(network: QssNetwork) -> None:
-    a, b = network.nodes["node-a"].cluster, network.nodes["node-b"].cluster
-    network.add_link("node-a", "node-b", rate_bps=200_000, capacity=100_000)
-    network.register_sae("node-b", "default", "bob", "bob")
-    a.kubectl("apply", "--server-side", "-f", str(SAMPLES / "qss.dev_v1alpha1_sae.yaml"))
-    network.register_sae("node-a", "default", "alice", "alice")  # waits until it is Ready
-    time.sleep(3)
-    for cluster in (a, b):
+def show_nodes(clusters: dict[str, Cluster]) -> None:
+    """Each cluster's node, its QKD device resources (one per link), and its pods."""
+    for cluster in clusters.values():
+        show(cluster, "get", "node", "-o", "wide")
+        node = json.loads(cluster.kubectl("get", "node", "-o", "json").stdout)["items"][0]
+        columns = ["NODE:.metadata.name"]
+        for resource in sorted(r for r in node["status"]["capacity"] if r.startswith("qss.dev/")):
+            path = resource.replace(".", "\\.")
+            columns += [
+                f"{resource} CAPACITY:.status.capacity.{path}",
+                f"ALLOCATABLE:.status.allocatable.{path}",
+            ]
+        show(cluster, "get", "node", "-o", "custom-columns=" + ",".join(columns))
+        show(cluster, "get", "pods", "-A", "-o", "wide")
+
+
+def show_network(clusters: dict[str, Cluster]) -> None:
+    """What the demo shows of any QSS network: links and streams filling, then a KeyRequest."""
+    a, b = clusters["node-a"], clusters["node-b"]
+    wait_streams_filling(clusters)
+    for cluster in clusters.values():
         show(cluster, "get", "qkdlinks,keystreams")
     print("\n... three seconds later, the key streams have filled further:")
     time.sleep(3)
-    for cluster in (a, b):
+    for cluster in clusters.values():
         show(cluster, "get", "keystreams")
 
-    show(a, "apply", "--server-side", "-f", str(SAMPLES / "qss.dev_v1alpha1_keyrequest.yaml"))
+    show(a, "apply", "--server-side", "-f", str(KEYREQUEST))
     status = wait_ready(a, "alice-to-bob", "default")
     if status.get("phase") != "Ready":
         raise RuntimeError(f"the demo KeyRequest failed: {status.get('conditions')}")
@@ -86,21 +128,20 @@ def run(network: QssNetwork) -> None:
     print(f"Secret default/{slave}-keys on node-b holds {same} {len(ids_b)} key IDs.")
     if ids_a != ids_b:
         raise RuntimeError("the two Secrets hold different key IDs")
-    draw_network(network)
 
 
-def draw_network(network: QssNetwork) -> None:
+def draw_network(clusters: dict[str, Cluster], state_dir: Path) -> None:
     """Each node's picture of the network (qss-netmap), as DOT and SVG next to the logs."""
     print("\nPictures of the QKD network as each node sees it (qss-netmap):")
-    for name, node in network.nodes.items():
-        prefix = network.state_dir / f"netmap-{name}"
+    for name, cluster in clusters.items():
+        prefix = state_dir / f"netmap-{name}"
         subprocess.run(
             [
                 sys.executable,
                 "-m",
                 "controllers.netmap.main",
                 "--kubeconfig",
-                str(node.cluster.kubeconfig),
+                str(cluster.kubeconfig),
                 "--node-id",
                 name,
                 "--output",
@@ -126,27 +167,66 @@ def settled(cluster: Cluster, saes: int) -> bool:
     return up and len(items(cluster, "routes")) >= saes
 
 
-def run_topology(network: QssNetwork, topology: NetworkTopology, timeout: float = 120) -> None:
-    saes = sum(len(s) for s in topology.nodes.values())
-    clusters = [network.nodes[n].cluster for n in topology.nodes]
-    deadline = time.monotonic() + timeout
-    while not all(settled(c, saes) for c in clusters):
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"not every link is up, or not every node has a Route to each of the {saes} SAEs"
-            )
-        time.sleep(0.5)
-    for cluster in clusters:
-        show(cluster, "get", "qkdlinks,keystreams")
-    for cluster in clusters:
-        show(cluster, "get", "routes", "-o", "wide")
-    draw_network(network)
+def run_topology(
+    state_dir: Path, topology: NetworkTopology, timeout: float = 120
+) -> dict[str, Cluster]:
+    with running_network(state_dir, detach=True, topology=topology) as network:
+        saes = sum(len(s) for s in topology.nodes.values())
+        clusters = {n: network.nodes[n].cluster for n in topology.nodes}
+        deadline = time.monotonic() + timeout
+        while not all(settled(c, saes) for c in clusters.values()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    "not every link is up, or not every node has a Route to each of the "
+                    f"{saes} SAEs"
+                )
+            time.sleep(0.5)
+        for cluster in clusters.values():
+            show(cluster, "get", "qkdlinks,keystreams")
+        for cluster in clusters.values():
+            show(cluster, "get", "routes", "-o", "wide")
+        draw_network(clusters, state_dir)
+    return clusters
+
+
+def run_on_pods(state_dir: Path) -> dict[str, Cluster]:
+    plane = ControlPlane(
+        state_dir=state_dir, bin_dir=control_plane_binaries(), detach=True, real_nodes=True
+    )
+    try:
+        network = deploy(plane, DEMO_NETWORK)
+        show_nodes(network.clusters)
+        show_network(network.clusters)
+        draw_network(network.clusters, state_dir)
+    except BaseException:
+        plane.stop()
+        raise
+    return network.clusters
+
+
+def run_as_processes(state_dir: Path) -> dict[str, Cluster]:
+    with running_network(state_dir, nodes=DEMO_NETWORK.nodes, detach=True) as network:
+        for stream, (a, b) in DEMO_NETWORK.streams.items():
+            network.add_link(a, b, name=None if stream == f"{a}-{b}" else stream, rate_bps=200_000)
+        for node, (namespace, name, sae_id) in DEMO_NETWORK.saes.items():
+            network.register_sae(node, namespace, name, sae_id)
+        clusters = {n: node.cluster for n, node in network.nodes.items()}
+        show_network(clusters)
+        draw_network(clusters, state_dir)
+    return clusters
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
-    parser.add_argument("--topology", type=Path, help="a topology file (see the README)")
+    parser.add_argument(
+        "--processes",
+        action="store_true",
+        help="run kube-qss as local processes beside the control plane, not as pods",
+    )
+    parser.add_argument(
+        "--topology", type=Path, help="a topology file (see the README); runs as processes"
+    )
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir
     topology = None
@@ -159,17 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     if stop_recorded(state_dir):
         print("stopped the previous demo network")
     shutil.rmtree(state_dir, ignore_errors=True)
-    with running_network(state_dir, detach=True, topology=topology) as network:
-        if topology is None:
-            run(network)
-        else:
-            run_topology(network, topology)
-        bin_dir = network.plane.bin_dir
-        kubeconfigs = {n: node.cluster.kubeconfig for n, node in network.nodes.items()}
+    state_dir.mkdir(parents=True)
+    if topology is not None:
+        clusters = run_topology(state_dir, topology)
+    elif args.processes:
+        clusters = run_as_processes(state_dir)
+    else:
+        clusters = run_on_pods(state_dir)
     print("\nThe network keeps running. Explore it with:")
-    print(f"  export PATH={bin_dir}:$PATH")
-    for name, path in kubeconfigs.items():
-        print(f"  kubectl --kubeconfig {path} get qss -A     # {name}")
+    print(f"  export PATH={control_plane_binaries()}:$PATH")
+    for name, cluster in clusters.items():
+        print(f"  kubectl --kubeconfig {cluster.kubeconfig} get qss -A     # {name}")
     print(f"Logs are in {state_dir}. Stop it with: make demo-down")
     return 0
 

@@ -1,14 +1,20 @@
 """A real local Kubernetes control plane: one etcd, and per logical cluster one kube-apiserver
-(with its own ``--etcd-prefix``) and one kube-controller-manager, all on loopback.
+(with its own ``--etcd-prefix``) and one kube-controller-manager, all on loopback; optionally
+(``--real-nodes``) each cluster also gets a real node (``tests.cluster.nodes``: containerd,
+kubelet, kube-proxy, DNS in the node's own namespaces) and a kube-scheduler, and its API server
+listens on the harness's bridge (``tests.cluster.nodenet``) instead of loopback.
 
-Used by the pytest fixtures (``tests/fixtures/cluster.py``) and, through its command line, by the
-demo (``make demo``):
+Used by the pytest fixtures (``tests/fixtures/cluster.py``, ``tests/fixtures/realnodes.py``) and,
+through its command line, by the demo (``make demo``):
 
     python -m tests.cluster.localcluster up --clusters node-a,node-b   # start, print kubeconfigs
+    python -m tests.cluster.localcluster up --real-nodes ...           # ... each with a node
     python -m tests.cluster.localcluster down                          # stop what `up` started
 
 ``up`` leaves the processes running in their own sessions and records their PIDs in
-``<state-dir>/pids.json``; ``down`` stops exactly those PIDs. Each cluster's admin kubeconfig is
+``<state-dir>/pids.json`` (and the real nodes' namespaces, cgroups and network slot in
+``<state-dir>/realnodes.json``); ``down`` stops exactly those PIDs, every process in those
+namespaces and cgroups, and removes what ``up`` created. Each cluster's admin kubeconfig is
 written to ``<state-dir>/<cluster>/kubeconfig`` (default state dir: /tmp/kube-qss).
 """
 
@@ -29,8 +35,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tests.cluster.pki import ClusterPki, create_cluster_pki
+from tests.cluster import images, nodenet
+from tests.cluster.nodes import NodeRecord, RealNode, kubeconfig, teardown_recorded
+from tests.cluster.pki import ClusterPki, create_cluster_pki, issue
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tests" / "cluster" / "build-control-plane.sh"
@@ -71,8 +80,17 @@ def redis_argv(*, port: int, data_dir: Path) -> list[str]:
 
 def control_plane_binaries() -> Path:
     """Build (or find in the cache) etcd, kube-apiserver, kube-controller-manager and kubectl."""
+    return _build("control-plane")
+
+
+def node_binaries() -> Path:
+    """Build (or find in the cache) kubelet, kube-scheduler, kube-proxy and CoreDNS."""
+    return _build("node")
+
+
+def _build(target: str) -> Path:
     out = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True
+        ["bash", str(BUILD_SCRIPT), target], check=True, stdout=subprocess.PIPE, text=True
     ).stdout
     return Path(out.strip().splitlines()[-1])
 
@@ -86,26 +104,30 @@ class Cluster:
     port: int
     pki: ClusterPki
     kubectl_binary: Path
+    host: str = "127.0.0.1"  # the harness bridge's address when the cluster has a real node
+    addresses: nodenet.NodeAddresses | None = None  # its real node's, if it has one
+    node: RealNode | None = None
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     @property
     def kubeconfig(self) -> Path:
         return self.directory / "kubeconfig"
 
     def kubectl(
-        self, *args: str, stdin: str | None = None, check: bool = True
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        """Run the control plane's own kubectl against this cluster."""
+        """Run the control plane's own kubectl against this cluster (killed after ``timeout``
+        seconds: give a longer one to commands that wait, such as ``rollout status``)."""
         return subprocess.run(
             [str(self.kubectl_binary), "--kubeconfig", str(self.kubeconfig), *args],
             input=stdin,
             capture_output=True,
             text=True,
             check=check,
-            timeout=120,
+            timeout=timeout,
         )
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -114,34 +136,14 @@ class Cluster:
         return ctx
 
     def write_kubeconfig(self) -> None:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": self.name,
-                    "cluster": {
-                        "server": self.server,
-                        "certificate-authority": str(self.pki.ca_cert),
-                    },
-                }
-            ],
-            "users": [
-                {
-                    "name": f"{self.name}-admin",
-                    "user": {
-                        "client-certificate": str(self.pki.admin_cert),
-                        "client-key": str(self.pki.admin_key),
-                    },
-                }
-            ],
-            "contexts": [
-                {"name": self.name, "context": {"cluster": self.name, "user": f"{self.name}-admin"}}
-            ],
-            "current-context": self.name,
-        }
-        self.kubeconfig.write_text(json.dumps(config, indent=2))
-        self.kubeconfig.chmod(0o600)
+        kubeconfig(
+            self.kubeconfig,
+            name=self.name,
+            server=self.server,
+            ca=self.pki.ca_cert,
+            cert=self.pki.admin_cert,
+            key=self.pki.admin_key,
+        )
 
 
 @dataclass
@@ -151,9 +153,14 @@ class ControlPlane:
     state_dir: Path
     bin_dir: Path
     detach: bool = False  # True for the CLI: processes outlive this Python process
+    real_nodes: bool = False  # give every cluster a real node (kubelet, containerd, ...)
     clusters: dict[str, Cluster] = field(default_factory=dict)
     _processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     _etcd_url: str = ""
+    _slot: nodenet.Slot | None = None
+    _node_records: list[NodeRecord] = field(default_factory=list)
+    _node_bin_dir: Path | None = None
+    _image_archives: dict[str, Path] = field(default_factory=dict)
 
     def spawn(
         self, name: str, argv: list[str], log: Path, *, env: dict[str, str] | None = None
@@ -175,6 +182,37 @@ class ControlPlane:
     def _record_pids(self) -> None:
         pids = [{"name": n, "pid": p.pid} for n, p in self._processes]
         (self.state_dir / "pids.json").write_text(json.dumps(pids, indent=2))
+
+    def record_node(self, record: NodeRecord) -> None:
+        """Remember a real node's namespaces and cgroups, so `down` can undo them."""
+        self._node_records.append(record)
+        self._record_nodes()
+
+    def _record_nodes(self) -> None:
+        path = self.state_dir / "realnodes.json"
+        if self._slot is None:
+            path.unlink(missing_ok=True)
+            return
+        data = {"slot": self._slot.number, "nodes": [vars(r) for r in self._node_records]}
+        path.write_text(json.dumps(data, indent=2))
+
+    @property
+    def slot(self) -> nodenet.Slot:
+        """The harness's network slot (claimed on first use)."""
+        if self._slot is None:
+            self._slot = nodenet.claim()
+            self._record_nodes()
+        return self._slot
+
+    @property
+    def devices_dir(self) -> Path:
+        """Host side of every node's /run/qss/devices (the simulated QKD devices' sockets)."""
+        return self.state_dir / "devices"
+
+    @property
+    def hosts_file(self) -> Path:
+        """The QSS nodes' names, <cluster>.kube-qss.test, for the nodes' DNS."""
+        return self.state_dir / "qss-nodes.hosts"
 
     def start_etcd(self) -> None:
         data = self.state_dir / "etcd"
@@ -210,18 +248,27 @@ class ControlPlane:
         self._wait_http(f"{self._etcd_url}/health", proc, "etcd", context=None)
 
     def start_cluster(self, name: str) -> Cluster:
-        """Start kube-apiserver and kube-controller-manager for one more logical cluster."""
+        """Start kube-apiserver and kube-controller-manager for one more logical cluster (and,
+        with ``real_nodes``, a kube-scheduler and a real node)."""
         if not self._etcd_url:
             self.start_etcd()
         directory = self.state_dir / name
         directory.mkdir(parents=True, exist_ok=True)
-        pki = create_cluster_pki(directory / "pki", cluster=name)
+        node_addresses = self.slot.node(len(self.clusters)) if self.real_nodes else None
+        host = self.slot.host_ip if node_addresses else "127.0.0.1"
+        pki = create_cluster_pki(
+            directory / "pki",
+            cluster=name,
+            apiserver_ips=(host, node_addresses.kubernetes_service_ip) if node_addresses else (),
+        )
         cluster = Cluster(
             name=name,
             directory=directory,
             port=free_port(),
             pki=pki,
             kubectl_binary=self.bin_dir / "kubectl",
+            host=host,
+            addresses=node_addresses,
         )
         cluster.write_kubeconfig()
         self.start_apiserver(cluster)
@@ -236,9 +283,19 @@ class ControlPlane:
                 "--authorization-kubeconfig",
                 str(cluster.kubeconfig),
                 # Garbage collection (owned Secrets) and namespace deletion are what our tests
-                # rely on; service accounts so that pods and token requests work.
+                # rely on; service accounts so that pods and token requests work; with a real
+                # node also the workload controllers, Service endpoints, the node's lifecycle
+                # (its not-ready taint), kube-root-ca.crt and binding claims to volumes.
                 "--controllers",
-                "garbagecollector,namespace,serviceaccount,serviceaccount-token",
+                ",".join(
+                    [
+                        "garbagecollector",
+                        "namespace",
+                        "serviceaccount",
+                        "serviceaccount-token",
+                        *(REAL_NODE_CONTROLLERS if node_addresses else ()),
+                    ]
+                ),
                 "--service-account-private-key-file",
                 str(pki.sa_private),
                 "--root-ca-file",
@@ -254,6 +311,8 @@ class ControlPlane:
             directory / "kube-controller-manager.log",
         )
         self.clusters[name] = cluster
+        if node_addresses is not None:
+            self._start_real_node(cluster, node_addresses)
         return cluster
 
     def start_apiserver(self, cluster: Cluster) -> None:
@@ -268,9 +327,9 @@ class ControlPlane:
                 "--etcd-prefix",
                 f"/kube-qss/{cluster.name}",
                 "--bind-address",
-                "127.0.0.1",
+                cluster.host,
                 "--advertise-address",
-                "127.0.0.1",
+                cluster.host,
                 "--secure-port",
                 str(cluster.port),
                 "--tls-cert-file",
@@ -285,14 +344,20 @@ class ControlPlane:
                 str(pki.sa_public),
                 "--service-account-signing-key-file",
                 str(pki.sa_private),
-                "--service-cluster-ip-range",
-                "10.96.0.0/16",
-                "--authorization-mode",
-                "RBAC",
                 "--allow-privileged=true",
                 "--profiling=false",
-                "--endpoint-reconciler-type",
-                "none",
+                *(
+                    self._real_node_apiserver_args(cluster, cluster.addresses)
+                    if cluster.addresses
+                    else [
+                        "--service-cluster-ip-range",
+                        "10.96.0.0/16",
+                        "--authorization-mode",
+                        "RBAC",
+                        "--endpoint-reconciler-type",
+                        "none",
+                    ]
+                ),
             ],
             cluster.directory / "kube-apiserver.log",
         )
@@ -306,6 +371,84 @@ class ControlPlane:
             if name == f"{cluster.name}/kube-apiserver" and proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=20)
+
+    @staticmethod
+    def _real_node_apiserver_args(cluster: Cluster, node: nodenet.NodeAddresses) -> list[str]:
+        pki = cluster.pki
+        client_crt, client_key = issue(
+            pki,
+            pki.ca_cert.parent / "apiserver-kubelet-client",
+            common_name="kube-apiserver-kubelet-client",
+            organizations=("system:masters",),
+        )
+        return [
+            "--service-cluster-ip-range",
+            node.service_cidr,
+            # Kubelets act only on their own Node and the pods bound to it.
+            "--authorization-mode",
+            "Node,RBAC",
+            "--enable-admission-plugins",
+            "NodeRestriction",
+            # `kubectl logs/exec`: the API server calls the kubelet at its node address with a
+            # client certificate and verifies the kubelet's serving certificate.
+            "--kubelet-client-certificate",
+            str(client_crt),
+            "--kubelet-client-key",
+            str(client_key),
+            "--kubelet-certificate-authority",
+            str(pki.ca_cert),
+            "--kubelet-preferred-address-types",
+            "InternalIP",
+            # Service `kubernetes` gets this API server as its endpoint, for pods.
+            "--endpoint-reconciler-type",
+            "lease",
+        ]
+
+    def _start_real_node(self, cluster: Cluster, addresses: nodenet.NodeAddresses) -> None:
+        if self._node_bin_dir is None:
+            self._node_bin_dir = node_binaries()
+            self._image_archives = images.build()
+            self.devices_dir.mkdir(parents=True, exist_ok=True)
+        nodenet.add_node(self.slot, addresses.index)
+        with self.hosts_file.open("a") as hosts:
+            hosts.write(f"{addresses.ip} {cluster.name}.kube-qss.test\n")
+        cluster.kubectl("apply", "-f", "-", stdin=json.dumps(_COREDNS_RBAC))
+        scheduler_crt, scheduler_key = issue(
+            cluster.pki, cluster.directory / "kube-scheduler", common_name="system:kube-scheduler"
+        )
+        scheduler_config = kubeconfig(
+            cluster.directory / "kube-scheduler.kubeconfig",
+            name=cluster.name,
+            server=cluster.server,
+            ca=cluster.pki.ca_cert,
+            cert=scheduler_crt,
+            key=scheduler_key,
+        )
+        self.spawn(
+            f"{cluster.name}/kube-scheduler",
+            [
+                str(self._node_bin_dir / "kube-scheduler"),
+                "--kubeconfig",
+                str(scheduler_config),
+                "--leader-elect=false",
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(free_port()),
+            ],
+            cluster.directory / "kube-scheduler.log",
+        )
+        node = RealNode(
+            cluster=cluster,
+            plane=self,
+            addresses=addresses,
+            node_bin_dir=self._node_bin_dir,
+            devices_dir=self.devices_dir,
+            hosts_file=self.hosts_file,
+            image_archives=self._image_archives,
+        )
+        cluster.node = node
+        node.start()
 
     @staticmethod
     def _wait_http(
@@ -326,7 +469,12 @@ class ControlPlane:
         raise RuntimeError(f"{what} not ready at {url} within {_READY_TIMEOUT:.0f}s: {last}")
 
     def stop(self) -> None:
-        """Stop every process this object started, newest first, by PID."""
+        """Stop every process this object started, newest first, by PID; with real nodes
+        first every process of the nodes (pods included), then their cgroups and network.
+        Every step runs even when an earlier one fails; the first failure is raised at the end."""
+        errors: list[BaseException] = []
+        for record in reversed(self._node_records):
+            _attempt(errors, teardown_recorded, record)
         for _name, proc in reversed(self._processes):
             if proc.poll() is None:
                 proc.terminate()
@@ -338,6 +486,77 @@ class ControlPlane:
                 proc.wait()
         self._processes.clear()
         self._record_pids()
+        if self._slot is not None:
+            _attempt(errors, nodenet.release, self._slot.number)
+            if not errors:
+                self._slot = None
+                self._node_records.clear()
+                self._record_nodes()
+        if errors:
+            raise errors[0]
+
+
+def _attempt(errors: list[BaseException], step: Any, *args: Any) -> None:
+    try:
+        step(*args)
+    except Exception as exc:
+        print(f"localcluster: {exc}", file=sys.stderr)
+        errors.append(exc)
+
+
+# kube-controller-manager's controllers a cluster with a real node needs besides the usual ones.
+REAL_NODE_CONTROLLERS = (
+    "deployment",
+    "replicaset",
+    "statefulset",
+    "daemonset",
+    "endpointslice",
+    "nodelifecycle",
+    "root-ca-cert-publisher",
+    "persistentvolume-binder",
+)
+
+# What the nodes' CoreDNS (user kube-qss:coredns) may read: CoreDNS's own published ClusterRole.
+_COREDNS_RBAC: dict[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "List",
+    "items": [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "kube-qss:coredns"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["endpoints", "services", "pods", "namespaces"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["list", "watch"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "kube-qss:coredns"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "kube-qss:coredns",
+            },
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "User",
+                    "name": "kube-qss:coredns",
+                }
+            ],
+        },
+    ],
+}
 
 
 def install_crds(cluster: Cluster) -> None:
@@ -354,7 +573,23 @@ def install_crds(cluster: Cluster) -> None:
 
 
 def stop_recorded(state_dir: Path) -> int:
-    """Stop the processes a detached `up` recorded; returns how many were still running."""
+    """Stop the processes a detached `up` recorded (and undo its real nodes); returns how many
+    recorded processes were still running."""
+    nodes_file = state_dir / "realnodes.json"
+    nodes = json.loads(nodes_file.read_text()) if nodes_file.exists() else None
+    errors: list[BaseException] = []
+    for record in reversed((nodes or {}).get("nodes", [])):
+        _attempt(errors, teardown_recorded, NodeRecord.load(record))
+    running = _stop_recorded_pids(state_dir)
+    if nodes is not None:
+        _attempt(errors, nodenet.release, int(nodes["slot"]))
+        if errors:  # keep the record: a second `down` tries again
+            raise RuntimeError(f"down did not undo everything: {errors[0]}")
+        nodes_file.unlink()
+    return running
+
+
+def _stop_recorded_pids(state_dir: Path) -> int:
     pid_file = state_dir / "pids.json"
     if not pid_file.exists():
         return 0
@@ -395,6 +630,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--clusters", default="node-a", help="comma-separated cluster names (default %(default)s)"
     )
+    up.add_argument(
+        "--real-nodes",
+        action="store_true",
+        help="give each cluster a real node (kubelet, containerd) that runs pods",
+    )
     sub.add_parser("down", help="stop the processes `up` started")
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir
@@ -409,7 +649,12 @@ def main(argv: list[str] | None = None) -> int:
         print("stopped a previous local control plane", file=sys.stderr)
     shutil.rmtree(state_dir, ignore_errors=True)
     state_dir.mkdir(parents=True)
-    plane = ControlPlane(state_dir=state_dir, bin_dir=control_plane_binaries(), detach=True)
+    plane = ControlPlane(
+        state_dir=state_dir,
+        bin_dir=control_plane_binaries(),
+        detach=True,
+        real_nodes=args.real_nodes,
+    )
     try:
         for name in names:
             cluster = plane.start_cluster(name)

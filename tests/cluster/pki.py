@@ -1,7 +1,9 @@
 """Certificates for a local control plane: a CA, the API server's serving certificate, an admin
-client certificate and the service-account signing key pair.
+client certificate and the service-account signing key pair; for clusters with real nodes also
+the certificates of the node's components (``issue``).
 
-Called by ``tests.cluster.localcluster`` when it lays out a new cluster directory. Everything is
+Called by ``tests.cluster.localcluster`` when it lays out a new cluster directory and by
+``tests.cluster.nodes`` for a node's kubelet, kube-proxy, scheduler and DNS. Everything is
 written with mode 0600 under the cluster's own ``pki/`` folder; nothing here is used outside
 tests and the local demo.
 """
@@ -90,8 +92,13 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def create_cluster_pki(directory: Path, *, cluster: str) -> ClusterPki:
-    """Create the PKI of one local cluster in ``directory`` (created if missing)."""
+def create_cluster_pki(
+    directory: Path, *, cluster: str, apiserver_ips: tuple[str, ...] = ()
+) -> ClusterPki:
+    """Create the PKI of one local cluster in ``directory`` (created if missing).
+
+    ``apiserver_ips`` are extra addresses the API server is reached at (its address on a real
+    node's network, the ``kubernetes`` Service address pods use)."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = ClusterPki(
         ca_cert=directory / "ca.crt",
@@ -132,6 +139,7 @@ def create_cluster_pki(directory: Path, *, cluster: str) -> ClusterPki:
             x509.DNSName("kubernetes.default.svc"),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
             x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in apiserver_ips),
         ],
     )
     _write(pki.serving_cert, serving.public_bytes(serialization.Encoding.PEM))
@@ -164,3 +172,41 @@ def create_cluster_pki(directory: Path, *, cluster: str) -> ClusterPki:
         ),
     )
     return pki
+
+
+def issue(
+    pki: ClusterPki,
+    stem: Path,
+    *,
+    common_name: str,
+    organizations: tuple[str, ...] = (),
+    server: bool = False,
+    ips: tuple[str, ...] = (),
+    dns_names: tuple[str, ...] = (),
+) -> tuple[Path, Path]:
+    """A certificate signed by the cluster CA, written to ``<stem>.crt``/``<stem>.key``.
+
+    A client certificate by default (the API server maps CN to the user and O to groups); with
+    ``server`` a serving certificate for ``ips`` and ``dns_names``."""
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    cert = _issue(
+        subject=x509.Name(subject),
+        key=key,
+        issuer=ca.subject,
+        issuer_key=ca_key,
+        is_ca=False,
+        usage=[ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH],
+        sans=[
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips),
+            *(x509.DNSName(name) for name in dns_names),
+        ],
+    )
+    crt, key_path = stem.with_suffix(".crt"), stem.with_suffix(".key")
+    _write(crt, cert.public_bytes(serialization.Encoding.PEM))
+    _write(key_path, _key_pem(key))
+    return crt, key_path

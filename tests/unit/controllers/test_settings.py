@@ -35,3 +35,14 @@ def test_missing_node_id_says_how_to_set_it() -> None:
 def test_watch_client_timeout_must_exceed_server_timeout() -> None:
     with pytest.raises(SettingsError, match="client timeout must exceed"):
         ControllerSettings(node_id="a", watch_server_timeout=60, watch_client_timeout=60)
+
+
+def test_the_qkdm_pod_template_is_off_unless_named() -> None:
+    assert ControllerSettings.from_env({"QSS_NODE_ID": "a"}).qkdm_pod_template is None
+    env = {"QSS_NODE_ID": "a", "QSS_QKDM_POD_TEMPLATE": "kube-qss-qkdm"}
+    assert ControllerSettings.from_env(env).qkdm_pod_template == "kube-qss-qkdm"
+
+
+def test_a_qkdm_pod_template_that_is_no_object_name_is_refused_with_its_value() -> None:
+    with pytest.raises(SettingsError, match="'Bad_Name' is not an object name"):
+        ControllerSettings(node_id="a", qkdm_pod_template="Bad_Name")

@@ -22,6 +22,7 @@ import grpc
 from device_plugin.api import add_registration_servicer, device_plugin_stub, pb
 from device_plugin.config import DeviceConfig, Settings
 from device_plugin.main import serve
+from device_plugin.resources import resources_for
 from qss_api.qkd004 import DeviceState, Status, encode, refusal
 
 # Generous bounds for "soon": far above the intervals below, far below a slow test.
@@ -181,12 +182,26 @@ class RunningPlugin:
     """The plugin's :func:`serve` running as a task, with the settings it was given."""
 
     settings: Settings
+    config: DeviceConfig
     task: asyncio.Task[None]
     stop_event: asyncio.Event
 
+    def socket_for(self, link: str) -> Path:
+        """The socket serving the resource of ``link``."""
+        resources = resources_for(
+            self.config,
+            prefix=self.settings.resource_prefix,
+            socket_prefix=self.settings.socket_prefix,
+        )
+        (resource,) = [r for r in resources if r.link == link]
+        return self.settings.device_plugin_dir / resource.socket_name
+
     @property
     def socket_path(self) -> Path:
-        return self.settings.device_plugin_dir / self.settings.socket_name
+        """The socket of the only resource (the tests of one link)."""
+        links = {e.link for e in self.config.devices} | {r.link for r in self.config.discover}
+        (link,) = links
+        return self.socket_for(link)
 
     async def stop(self) -> None:
         self.stop_event.set()
@@ -213,7 +228,7 @@ def fast_settings(*, socket_dir: Path, host_root: Path, **overrides: Any) -> Set
 async def start_plugin(settings: Settings, config: DeviceConfig) -> RunningPlugin:
     stop = asyncio.Event()
     task = asyncio.create_task(serve(settings, config, stop))
-    return RunningPlugin(settings=settings, task=task, stop_event=stop)
+    return RunningPlugin(settings=settings, config=config, task=task, stop_event=stop)
 
 
 # The factories conftest.py's fixtures hand to tests.

@@ -119,6 +119,6 @@ def test_missing_file_says_how_to_provide_it(tmp_path: Path) -> None:
 def test_settings_are_frozen_and_default_to_the_kubelet_paths() -> None:
     settings = Settings()
     assert str(settings.kubelet_socket) == "/var/lib/kubelet/device-plugins/kubelet.sock"
-    assert settings.resource_name == "qss.dev/qkd"
+    assert settings.resource_prefix == "qss.dev/qkd"
     with pytest.raises(dataclasses.FrozenInstanceError):
-        settings.resource_name = "x/y"  # type: ignore[misc]
+        settings.resource_prefix = "x/y"  # type: ignore[misc]

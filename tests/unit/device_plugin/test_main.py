@@ -71,11 +71,28 @@ async def test_missing_config_file_is_one_clear_line_and_exit_2(short_tmp: Path)
     ]
 
 
-async def test_bad_resource_name_is_a_usage_error(short_tmp: Path) -> None:
-    code, stderr = await run_to_end("--resource-name", "qkd")
+async def test_bad_resource_prefix_is_a_usage_error(short_tmp: Path) -> None:
+    code, stderr = await run_to_end("--resource-prefix", "qkd")
     assert code == 2
-    assert "--resource-name 'qkd' is not '<domain>/<name>'" in stderr
+    assert "--resource-prefix 'qkd' is not '<domain>/<name>'" in stderr
     assert "Traceback" not in stderr
+
+
+async def test_a_link_that_cannot_name_a_resource_is_one_clear_line_and_exit_2(
+    short_tmp: Path,
+) -> None:
+    config = short_tmp / "devices.yaml"
+    long_link = "l" * 60
+    config.write_text(
+        f"devices:\n  - {{id: q0, kind: hardware, path: /dev/null, link: {long_link}}}\n"
+    )
+
+    code, stderr = await run_to_end("--config", str(config))
+
+    assert code == 2
+    (line,) = stderr.splitlines()
+    assert line.startswith(f"qss-device-plugin: error: device config: link '{long_link}' gives")
+    assert "within 63 characters" in line
 
 
 async def test_program_registers_with_the_kubelet_and_exits_0_on_sigterm(
@@ -95,8 +112,8 @@ async def test_program_registers_with_the_kubelet_and_exits_0_on_sigterm(
     )
     try:
         registration = await kubelet.next_registration(within=10)
-        assert registration.request.resource_name == "qss.dev/qkd"
-        assert (socket_dir / "qss-qkd.sock").is_socket()
+        assert registration.request.resource_name == "qss.dev/qkd-a-b"
+        assert (socket_dir / "qss-qkd-a-b.sock").is_socket()
 
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), SOON)
@@ -106,7 +123,7 @@ async def test_program_registers_with_the_kubelet_and_exits_0_on_sigterm(
             await process.wait()
 
     assert process.returncode == 0, stderr.decode()
-    assert not (socket_dir / "qss-qkd.sock").exists()
+    assert not (socket_dir / "qss-qkd-a-b.sock").exists()
     assert "Traceback" not in stderr.decode()
 
 
@@ -120,14 +137,14 @@ def test_command_line_becomes_settings_with_the_kubelet_socket_beside_the_plugin
         [
             "--device-plugin-dir",
             "/tmp/kp",
-            "--resource-name",
+            "--resource-prefix",
             "example.com/qkd",
             "--host-root",
             "/h",
         ]
     )
     assert settings.kubelet_socket == Path("/tmp/kp/kubelet.sock")
-    assert settings.resource_name == "example.com/qkd"
+    assert settings.resource_prefix == "example.com/qkd"
     assert settings.host_root == Path("/h")
     assert parse_settings([]) == Settings()
 
@@ -136,9 +153,9 @@ def test_command_line_becomes_settings_with_the_kubelet_socket_beside_the_plugin
     "argv",
     [
         ["--health-interval", "0"],
-        ["--socket-name", "a/b.sock"],
+        ["--socket-prefix", "a/b"],
         ["--metrics-address", "9410"],
-        ["--resource-name", "Qss.dev/qkd"],
+        ["--resource-prefix", "Qss.dev/qkd"],
     ],
 )
 def test_bad_flags_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -164,6 +181,6 @@ async def test_serve_answers_metrics_on_the_metrics_address(
         url = f"http://127.0.0.1:{port}/metrics"
         async with aiohttp.ClientSession() as session, session.get(url) as response:
             text = await response.text()
-        assert "qss_device_plugin_registered 1" in text
+        assert 'qss_device_plugin_registered{resource="qss.dev/qkd-a-b"} 1' in text
     finally:
         await plugin.stop()

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from device_plugin.config import Settings, load_device_config, parse_device_config
-from qss_api import LABEL_NAME, LABEL_PART_OF, PART_OF, RESOURCE_QKD_DEVICE
+from qss_api import LABEL_NAME, LABEL_PART_OF, PART_OF, RESOURCE_QKD_DEVICE, qkd_resource
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 COMPONENT = REPO_ROOT / "kustomize" / "device-plugin"
@@ -81,7 +81,7 @@ def test_daemonset_mounts_the_kubelet_device_plugin_dir_and_the_config_it_reads(
 
     assert container["command"] == ["qss-device-plugin"]
     assert args["device-plugin-dir"] == plugin_dir
-    assert args["resource-name"] == RESOURCE_QKD_DEVICE
+    assert args["resource-prefix"] == RESOURCE_QKD_DEVICE
     assert volumes[mounts[plugin_dir]["name"]]["hostPath"]["path"] == plugin_dir
     assert not mounts[plugin_dir].get("readOnly")  # the plugin creates its socket there
 
@@ -114,8 +114,9 @@ def test_simulated_device_sockets_in_the_sample_are_under_a_mounted_host_dir(
         assert parent in mounted, device  # at the same path, so host paths work unchanged
 
 
-def test_example_qkdm_pod_requests_one_qkd_device_and_validates() -> None:
+def test_example_qkdm_pod_requests_one_device_of_a_configured_link_and_validates() -> None:
     pod = yaml.safe_load((COMPONENT / "examples" / "qkdm-pod.yaml").read_text())
     kubernetes_validate.validate(pod, K8S_SCHEMA_VERSION, strict=True)
     (container,) = pod["spec"]["containers"]
-    assert container["resources"]["limits"] == {RESOURCE_QKD_DEVICE: 1}
+    links = {d.link for d in load_device_config(COMPONENT / "devices.yaml").devices}
+    assert container["resources"]["limits"] in [{qkd_resource(link): 1} for link in links]

@@ -22,7 +22,9 @@ def inventory(host_root: Path) -> Inventory:
 async def test_metrics_count_devices_by_health_and_events(aiohttp_client: AiohttpClient) -> None:
     devices = inventory(Path("/"))
     await devices.refresh()
-    counters = Counters(registrations=2, allocations=3, allocation_errors=1, registered=True)
+    counters = Counters(
+        registrations=2, allocations=3, allocation_errors=1, registered={"qss.dev/qkd-a-b"}
+    )
     client = await aiohttp_client(init(inventory=devices, counters=counters))
 
     response = await client.get("/metrics")
@@ -31,7 +33,7 @@ async def test_metrics_count_devices_by_health_and_events(aiohttp_client: Aiohtt
     lines = set((await response.text()).splitlines())
     assert 'qss_device_plugin_devices{health="healthy"} 1' in lines
     assert 'qss_device_plugin_devices{health="unhealthy"} 1' in lines
-    assert "qss_device_plugin_registered 1" in lines
+    assert 'qss_device_plugin_registered{resource="qss.dev/qkd-a-b"} 1' in lines
     assert "qss_device_plugin_registrations_total 2" in lines
     assert "qss_device_plugin_allocations_total 3" in lines
     assert "qss_device_plugin_allocation_errors_total 1" in lines

@@ -13,7 +13,7 @@ import pytest
 
 from device_plugin.api import HEALTHY, UNHEALTHY, VERSION, pb
 from device_plugin.config import DeviceConfig, DeviceEntry, DeviceKind, DiscoveryRule
-from qss_api import RESOURCE_QKD_DEVICE
+from qss_api import RESOURCE_QKD_DEVICE, qkd_resource
 from tests.unit.device_plugin.harness import (
     SOON,
     Connect,
@@ -53,8 +53,8 @@ async def test_plugin_registers_with_version_endpoint_resource_and_options_after
 
     request = registration.request
     assert request.version == VERSION == "v1beta1"
-    assert request.endpoint == "qss-qkd.sock"
-    assert request.resource_name == RESOURCE_QKD_DEVICE == "qss.dev/qkd"
+    assert request.endpoint == "qss-qkd-alice-bob.sock"
+    assert request.resource_name == qkd_resource("alice-bob") == "qss.dev/qkd-alice-bob"
     assert request.options.get_preferred_allocation_available is True
     assert request.options.pre_start_required is False
     # The stub kubelet dialled the plugin's socket back before answering, as the kubelet does.
@@ -62,19 +62,52 @@ async def test_plugin_registers_with_version_endpoint_resource_and_options_after
     assert plugin.socket_path.is_socket()
 
 
-async def test_resource_name_and_socket_name_are_configurable(
+async def test_resource_and_socket_prefixes_are_configurable(
     kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory
 ) -> None:
     await sim_device("qkd-a")
     await run_plugin(
-        config(sim("qkd-a", "alice-bob")),
-        resource_name="example.com/qkd-lab",
-        socket_name="lab.sock",
+        config(sim("qkd-a", "alice-bob")), resource_prefix="example.com/qkd", socket_prefix="lab"
     )
 
     request = (await kubelet.next_registration()).request
 
-    assert (request.resource_name, request.endpoint) == ("example.com/qkd-lab", "lab.sock")
+    assert (request.resource_name, request.endpoint) == (
+        "example.com/qkd-alice-bob",
+        "lab-alice-bob.sock",
+    )
+
+
+async def test_each_link_is_its_own_resource_on_its_own_socket_with_only_its_devices(
+    kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory, connect: Connect
+) -> None:
+    for name in ("qkd-b1", "qkd-b2", "qkd-c"):
+        await sim_device(name)
+    rule = DiscoveryRule(pattern="/dev/qkd*", kind=DeviceKind.HARDWARE, link="")
+    plugin = await run_plugin(
+        config(
+            sim("qkd-b1", "node-b"),
+            sim("qkd-b2", "node-b"),
+            sim("qkd-c", "node-c"),
+            discover=(rule,),
+        )
+    )
+
+    registered = {(await kubelet.next_registration()).request.resource_name for _ in range(3)}
+
+    assert registered == {"qss.dev/qkd-node-b", "qss.dev/qkd-node-c", RESOURCE_QKD_DEVICE}
+    to_b, to_c = connect(plugin.socket_for("node-b")), connect(plugin.socket_for("node-c"))
+    to_b.watch()
+    to_c.watch()
+    assert await to_b.next_update() == [("qkd-b1", HEALTHY), ("qkd-b2", HEALTHY)]
+    assert await to_c.next_update() == [("qkd-c", HEALTHY)]
+    # A pod that asked for node-c's resource cannot be handed node-b's device.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await to_c.stub.Allocate(allocate_request(["qkd-b1"]), timeout=SOON)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "it offers qkd-c" in str(caught.value.details())
+    response = await to_c.stub.Allocate(allocate_request(["qkd-c"]), timeout=SOON)
+    assert response.container_responses[0].envs["QSS_QKD_LINK"] == "node-c"
 
 
 async def test_list_and_watch_sends_the_list_then_only_changes_of_simulated_device_health(
@@ -85,7 +118,7 @@ async def test_list_and_watch_sends_the_list_then_only_changes_of_simulated_devi
 ) -> None:
     device_a = await sim_device("qkd-a")
     await sim_device("qkd-b")
-    plugin = await run_plugin(config(sim("qkd-a", "alice-bob"), sim("qkd-b", "alice-carol")))
+    plugin = await run_plugin(config(sim("qkd-a", "alice-bob"), sim("qkd-b", "alice-bob")))
     await kubelet.next_registration()
     client = connect(plugin.socket_path)
     client.watch()
@@ -215,7 +248,7 @@ async def test_allocate_answers_each_container_of_the_request(
 ) -> None:
     await sim_device("qkd-a")
     await sim_device("qkd-b")
-    plugin = await run_plugin(config(sim("qkd-a", "alice-bob"), sim("qkd-b", "alice-carol")))
+    plugin = await run_plugin(config(sim("qkd-a", "alice-bob"), sim("qkd-b", "alice-bob")))
     await kubelet.next_registration()
     client = connect(plugin.socket_path)
 
@@ -315,7 +348,7 @@ async def test_deleting_the_plugin_socket_leads_to_a_new_registration_on_a_new_s
     plugin.socket_path.unlink()
 
     again = await kubelet.next_registration()
-    assert again.request.endpoint == "qss-qkd.sock"
+    assert again.request.endpoint == "qss-qkd-alice-bob.sock"
     assert plugin.socket_path.is_socket()
     client = connect(plugin.socket_path)
     client.watch()
@@ -332,14 +365,14 @@ async def test_a_kubelet_restart_leads_to_a_new_registration(
     await kubelet.restart()
 
     again = await kubelet.next_registration()
-    assert again.request.resource_name == "qss.dev/qkd"
+    assert again.request.resource_name == "qss.dev/qkd-alice-bob"
 
 
 async def test_registration_is_retried_with_backoff_until_the_kubelet_accepts(
     kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory
 ) -> None:
     await sim_device("qkd-a")
-    kubelet.refuse_with = "resource name qss.dev/qkd is already registered"
+    kubelet.refuse_with = "resource name qss.dev/qkd-alice-bob is already registered"
     plugin = await run_plugin(config(sim("qkd-a", "alice-bob")))
     settings = plugin.settings
 
