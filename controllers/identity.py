@@ -12,8 +12,9 @@ The returned ``NodeIdentity`` builds the TLS contexts of the inter-node channel
 issue SAE credentials. ``peer_ca_reader`` reads the ``ca.crt`` of the Secrets that QKDLinks name
 as their peer's CA.
 
-Until ``controllers.kube`` grows Secret calls, this module talks to CoreV1Api itself. No message
-or log line here carries a key; API errors are reduced to their status and reason.
+It talks to CoreV1Api itself (Secrets are created with ``controllers.kube``'s one
+``create_secret_or_read``). No message or log line here carries a key; API errors are reduced to
+their status and reason.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from controllers import pki
+from controllers.kube import SecretVanished, create_secret_or_read
 from qss_api import LABEL_NAME, LABEL_PART_OF, PART_OF
 
 CA_SECRET: Final = "qss-node-ca"
@@ -132,20 +134,20 @@ async def _create(
         data={k: base64.b64encode(v).decode("ascii") for k, v in data.items()},
     )
     try:
-        await core.create_namespaced_secret(namespace, body)
+        secret, created = await create_secret_or_read(core, namespace, body)
     except ApiException as exc:
-        if exc.status != 409:
-            raise _api_error("create", namespace, name, exc) from None
-        theirs = await _read(core, namespace, name)
-        if theirs is None:
-            raise IdentityError(
-                f"Secret {namespace}/{name} was created and deleted again while this node was "
-                "starting; restart the controller"
-            ) from None
-        log.info("Secret %s/%s was created by another writer first; using it", namespace, name)
-        return theirs
-    log.info("created Secret %s/%s", namespace, name)
-    return dict(data)
+        raise _api_error("create", namespace, name, exc) from None
+    except SecretVanished:
+        raise IdentityError(
+            f"Secret {namespace}/{name} was created and deleted again while this node was "
+            "starting; restart the controller"
+        ) from None
+    if created:
+        log.info("created Secret %s/%s", namespace, name)
+        return dict(data)
+    log.info("Secret %s/%s was created by another writer first; using it", namespace, name)
+    theirs: Mapping[str, str] = secret.data or {}
+    return {k: base64.b64decode(v) for k, v in theirs.items()}
 
 
 def _require(data: Mapping[str, bytes], key: str, where: str, hint: str) -> bytes:

@@ -1,4 +1,5 @@
-"""What the KeyRequest reconciler writes, as pure functions: the key Secret and the status.
+"""What the KeyRequest service reads and writes, as pure functions: the request as a typed
+value (``KeyRequestView.from_body``), the key Secret and the status.
 
 The Secret holds one data entry per key ID (the raw key) and ``keys.json``, the keys in ETSI GS
 QKD 014's key container format (``{"keys": [{"key_ID", "key"}]}``, keys in base64); it is owned
@@ -11,6 +12,7 @@ import base64
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from controllers.conditions import condition
@@ -20,6 +22,10 @@ from qss_api import API_VERSION, KIND_KEYREQUEST, LABEL_NAME, LABEL_PART_OF, PAR
 Role = Literal["Master", "Slave"]
 KEYS_JSON = "keys.json"
 LABEL_KEYREQUEST = "qss.dev/keyrequest"
+# Where the keys of a key Secret came from: what a request resumed after a crash needs to
+# finish (commit, hand over) without asking anything else.
+ANNOTATION_STREAM = "qss.dev/key-stream"
+ANNOTATION_PEER = "qss.dev/peer-node"
 
 
 def role_of(spec: Mapping[str, Any]) -> Role:
@@ -35,6 +41,60 @@ def deadline_of(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> dt.datetime
     return created + dt.timedelta(seconds=int(spec.get("timeoutSeconds", 30)))
 
 
+@dataclass(frozen=True, kw_only=True)
+class KeyRequestView:
+    """A KeyRequest as the service needs it, read once from the object."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    deadline: dt.datetime
+    role: Role
+    sae: str  # the local Sae object's name
+    secret: str
+    slave_sae_id: str  # master requests
+    number: int
+    size: int
+    master_sae_id: str  # slave requests
+    key_ids: tuple[str, ...]
+    phase: str | None
+    start_time: str | None
+    deleting: bool
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("Ready", "Failed")
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> KeyRequestView | None:
+        """The request, or None for an object that is not one we can serve (no namespace)."""
+        meta = body.get("metadata") or {}
+        spec = body.get("spec") or {}
+        status = body.get("status") or {}
+        namespace = meta.get("namespace")
+        if not namespace or not meta.get("uid") or not meta.get("creationTimestamp"):
+            return None
+        return cls(
+            name=str(meta["name"]),
+            namespace=str(namespace),
+            uid=str(meta["uid"]),
+            generation=int(meta.get("generation", 0)),
+            deadline=deadline_of(meta, spec),
+            role=role_of(spec),
+            sae=str(spec.get("sae", "")),
+            secret=secret_name(str(meta["name"]), spec),
+            slave_sae_id=str(spec.get("slaveSaeID", "")),
+            number=int(spec.get("number", 0)),
+            size=int(spec.get("size", 0)),
+            master_sae_id=str(spec.get("masterSaeID", "")),
+            key_ids=tuple(str(k) for k in spec.get("keyIDs") or ()),
+            phase=status.get("phase"),
+            start_time=status.get("startTime"),
+            deleting=bool(meta.get("deletionTimestamp")),
+        )
+
+
 def key_container(keys: Sequence[DeliveredKey]) -> dict[str, Any]:
     """ETSI GS QKD 014 key container."""
     return {
@@ -43,9 +103,16 @@ def key_container(keys: Sequence[DeliveredKey]) -> dict[str, Any]:
 
 
 def key_secret(
-    *, name: str, namespace: str, keys: Sequence[DeliveredKey], owner: Mapping[str, Any]
+    *,
+    name: str,
+    namespace: str,
+    keys: Sequence[DeliveredKey],
+    owner: Mapping[str, Any],
+    stream: str = "",
+    peer_node: str = "",
 ) -> dict[str, Any]:
-    """The Secret delivering ``keys`` for the KeyRequest ``owner`` (its metadata)."""
+    """The Secret delivering ``keys`` for the KeyRequest ``owner`` (its metadata), from
+    ``stream``, shared with an SAE of ``peer_node``."""
     data = {k.key_id: base64.b64encode(k.material).decode() for k in keys}
     data[KEYS_JSON] = base64.b64encode(json.dumps(key_container(keys)).encode()).decode()
     return {
@@ -60,6 +127,7 @@ def key_secret(
                 LABEL_PART_OF: PART_OF,
                 LABEL_KEYREQUEST: str(owner["name"]),
             },
+            "annotations": {ANNOTATION_STREAM: stream, ANNOTATION_PEER: peer_node},
             "ownerReferences": [
                 {
                     "apiVersion": API_VERSION,
@@ -86,25 +154,6 @@ def key_ids_in_secret(secret_data: Mapping[str, str] | None) -> list[str]:
 def now_precise() -> str:
     """The current time in RFC 3339 with milliseconds, for start and completion times."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def started_status(*, role: Role, generation: int, at: str | None = None) -> dict[str, Any]:
-    return {
-        "observedGeneration": generation,
-        "phase": "Reserving",
-        "role": role,
-        "startTime": at or now_precise(),
-        "conditions": [
-            condition(
-                "Ready",
-                ok=False,
-                reason="Reserving",
-                message="reserving keys",
-                generation=generation,
-                at=at,
-            )
-        ],
-    }
 
 
 def ready_status(

@@ -9,7 +9,7 @@ way. Callers pass plain dicts; nothing here logs object contents.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from kubernetes_asyncio import client, config
@@ -26,6 +26,56 @@ class NotFoundError(LookupError):
 
 class AlreadyExistsError(Exception):
     """An object of that name exists already (HTTP 409 on create)."""
+
+
+class SecretVanished(Exception):
+    """A create found the Secret existing (409), but it was gone when read back."""
+
+
+async def create_secret_or_read(
+    core: client.CoreV1Api, namespace: str, body: Any
+) -> tuple[client.V1Secret, bool]:
+    """Create a Secret (``body``: a V1Secret or a plain dict); if one of that name exists
+    already, read it instead: (the Secret, whether this call created it). The one way every
+    component creates Secrets that another writer (or an earlier try) may have created first.
+    Raises ``SecretVanished`` if it was deleted between the two calls, and the API's other
+    errors as they are."""
+    try:
+        return await core.create_namespaced_secret(namespace, body), True
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    name = body.metadata.name if isinstance(body, client.V1Secret) else body["metadata"]["name"]
+    try:
+        return await core.read_namespaced_secret(name, namespace), False
+    except ApiException as exc:
+        if exc.status == 404:
+            raise SecretVanished(
+                f"Secret {namespace}/{name} was created and deleted again meanwhile"
+            ) from None
+        raise
+
+
+@dataclass(frozen=True)
+class SecretRecord:
+    """A Secret as ``Kube.create_secret`` and ``Kube.read_secret`` return it."""
+
+    uid: str
+    owner_uids: tuple[str, ...]
+    annotations: Mapping[str, str]
+    data: Mapping[str, str] = field(repr=False)  # base64 values, as the API has them
+    created: bool = False  # by this call
+
+
+def _record(secret: client.V1Secret, created: bool) -> SecretRecord:
+    owners = secret.metadata.owner_references or []
+    return SecretRecord(
+        uid=str(secret.metadata.uid),
+        owner_uids=tuple(str(o.uid) for o in owners),
+        annotations=dict(secret.metadata.annotations or {}),
+        data=dict(secret.data or {}),
+        created=created,
+    )
 
 
 async def connect(kubeconfig: str | None) -> client.ApiClient:
@@ -152,32 +202,22 @@ class Kube:
             raise
         return cast(dict[str, Any], obj)
 
-    async def secret_data(self, name: str, namespace: str) -> dict[str, Any] | None:
-        """A Secret's metadata and data (base64 values), or None if it does not exist."""
+    async def read_secret(self, name: str, namespace: str) -> SecretRecord | None:
+        """A Secret, or None if it does not exist."""
         try:
             secret = await self.core.read_namespaced_secret(name, namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        owners = secret.metadata.owner_references or []
-        return {
-            "uid": secret.metadata.uid,
-            "owner_uids": [o.uid for o in owners],
-            "data": dict(secret.data or {}),
-        }
+        return _record(secret, False)
 
-    async def create_secret(self, body: Mapping[str, Any]) -> None:
-        """Create a Secret; ``AlreadyExistsError`` if the name is taken."""
+    async def create_secret(self, body: Mapping[str, Any]) -> SecretRecord:
+        """Create a Secret, or read the one of that name that exists already
+        (``SecretRecord.created`` says which)."""
         namespace = str(body["metadata"]["namespace"])
-        try:
-            await self.core.create_namespaced_secret(namespace, dict(body))  # type: ignore[arg-type]
-        except ApiException as exc:
-            if exc.status == 409:
-                raise AlreadyExistsError(
-                    f"Secret {namespace}/{body['metadata']['name']} exists"
-                ) from None
-            raise
+        secret, created = await create_secret_or_read(self.core, namespace, dict(body))
+        return _record(secret, created)
 
     async def pod_template(self, name: str, namespace: str) -> dict[str, Any]:
         """A PodTemplate as a plain dict (API field names); ``NotFoundError`` if missing."""

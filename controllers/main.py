@@ -15,6 +15,7 @@ from typing import Any
 
 import kopf
 
+from controllers.delivery.settings import DeliverySettings, DeliverySettingsError
 from controllers.etsi014 import Etsi014Settings, Etsi014SettingsError
 
 # Importing the handler modules registers the reconcilers with kopf.
@@ -52,7 +53,13 @@ async def _startup(settings: Any, memo: kopf.Memo, logger: Any, **_: Any) -> Non
     kube = Kube(api=await connect(node.kubeconfig), field_manager=FIELD_MANAGER)
     memo["kube"] = kube
     try:
-        runtime = await start_node(node, kube, memo["key_api_settings"], memo["routing_settings"])
+        runtime = await start_node(
+            node,
+            kube,
+            key_api_settings=memo["key_api_settings"],
+            delivery_settings=memo["delivery_settings"],
+            routing_settings=memo["routing_settings"],
+        )
     except IdentityError as exc:
         # Missing namespace, or Secrets a user supplied that do not fit: retrying won't help.
         raise kopf.PermanentError(f"cannot set up this node's identity: {exc}") from None
@@ -60,7 +67,6 @@ async def _startup(settings: Any, memo: kopf.Memo, logger: Any, **_: Any) -> Non
     memo["node"] = runtime
     memo["identity"] = runtime.identity
     memo["local_saes"] = runtime.local_saes
-    memo["delivery"] = runtime.delivery
     logger.info("QSS node %s started (namespace %s)", node.node_id, node.namespace)
 
 
@@ -95,8 +101,14 @@ def main(argv: list[str] | None = None) -> int:
             health_endpoint=args.health_endpoint,
         )
         key_api_settings = Etsi014Settings.from_env(os.environ)
+        delivery_settings = DeliverySettings.from_env(os.environ)
         routing_settings = RoutingSettings.from_env(os.environ)
-    except (SettingsError, Etsi014SettingsError, RoutingSettingsError) as exc:
+    except (
+        SettingsError,
+        Etsi014SettingsError,
+        DeliverySettingsError,
+        RoutingSettingsError,
+    ) as exc:
         print(f"qss-controller: {exc}", file=sys.stderr)
         return 2
     configure_logging(verbose=args.verbose)
@@ -107,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         memo=kopf.Memo(
             settings=settings,
             key_api_settings=key_api_settings,
+            delivery_settings=delivery_settings,
             routing_settings=routing_settings,
         ),
     )

@@ -2,10 +2,11 @@
 
 ``start_node`` (called by the controller's kopf startup handler) builds, in order: the node's
 identity (CA and certificate Secrets), the key store client, the in-memory topology and SAE
-registry/directory, the peer registry with its clients, key delivery, routing (the protocol and
-the Route writer), the inter-node channel (KRP, routing) and the ETSI GS QKD 014 key API.
+registry/directory, the peer registry with its clients, key delivery (pools, the background
+upkeep of deadlines and messages, the KeyRequest service), routing (the protocol and the Route
+writer), the inter-node channel (KRP, routing) and the ETSI GS QKD 014 key API.
 ``NodeRuntime.aclose`` stops them in reverse. QKDLink changes reach ``links_changed``, which
-refreshes the peers and their trust.
+refreshes the peers and their trust. Handlers get the runtime with ``runtime_of(memo)``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ from controllers.channel import (
 )
 from controllers.delivery.handover import slave_request_creator
 from controllers.delivery.krp import krp_routes
+from controllers.delivery.peer import KrpPeers
+from controllers.delivery.pools import Pools
+from controllers.delivery.requests import KeyRequestService
 from controllers.delivery.service import NodeKeyDelivery
+from controllers.delivery.settings import DeliverySettings
 from controllers.delivery.topology import Topology
+from controllers.delivery.upkeep import Upkeep
 from controllers.etsi014 import Etsi014Server, Etsi014Settings
 from controllers.etsi014 import init as init_key_api
 from controllers.identity import NodeIdentity, ensure_node_identity, peer_ca_reader
@@ -55,6 +61,9 @@ class NodeRuntime:
     refusals: PeerRefusals
     peers: PeerClients
     delivery: NodeKeyDelivery
+    pools: Pools
+    upkeep: Upkeep
+    requests: KeyRequestService
     channel: ChannelServer
     key_api: Etsi014Server
     routing: RoutingService
@@ -87,17 +96,28 @@ class NodeRuntime:
         await self.routing.aclose()
         await self.key_api.close()
         await self.channel.close()
+        await self.upkeep.aclose()
+        await self.pools.aclose()
         await self.peers.aclose()
         await self.store.aclose()
+
+
+def runtime_of(memo: Mapping[str, Any]) -> NodeRuntime:
+    """The node runtime kopf's memo carries (``controllers.main`` puts it there at start-up)."""
+    runtime = memo.get("node")
+    if not isinstance(runtime, NodeRuntime):
+        raise RuntimeError("the node runtime is not in kopf's memo: the startup handler failed")
+    return runtime
 
 
 async def start_node(
     settings: ControllerSettings,
     kube: Kube,
+    *,
     key_api_settings: Etsi014Settings,
-    routing_settings: RoutingSettings | None = None,
+    delivery_settings: DeliverySettings,
+    routing_settings: RoutingSettings,
 ) -> NodeRuntime:
-    routing_settings = routing_settings or RoutingSettings()
     identity = await ensure_node_identity(
         kube.api,
         namespace=settings.namespace,
@@ -106,19 +126,32 @@ async def start_node(
         ip_addresses=settings.node_ips,
     )
     store = KeyStore.from_url(settings.redis_url)
-    topology = Topology()
+    topology = Topology(node_id=settings.node_id)
     local_saes = LocalSaes()
     directory = SaeDirectory(local_node_id=settings.node_id, local=local_saes)
     registry = PeerRegistry(local_node_id=settings.node_id)
     refusals = PeerRefusals()
     peers = PeerClients(identity=identity, registry=registry)
+    krp = KrpPeers(peers)
+    pools = Pools(node_id=settings.node_id, store=store, peers=krp, settings=delivery_settings)
     delivery = NodeKeyDelivery(
         node_id=settings.node_id,
         store=store,
         topology=topology,
         local_saes=local_saes,
         directory=directory,
-        peers=peers,
+        pools=pools,
+        settings=delivery_settings,
+    )
+    upkeep = Upkeep(
+        store=store, topology=topology, peers=krp, pools=pools, settings=delivery_settings
+    )
+    requests = KeyRequestService(
+        delivery=delivery,
+        kube=kube,
+        saes=local_saes,
+        upkeep=upkeep,
+        fetch_window_seconds=delivery_settings.fetch_window_seconds,
     )
     routing = RoutingService(
         node_id=settings.node_id,
@@ -138,6 +171,7 @@ async def start_node(
                 topology=topology,
                 local_saes=local_saes,
                 handover=slave_request_creator(kube, local_saes),
+                settings=delivery_settings,
             ),
             routing.channel_routes(),
         ],
@@ -168,6 +202,9 @@ async def start_node(
         refusals=refusals,
         peers=peers,
         delivery=delivery,
+        pools=pools,
+        upkeep=upkeep,
+        requests=requests,
         channel=channel,
         key_api=key_api,
         routing=routing,
@@ -179,6 +216,7 @@ async def start_node(
         await node.links_changed(str(link["metadata"]["name"]), link)
     await channel.start()
     await key_api.start()
+    upkeep.start()
     local_saes.subscribe(lambda *_: node.trust_sae_cas())
     routing.start()
     route_writer.start()

@@ -39,12 +39,15 @@ _MAX_MESSAGE: Final = 300
 
 
 class PeerError(Exception):
-    """A call to a neighbour node failed; ``node_id`` says which."""
+    """A call to a neighbour node failed; ``node_id`` says which. ``maybe_delivered`` is False
+    when the request certainly never reached the peer (no connection, no TLS session), so a
+    caller may undo what it prepared for the call at once."""
 
-    def __init__(self, node_id: str, message: str) -> None:
+    def __init__(self, node_id: str, message: str, *, maybe_delivered: bool = True) -> None:
         super().__init__(message)
         self.node_id = node_id
         self.message = message
+        self.maybe_delivered = maybe_delivered
 
 
 class UnknownPeer(PeerError):
@@ -126,7 +129,11 @@ class PeerClient:
     async def request_json(self, method: str, path: str, payload: Any = None) -> Any:
         node_id, where = self.peer.node_id, self._where()
         if self._closed:
-            raise PeerUnreachable(node_id, f"{where}: the client was closed (peer config changed)")
+            raise PeerUnreachable(
+                node_id,
+                f"{where}: the client was closed (peer config changed)",
+                maybe_delivered=False,
+            )
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl)
@@ -143,18 +150,21 @@ class PeerClient:
                 node_id,
                 f"{where} presented a certificate that does not verify as node {node_id} "
                 f"with the CA of its QKDLink: {_verify_message(exc)}",
+                maybe_delivered=False,
             ) from None
         except aiohttp.ClientSSLError as exc:
             raise PeerUnreachable(
                 node_id,
                 f"TLS with {where} failed ({exc}); check that the peer's QKDLink trusts this "
                 "node's CA and names this node's ID",
+                maybe_delivered=False,
             ) from None
         except aiohttp.ClientConnectorError as exc:
             cause = exc.os_error
             raise PeerUnreachable(
                 node_id,
                 f"{where} is unreachable ({type(cause).__name__}: {cause.strerror or cause})",
+                maybe_delivered=False,
             ) from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             raise PeerUnreachable(
@@ -249,6 +259,7 @@ class PeerClients:
                 node_id,
                 f"no QKDLink of this node names peer node {node_id} (with a usable CA); "
                 "it cannot be reached over the channel",
+                maybe_delivered=False,
             )
         return self._clients[node_id]
 

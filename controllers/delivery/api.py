@@ -54,6 +54,21 @@ class InsufficientKeys(DeliveryError):
     retryable = True
 
 
+class SlaveBacklog(InsufficientKeys):
+    """The slave SAE's node holds as many keys for slave SAEs as it may: keys delivered to
+    masters that their slaves have not fetched. They expire, so waiting helps."""
+
+    reason = "SlaveBacklog"
+
+
+class KeyConflict(DeliveryError):
+    """Both nodes chose the same keys at once (the buffer was nearly empty); those keys are
+    dropped, so this request fails now and a new one gets others."""
+
+    reason = "KeyConflict"
+    retryable = True
+
+
 class PeerUnreachable(DeliveryError):
     """The peer node did not answer, or refused us."""
 
@@ -68,9 +83,18 @@ class UnknownKeys(DeliveryError):
 
 
 class InvalidRequest(DeliveryError):
-    """The request itself is malformed (sizes, counts, IDs)."""
+    """The request itself is malformed (sizes, counts, IDs), or can never be served."""
 
     reason = "InvalidRequest"
+
+
+class SameNodePair(InvalidRequest):
+    """Both SAEs are registered with this node: QKD keys are shared between two nodes, so
+    there is no key stream between an SAE and another on the same node."""
+
+
+class RequestTooLarge(InvalidRequest):
+    """More key material than the stream's buffer can ever hold at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,17 +133,17 @@ class KeyDelivery(Protocol):
         size_bits: int,
         timeout: float,
     ) -> list[DeliveredKey]:
-        """Master side (getKey / enc_keys): reserve ``number`` fresh keys here and on the slave
-        SAE's node, and return them. Waits up to ``timeout`` seconds for keys, then raises
-        ``InsufficientKeys``; never returns part of a set. ``request_id`` makes retries of the
-        same request idempotent (the same keys, or none)."""
+        """Master side (getKey / enc_keys): ``number`` fresh keys the slave SAE's node holds
+        alike for ``slave_sae_id``, delivered (they are gone here once returned). Waits up to
+        ``timeout`` seconds for keys, then raises ``InsufficientKeys``; never returns part of a
+        set. ``request_id`` names the request in logs."""
         ...
 
     async def get_keys_with_ids(
         self, *, slave_sae_id: str, master_sae_id: str, key_ids: Sequence[str]
     ) -> list[DeliveredKey]:
-        """Slave side (getKeyWithId / dec_keys): the keys the master SAE reserved for
-        ``slave_sae_id`` under ``key_ids``, each delivered once (``UnknownKeys`` otherwise)."""
+        """Slave side (getKeyWithId / dec_keys): the keys held here for ``slave_sae_id`` and the
+        master SAE under ``key_ids``, each delivered once (``UnknownKeys`` otherwise)."""
         ...
 
 

@@ -1,172 +1,243 @@
-"""The peer side of key reservation (KRP) on the inter-node channel.
+"""The peer side of the key reservation protocol (KRP) on the inter-node channel.
 
-Routes a neighbour calls on this node: reserve the key IDs it reserved for one of our SAEs,
-release them, and hand delivered keys over to our slave SAE. ``krp_routes`` builds them for
-``controllers.channel.init_channel_app``; the calling node is the one the channel
-authenticated, and it may only touch streams whose link leads to it.
+Routes a neighbour calls on this node (``messages`` defines each message and answer): hold the
+keys of its pool block for a pair, take back keys of a block it gives back, hand delivered keys
+over to our slave SAE, and drop device indices its ingest passed over. ``krp_routes`` builds
+them for ``controllers.channel.init_channel_app``. Every body is read with
+``qss_api.wire.decode`` before anything else happens; a bad one is a 400 that names its
+problems and changes nothing. The calling node is the one the channel authenticated, and it may
+only touch streams whose link leads to it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from controllers.channel import error_response, peer_node
-from controllers.delivery.service import (
+from controllers.delivery.messages import (
+    DROP_PATH,
     HANDOVER_PATH,
     RELEASE_PATH,
     RESERVE_PATH,
-    SaeLookup,
-    pair_owner,
+    BlockHeld,
+    DropIndices,
+    Dropped,
+    HandedOver,
+    HandOver,
+    Reason,
+    Refusal,
+    ReleaseBlock,
+    Released,
+    ReserveBlock,
 )
+from controllers.delivery.pools import pair_owner
+from controllers.delivery.service import SaeLookup
+from controllers.delivery.settings import DeliverySettings
 from controllers.delivery.topology import Topology
 from controllers.keystore import (
+    BlockChunk,
+    BlockConflictError,
+    BlockKey,
+    BlockRefusedError,
+    HeldBoundError,
     KeyIdMismatchError,
     KeyStore,
-    KeysUnavailableError,
-    ReservationConflictError,
-    ReservedKey,
-    UnknownReservationError,
     UnknownStreamError,
 )
+from controllers.qkdm.ids import chunk_ids, epoch_of
+from qss_api.wire import BadMessage, decode
 
 log = logging.getLogger("controllers.delivery.krp")
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_SAE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+M = TypeVar("M", bound=BaseModel)
 
 
-@dataclass(frozen=True, slots=True)
-class HandOver:
-    """Keys a neighbour delivered to its master SAE, now due to our slave SAE."""
-
-    from_node: str
-    request_id: str
-    master_sae_id: str
-    slave_sae_id: str
-    size_bits: int
-    key_ids: tuple[str, ...]
+class HandOverUnavailable(Exception):
+    """The hand-over could not be recorded now (e.g. the API server is down); retry later."""
 
 
-HandOverSink = Callable[[HandOver], Awaitable[None]]
+# (the hand-over, whether this node holds its keys for the pair, the node it came from) -> True
+# once the slave SAE's request exists (created now or before), False if it does not and the
+# keys are not here.
+HandOverSink = Callable[[HandOver, bool, str], Awaitable[bool]]
 
 
-class BadMessage(ValueError):
-    """A KRP message that is not what the protocol says."""
+def refusal(status: int, reason: Reason, message: str, **details: Any) -> web.Response:
+    """A KRP error: ``{"message", "details": [Refusal]}``."""
+    body = Refusal(reason=reason, **details).model_dump(mode="json", exclude_defaults=True)
+    return error_response(status, message, [body])
 
 
-def _field(body: Any, name: str, kind: type) -> Any:
-    if not isinstance(body, dict) or not isinstance(body.get(name), kind):
-        raise BadMessage(f"field {name!r} must be a {kind.__name__}")
-    return body[name]
-
-
-def _sae(body: Any, name: str) -> str:
-    value = str(_field(body, name, str))
-    if not _SAE.match(value):
-        raise BadMessage(f"field {name!r} is not an SAE ID")
-    return value
-
-
-def _uuid(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _UUID.match(value):
-        raise BadMessage(f"{what} is not a UUID")
-    return value
-
-
-async def _json(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        raise BadMessage("the body is not JSON") from None
+def _json(answer: BaseModel) -> web.Response:
+    return web.json_response(answer.model_dump(mode="json"))
 
 
 def krp_routes(
-    *, store: KeyStore, topology: Topology, local_saes: SaeLookup, handover: HandOverSink
+    *,
+    store: KeyStore,
+    topology: Topology,
+    local_saes: SaeLookup,
+    handover: HandOverSink,
+    settings: DeliverySettings,
 ) -> web.RouteTableDef:
     routes = web.RouteTableDef()
 
-    def own_stream(request: web.Request, body: Any) -> str:
-        stream = str(_field(body, "stream", str))
-        if topology.peer_of_stream(stream) != peer_node(request):
-            raise PermissionError(
-                f"key stream {stream!r} does not lead to node {peer_node(request)}"
+    async def read(request: web.Request, model: type[M]) -> M | web.Response:
+        """The message, or the answer refusing it: malformed, or about a stream that does not
+        lead to the caller."""
+        try:
+            message = decode(model, await request.read())
+        except BadMessage as exc:
+            return refusal(400, "BadMessage", exc.message, problems=tuple(exc.problems))
+        stream = str(getattr(message, "stream", ""))
+        peer = topology.peer_of_stream(stream)
+        caller = peer_node(request)
+        if peer == caller:
+            return message
+        if peer is not None:
+            return refusal(
+                403, "Forbidden", f"key stream {stream!r} does not lead to node {caller}"
             )
-        return stream
+        if stream in await store.streams():
+            # Ours, but its KeyStream is not known yet (this controller is starting).
+            return refusal(503, "Unavailable", f"key stream {stream!r} is not ready here yet")
+        return refusal(404, "UnknownStream", f"key stream {stream!r} does not exist here")
 
     @routes.post(RESERVE_PATH)
     async def reserve(request: web.Request) -> web.Response:
-        try:
-            body = await _json(request)
-            stream = own_stream(request, body)
-            master, slave = _sae(body, "master_sae"), _sae(body, "slave_sae")
-            reservation_id = _uuid(body.get("reservation_id"), "reservation_id")
-            size_bits = int(_field(body, "size_bits", int))
-            keys = [
-                ReservedKey(
-                    key_id=_uuid(k.get("key_id"), "key_id"),
-                    chunk_ids=tuple(_uuid(c, "chunk_id") for c in k.get("chunk_ids", [])),
-                )
-                for k in _field(body, "keys", list)
-            ]
-        except BadMessage as exc:
-            return error_response(400, f"malformed reservation: {exc}")
-        except PermissionError as exc:
-            return error_response(403, str(exc))
-        if local_saes.lookup(slave) is None:
-            return error_response(404, f"SAE {slave!r} is not registered with this node")
-        try:
-            await store.reserve_ids(
-                stream=stream,
-                reservation_id=reservation_id,
-                owner=pair_owner(master, slave),
-                size_bits=size_bits,
-                keys=keys,
+        message = await read(request, ReserveBlock)
+        if isinstance(message, web.Response):
+            return message
+        if local_saes.lookup(message.slave_sae) is None:
+            return refusal(
+                404, "UnknownSae", f"SAE {message.slave_sae!r} is not registered with this node"
             )
-        except (KeysUnavailableError, UnknownStreamError) as exc:
-            return error_response(409, str(exc), [{"reason": "KeysUnavailable"}])
-        except (ReservationConflictError, KeyIdMismatchError) as exc:
-            return error_response(409, str(exc), [{"reason": "Conflict"}])
-        return web.json_response({"reserved": len(keys)})
+        keys = [
+            BlockKey(
+                key_id=k.key_id,
+                chunks=tuple(
+                    BlockChunk(chunk_id=c.id, index=c.index, epoch=c.epoch) for c in k.chunks
+                ),
+            )
+            for k in message.keys
+        ]
+        try:
+            counts = await store.counts(stream=message.stream)
+            new = await store.accept_block(
+                stream=message.stream,
+                block_id=message.block_id,
+                owner=pair_owner(message.master_sae, message.slave_sae),
+                size_bits=message.size_bits,
+                keys=keys,
+                lease_ms=message.lease_ms,
+                held_max=int(settings.held_factor * counts.capacity),
+            )
+        except UnknownStreamError as exc:
+            return refusal(404, "UnknownStream", str(exc))
+        except BlockRefusedError as exc:
+            return refusal(
+                409,
+                "Refused",
+                str(exc),
+                never=exc.never,
+                not_yet=exc.not_yet,
+                taken=exc.taken,
+            )
+        except HeldBoundError as exc:
+            return refusal(409, "HeldBound", str(exc))
+        except (KeyIdMismatchError, BlockConflictError) as exc:
+            return refusal(409, "Conflict", str(exc))
+        return _json(BlockHeld(held=len(keys), again=not new))
 
     @routes.post(RELEASE_PATH)
     async def release(request: web.Request) -> web.Response:
+        message = await read(request, ReleaseBlock)
+        if isinstance(message, web.Response):
+            return message
         try:
-            body = await _json(request)
-            stream = own_stream(request, body)
-            reservation_id = _uuid(body.get("reservation_id"), "reservation_id")
-        except BadMessage as exc:
-            return error_response(400, f"malformed release: {exc}")
-        except PermissionError as exc:
-            return error_response(403, str(exc))
-        try:
-            released = await store.release(stream=stream, reservation_id=reservation_id)
-        except (UnknownReservationError, UnknownStreamError):
-            released = 0
-        return web.json_response({"released": released})
+            answer = await store.give_back(
+                stream=message.stream,
+                owner=pair_owner(message.master_sae, message.slave_sae),
+                keys=[(k.key_id, k.chunk_ids) for k in message.keys],
+            )
+        except UnknownStreamError as exc:
+            return refusal(404, "UnknownStream", str(exc))
+        return _json(Released(returned=answer.returned, gone=answer.gone))
 
     @routes.post(HANDOVER_PATH)
     async def hand_over(request: web.Request) -> web.Response:
-        try:
-            body = await _json(request)
-            message = HandOver(
-                from_node=peer_node(request),
-                request_id=_uuid(body.get("request_id"), "request_id"),
-                master_sae_id=_sae(body, "master_sae"),
-                slave_sae_id=_sae(body, "slave_sae"),
-                size_bits=int(_field(body, "size_bits", int)),
-                key_ids=tuple(_uuid(k, "key ID") for k in _field(body, "key_ids", list)),
+        message = await read(request, HandOver)
+        if isinstance(message, web.Response):
+            return message
+        if local_saes.lookup(message.slave_sae) is None:
+            return refusal(
+                404, "UnknownSae", f"SAE {message.slave_sae!r} is not registered with this node"
             )
-        except BadMessage as exc:
-            return error_response(400, f"malformed hand-over: {exc}")
-        if local_saes.lookup(message.slave_sae_id) is None:
-            return error_response(404, f"SAE {message.slave_sae_id!r} is not registered here")
-        await handover(message)
-        return web.json_response({"accepted": len(message.key_ids)})
+        try:
+            held = await store.holds_for(
+                stream=message.stream,
+                owner=pair_owner(message.master_sae, message.slave_sae),
+                key_ids=message.key_ids,
+            )
+            recorded = await handover(message, held, peer_node(request))
+        except UnknownStreamError as exc:
+            return refusal(404, "UnknownStream", str(exc))
+        except HandOverUnavailable as exc:
+            return refusal(503, "Unavailable", str(exc))
+        if not recorded:
+            return refusal(
+                409,
+                "KeysNotHeld",
+                f"the {len(message.key_ids)} keys are not held here for SAE"
+                f" {message.slave_sae!r} and SAE {message.master_sae!r} (never agreed,"
+                " delivered already, or past the fetch window)",
+            )
+        return _json(HandedOver(accepted=len(message.key_ids)))
+
+    @routes.post(DROP_PATH)
+    async def drop(request: web.Request) -> web.Response:
+        message = await read(request, DropIndices)
+        if isinstance(message, web.Response):
+            return message
+        base = topology.ksid_of(message.stream)
+        if base is None:
+            return refusal(503, "Unavailable", f"key stream {message.stream!r} is not ready")
+        epoch = epoch_of(base, message.ksid)
+        if epoch is None:
+            return refusal(
+                409,
+                "Conflict",
+                f"key stream ID {message.ksid} is not one of key stream {message.stream!r}'s here",
+            )
+        try:
+            # Mark first, so no chunk of the ranges is stored here after the spans are known.
+            spans = await store.mark_peer_dropped(
+                stream=message.stream,
+                epoch=epoch,
+                ranges=[(r.start, r.end) for r in message.ranges],
+            )
+            ids = await asyncio.to_thread(_chunk_ids, message.ksid, spans)
+            dropped = await store.drop_unstored(stream=message.stream, chunk_ids=ids)
+        except UnknownStreamError as exc:
+            return refusal(404, "UnknownStream", str(exc))
+        if dropped:
+            log.info(
+                "stream %s: dropped %d chunks node %s never stored",
+                message.stream,
+                dropped,
+                peer_node(request),
+            )
+        return _json(Dropped(dropped=dropped))
 
     return routes
+
+
+def _chunk_ids(ksid: str, spans: list[tuple[int, int]]) -> list[str]:
+    """The IDs of the chunks at these device indices, as the QKDMs derive them."""
+    return [c for a, b in spans for c in chunk_ids(ksid, a, b - a)]

@@ -1,53 +1,50 @@
-"""Key delivery between a local SAE and one on a neighbour node (the paper's KRP), over the
-node's key store and the inter-node channel.
+"""Key delivery between a local SAE and one on a neighbour node, over the node's key store, its
+pools and the inter-node channel: ``NodeKeyDelivery`` implements ``KeyDelivery`` (the ETSI 014
+API's view) and the steps the KeyRequest service takes (``controllers.delivery.keyrequests``).
 
-Master side: reserve keys on a stream towards the slave SAE's node (``reserve_pair``), have the
-peer reserve the same key IDs for the slave SAE (``/qss/v1/krp/reserve``), read them, and only
-after the caller has delivered them, ``commit`` (consume) them; ``abort`` releases both sides.
-Slave side: ``read_with_ids`` then ``commit_ids``. Every step is idempotent under the request's
-ID, so a controller that dies mid-request resumes it without delivering a key twice. The
-KeyRequest reconciler uses the steps; the ETSI 014 API uses ``get_keys``/``get_keys_with_ids``.
+Master side: the pair's pool on a stream towards the slave SAE's node serves the keys (``take``
+deletes them, ``hold`` sets them aside for a request until ``commit`` or ``cancel``); the slave's
+node holds its copies for the pair. Slave side: ``claim`` the keys by ID (or ``hold_ids`` them
+for a request). Nothing here calls the peer on a request's path, except a pool refill when the
+pool ran dry.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from controllers.channel import PeerError, PeerRefused
 from controllers.delivery.api import (
     MAX_KEY_SIZE,
     MAX_KEYS_PER_REQUEST,
     MIN_KEY_SIZE,
     DeliveredKey,
-    InsufficientKeys,
     InvalidRequest,
     NoRoute,
     PairStatus,
-    PeerUnreachable,
+    RequestTooLarge,
+    SameNodePair,
     UnknownKeys,
     UnknownSae,
 )
+from controllers.delivery.pools import PoolKey, Pools, pair_owner
+from controllers.delivery.settings import DeliverySettings
 from controllers.delivery.topology import Topology
 from controllers.keystore import (
-    InsufficientKeysError,
+    Hold,
+    Key,
     KeyStore,
-    ReservedKey,
+    Notice,
+    StreamCounts,
     UnknownKeysError,
-    UnknownReservationError,
     UnknownStreamError,
 )
 
 log = logging.getLogger("controllers.delivery")
-
-RESERVE_PATH = "/qss/v1/krp/reserve"
-RELEASE_PATH = "/qss/v1/krp/release"
-HANDOVER_PATH = "/qss/v1/krp/handover"
 
 
 class SaeLookup(Protocol):
@@ -67,39 +64,6 @@ class SaeLocator(Protocol):
         ...
 
 
-class PeerCaller(Protocol):
-    """Posts JSON to a neighbour node (``controllers.channel.PeerClients``)."""
-
-    async def post_json(self, node_id: str, path: str, payload: Any) -> Any: ...
-
-
-def pair_owner(master_sae_id: str, slave_sae_id: str) -> str:
-    """The store's owner tag of keys reserved for a (master, slave) SAE pair, alike on both
-    nodes."""
-    return f"{master_sae_id}/{slave_sae_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """A reservation of keys for one request, held on this node and on the peer."""
-
-    request_id: str
-    stream: str
-    peer_node: str
-    master_sae_id: str
-    slave_sae_id: str
-    size_bits: int
-    keys: tuple[ReservedKey, ...]
-
-    @property
-    def owner(self) -> str:
-        return pair_owner(self.master_sae_id, self.slave_sae_id)
-
-    @property
-    def key_ids(self) -> list[str]:
-        return [k.key_id for k in self.keys]
-
-
 def check_request(*, number: int, size_bits: int) -> None:
     if not 1 <= number <= MAX_KEYS_PER_REQUEST:
         raise InvalidRequest(f"number must be between 1 and {MAX_KEYS_PER_REQUEST}, got {number}")
@@ -110,6 +74,19 @@ def check_request(*, number: int, size_bits: int) -> None:
         )
 
 
+def delivered(keys: Sequence[Key]) -> list[DeliveredKey]:
+    return [DeliveredKey(key_id=k.key_id, material=k.material) for k in keys]
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """Keys set aside for a request: on which stream, for which pair, towards which node."""
+
+    stream: str
+    peer_node: str
+    hold: Hold
+
+
 @dataclass
 class NodeKeyDelivery:
     node_id: str
@@ -117,13 +94,14 @@ class NodeKeyDelivery:
     topology: Topology
     local_saes: SaeLookup
     directory: SaeLocator
-    peers: PeerCaller
-    poll_seconds: float = 0.05  # between tries while keys are short
-    _clock: Any = field(default=time.monotonic)
+    pools: Pools
+    settings: DeliverySettings
+    clock: Callable[[], float] = field(default=time.monotonic)
 
     # -- where the keys come from --------------------------------------------------------------
 
-    def _slave_node(self, master_sae_id: str, slave_sae_id: str) -> str:
+    def route(self, *, master_sae_id: str, slave_sae_id: str) -> PoolKey:
+        """The pool a local master SAE gets keys for ``slave_sae_id`` from (size unset)."""
         if self.local_saes.lookup(master_sae_id) is None:
             raise UnknownSae(
                 f"SAE {master_sae_id!r} is not registered with node {self.node_id}",
@@ -143,204 +121,68 @@ class NodeKeyDelivery:
                 retryable=True,
             )
         if node == self.node_id:
-            raise NoRoute(
-                f"SAE {slave_sae_id!r} is on this node too; keys are shared between nodes"
+            raise SameNodePair(
+                f"SAE {slave_sae_id!r} is registered with this node too; QKD keys are shared"
+                " between two nodes, so ask for keys shared with an SAE of another node"
             )
-        return node
-
-    def _streams(self, node: str) -> list[str]:
-        streams = [s.name for s in self.topology.streams_towards(node)]
+        streams = self.topology.streams_towards(node)
         if not streams:
             raise NoRoute(f"no key stream leads from node {self.node_id} to node {node}")
-        return streams
+        return PoolKey(
+            stream=streams[0].name,
+            peer=node,
+            master_sae_id=master_sae_id,
+            slave_sae_id=slave_sae_id,
+            size_bits=0,
+        )
+
+    async def _counts(self, stream: str) -> StreamCounts:
+        known = self.pools.capacity_of(stream)
+        if known is not None:
+            return known
+        return await self.store.counts(stream=stream)
+
+    async def pool_for(
+        self, *, master_sae_id: str, slave_sae_id: str, number: int, size_bits: int
+    ) -> PoolKey:
+        """The pool of the request, after checking it can ever be served."""
+        check_request(number=number, size_bits=size_bits)
+        route = self.route(master_sae_id=master_sae_id, slave_sae_id=slave_sae_id)
+        try:
+            counts = await self._counts(route.stream)
+        except UnknownStreamError:
+            raise NoRoute(
+                f"key stream {route.stream} towards node {route.peer} has no keys yet"
+            ) from None
+        chunks = number * math.ceil(size_bits / (8 * counts.chunk_bytes))
+        if chunks > counts.capacity:
+            raise RequestTooLarge(
+                f"{number} keys of {size_bits} bits take {chunks} chunks of key stream"
+                f" {route.stream}, whose buffer holds at most {counts.capacity}; ask for fewer"
+                " or smaller keys"
+            )
+        return PoolKey(
+            stream=route.stream,
+            peer=route.peer,
+            master_sae_id=master_sae_id,
+            slave_sae_id=slave_sae_id,
+            size_bits=size_bits,
+        )
 
     async def pair_status(self, *, master_sae_id: str, slave_sae_id: str) -> PairStatus:
-        node = self._slave_node(master_sae_id, slave_sae_id)
-        stream = self._streams(node)[0]
-        counts = await self.store.counts(stream=stream)
+        route = self.route(master_sae_id=master_sae_id, slave_sae_id=slave_sae_id)
+        counts = await self.store.counts(stream=route.stream)
+        size = counts.chunk_bytes * 8
+        level = await self.store.pool_level(stream=route.stream, owner=route.owner, size_bits=size)
         return PairStatus(
             source_node=self.node_id,
-            target_node=node,
-            key_size=counts.chunk_bytes * 8,
-            stored_key_count=counts.available,
+            target_node=route.peer,
+            key_size=size,
+            stored_key_count=counts.available + level.keys,
             max_key_count=counts.capacity,
         )
 
     # -- master side ---------------------------------------------------------------------------
-
-    async def reserve_pair(
-        self,
-        *,
-        request_id: str,
-        master_sae_id: str,
-        slave_sae_id: str,
-        number: int,
-        size_bits: int,
-        timeout: float,
-        on_wait: Callable[[], Awaitable[None]] | None = None,
-    ) -> Ticket:
-        """Reserve ``number`` keys here and the same IDs on the slave's node; all or nothing.
-        Waits up to ``timeout`` seconds while keys are short or the peer lags behind, calling
-        ``on_wait`` once when it first has to."""
-        check_request(number=number, size_bits=size_bits)
-        node = self._slave_node(master_sae_id, slave_sae_id)
-        owner = pair_owner(master_sae_id, slave_sae_id)
-        deadline = self._clock() + timeout
-        while True:
-            ticket = await self._reserve_here(
-                request_id, node, owner, master_sae_id, slave_sae_id, number, size_bits
-            )
-            if ticket is not None:
-                try:
-                    if await self._reserve_there(ticket):
-                        return ticket
-                except BaseException:
-                    await self._release_here(ticket)
-                    raise
-            if self._clock() >= deadline:
-                if ticket is not None:
-                    await self._release_here(ticket)
-                    raise InsufficientKeys(
-                        f"node {node} did not hold the keys node {self.node_id} reserved "
-                        f"within {timeout:g} s"
-                    )
-                raise InsufficientKeys(
-                    f"fewer than {number} keys of {size_bits} bits towards node {node} "
-                    f"within {timeout:g} s"
-                )
-            if on_wait is not None:
-                await on_wait()
-                on_wait = None
-            await asyncio.sleep(self.poll_seconds)
-
-    async def _reserve_here(
-        self,
-        request_id: str,
-        node: str,
-        owner: str,
-        master_sae_id: str,
-        slave_sae_id: str,
-        number: int,
-        size_bits: int,
-    ) -> Ticket | None:
-        for stream in self._streams(node):
-            try:
-                reservation = await self.store.reserve(
-                    stream=stream,
-                    reservation_id=request_id,
-                    owner=owner,
-                    count=number,
-                    size_bits=size_bits,
-                    # The two directions of a link draw from opposite ends of the buffer, so
-                    # masters on both nodes never reserve the same chunks while keys last.
-                    from_newest=self.node_id > node,
-                )
-            except (InsufficientKeysError, UnknownStreamError):
-                continue
-            return Ticket(
-                request_id=request_id,
-                stream=stream,
-                peer_node=node,
-                master_sae_id=master_sae_id,
-                slave_sae_id=slave_sae_id,
-                size_bits=size_bits,
-                keys=reservation.keys,
-            )
-        return None
-
-    async def _reserve_there(self, ticket: Ticket) -> bool:
-        """True when the peer reserved the ticket's keys; False when it lacks some yet."""
-        payload = {
-            "reservation_id": ticket.request_id,
-            "stream": ticket.stream,
-            "size_bits": ticket.size_bits,
-            "master_sae": ticket.master_sae_id,
-            "slave_sae": ticket.slave_sae_id,
-            "keys": [{"key_id": k.key_id, "chunk_ids": list(k.chunk_ids)} for k in ticket.keys],
-        }
-        try:
-            await self.peers.post_json(ticket.peer_node, RESERVE_PATH, payload)
-        except PeerRefused as exc:
-            if exc.status == 409:
-                return False  # the peer's QKDM has not stored these chunks yet
-            if exc.status == 404:
-                # The directory had it on that node: it may be re-registering there.
-                raise UnknownSae(exc.message, retryable=True) from None
-            raise PeerUnreachable(
-                f"node {ticket.peer_node} refused the reservation: {exc.message}"
-            ) from None
-        except PeerError as exc:
-            raise PeerUnreachable(exc.message) from None
-        return True
-
-    async def _release_here(self, ticket: Ticket) -> None:
-        with contextlib.suppress(UnknownReservationError):
-            await self.store.release(stream=ticket.stream, reservation_id=ticket.request_id)
-
-    async def read(self, ticket: Ticket) -> list[DeliveredKey]:
-        """The ticket's keys, without consuming them (deliver, then ``commit``)."""
-        keys = await self.store.fetch(
-            stream=ticket.stream, owner=ticket.owner, key_ids=ticket.key_ids
-        )
-        return [DeliveredKey(key_id=k.key_id, material=k.material) for k in keys]
-
-    async def commit(self, ticket: Ticket) -> None:
-        """Consume the ticket's keys here: they were delivered. Idempotent."""
-        if not ticket.keys:
-            return  # nothing left to consume (a request resumed after its commit)
-        try:
-            await self.store.consume(
-                stream=ticket.stream, owner=ticket.owner, key_ids=ticket.key_ids
-            )
-        except UnknownKeysError:
-            pass  # already consumed by an earlier try of this request
-
-    async def abort(self, ticket: Ticket) -> None:
-        """Release the ticket here and on the peer (best effort there: it may be down)."""
-        await self._release_here(ticket)
-        try:
-            await self.peers.post_json(
-                ticket.peer_node,
-                RELEASE_PATH,
-                {"reservation_id": ticket.request_id, "stream": ticket.stream},
-            )
-        except PeerError as exc:
-            log.warning("could not release reservation on node %s: %s", ticket.peer_node, exc)
-
-    async def release_request(
-        self, *, request_id: str, master_sae_id: str, slave_sae_id: str
-    ) -> None:
-        """Release whatever a request may hold, here and on the peer, without its ticket (a
-        request deleted or failed after a restart)."""
-        node = self.directory.node_of(slave_sae_id)
-        if node is None:
-            return
-        for info in self.topology.streams_towards(node):
-            ticket = Ticket(
-                request_id=request_id,
-                stream=info.name,
-                peer_node=node,
-                master_sae_id=master_sae_id,
-                slave_sae_id=slave_sae_id,
-                size_bits=MIN_KEY_SIZE,
-                keys=(),
-            )
-            await self.abort(ticket)
-
-    async def handover(self, ticket: Ticket, *, key_ids: Sequence[str]) -> None:
-        """Tell the peer that the keys ``key_ids`` are delivered here, so it hands them to the
-        slave SAE (it creates the slave-side KeyRequest). Idempotent on the peer."""
-        payload = {
-            "request_id": ticket.request_id,
-            "master_sae": ticket.master_sae_id,
-            "slave_sae": ticket.slave_sae_id,
-            "size_bits": ticket.size_bits,
-            "key_ids": list(key_ids),
-        }
-        try:
-            await self.peers.post_json(ticket.peer_node, HANDOVER_PATH, payload)
-        except PeerError as exc:
-            raise PeerUnreachable(f"hand-over to node {ticket.peer_node} failed: {exc}") from None
 
     async def get_keys(
         self,
@@ -352,67 +194,103 @@ class NodeKeyDelivery:
         size_bits: int,
         timeout: float,
     ) -> list[DeliveredKey]:
-        ticket = await self.reserve_pair(
-            request_id=request_id,
+        pool = await self.pool_for(
             master_sae_id=master_sae_id,
             slave_sae_id=slave_sae_id,
             number=number,
             size_bits=size_bits,
-            timeout=timeout,
         )
-        keys = await self.read(ticket)
-        await self.commit(ticket)
-        return keys
+        keys = await self.pools.take(pool, count=number, deadline=self.clock() + timeout)
+        return delivered(keys)
+
+    async def hold(self, *, pool: PoolKey, number: int, hold_id: str, timeout: float) -> Placed:
+        """``number`` keys of the pool set aside for the request ``hold_id`` (idempotent)."""
+        held = await self.pools.hold(
+            pool, count=number, hold_id=hold_id, deadline=self.clock() + timeout
+        )
+        return Placed(stream=pool.stream, peer_node=pool.peer, hold=held)
 
     # -- slave side ----------------------------------------------------------------------------
 
-    async def _find(
-        self, slave_sae_id: str, master_sae_id: str, key_ids: Sequence[str]
-    ) -> tuple[str, list[DeliveredKey]]:
+    async def _slave_streams(self, master_sae_id: str) -> list[str]:
+        # Key IDs are UUIDs, unique across streams: where the master's node is not known (yet,
+        # after a restart), look in every stream this store holds.
+        node = self.directory.node_of(master_sae_id)
+        if node is not None:
+            streams = [s.name for s in self.topology.streams_towards(node)]
+            if streams:
+                return streams
+        return await self.store.streams()
+
+    def _check_slave(self, slave_sae_id: str) -> None:
         if self.local_saes.lookup(slave_sae_id) is None:
             raise UnknownSae(
                 f"SAE {slave_sae_id!r} is not registered with node {self.node_id}",
                 retryable=False,
             )
-        node = self.directory.node_of(master_sae_id)
-        owner = pair_owner(master_sae_id, slave_sae_id)
-        # Key IDs are UUIDs, unique across streams: where the master's node is not known (yet),
-        # look in every stream.
-        streams = (
-            self.topology.streams_towards(node) if node is not None else self.topology.streams()
-        )
-        for stream in (s.name for s in streams):
-            try:
-                keys = await self.store.fetch(stream=stream, owner=owner, key_ids=key_ids)
-            except (UnknownKeysError, UnknownStreamError):
-                continue
-            return stream, [DeliveredKey(key_id=k.key_id, material=k.material) for k in keys]
-        raise UnknownKeys(
-            f"{len(key_ids)} key IDs are not all reserved for SAE {slave_sae_id!r} by SAE "
-            f"{master_sae_id!r} (unknown, or already delivered)"
-        )
 
-    async def read_with_ids(
-        self, *, slave_sae_id: str, master_sae_id: str, key_ids: Sequence[str]
-    ) -> tuple[str, list[DeliveredKey]]:
-        """(stream, keys) reserved for the slave SAE under ``key_ids``, not consumed yet."""
-        return await self._find(slave_sae_id, master_sae_id, key_ids)
-
-    async def commit_ids(
-        self, *, stream: str, slave_sae_id: str, master_sae_id: str, key_ids: Sequence[str]
-    ) -> None:
-        with contextlib.suppress(UnknownKeysError):
-            await self.store.consume(
-                stream=stream, owner=pair_owner(master_sae_id, slave_sae_id), key_ids=key_ids
-            )
+    def _unknown_keys(self, slave: str, master: str, count: int) -> UnknownKeys:
+        return UnknownKeys(
+            f"{count} key IDs are not all held for SAE {slave!r} and SAE {master!r} (unknown,"
+            " not handed over yet, already delivered, or past the slave's fetch window)"
+        )
 
     async def get_keys_with_ids(
         self, *, slave_sae_id: str, master_sae_id: str, key_ids: Sequence[str]
     ) -> list[DeliveredKey]:
-        stream, _ = await self._find(slave_sae_id, master_sae_id, key_ids)
+        self._check_slave(slave_sae_id)
         owner = pair_owner(master_sae_id, slave_sae_id)
-        try:
-            keys = await self.store.consume(stream=stream, owner=owner, key_ids=key_ids)
-        except UnknownKeysError:
-            raise UnknownKeys("the keys were delivered meanwhile") from None
-        return [DeliveredKey(key_id=k.key_id, material=k.material) for k in keys]
+        for stream in await self._slave_streams(master_sae_id):
+            try:
+                keys = await self.store.claim(stream=stream, owner=owner, key_ids=key_ids)
+            except (UnknownKeysError, UnknownStreamError):
+                continue
+            return delivered(keys)
+        raise self._unknown_keys(slave_sae_id, master_sae_id, len(key_ids))
+
+    async def hold_ids(
+        self, *, slave_sae_id: str, master_sae_id: str, key_ids: Sequence[str], hold_id: str
+    ) -> Placed:
+        """The slave side of a request: its keys, by ID, set aside for it (idempotent)."""
+        self._check_slave(slave_sae_id)
+        owner = pair_owner(master_sae_id, slave_sae_id)
+        for stream in await self._slave_streams(master_sae_id):
+            try:
+                keys = await self.store.claim(
+                    stream=stream,
+                    owner=owner,
+                    key_ids=key_ids,
+                    hold_id=hold_id,
+                    hold_ms=int(self.settings.hold_seconds * 1000),
+                )
+            except (UnknownKeysError, UnknownStreamError):
+                continue
+            hold = Hold(
+                hold_id=hold_id,
+                owner=owner,
+                size_bits=keys[0].size_bits if keys else 0,
+                deadline_ms=0,
+                keys=keys,
+            )
+            return Placed(
+                stream=stream, peer_node=self.topology.peer_of_stream(stream) or "", hold=hold
+            )
+        raise self._unknown_keys(slave_sae_id, master_sae_id, len(key_ids))
+
+    # -- after the request wrote its keys ------------------------------------------------------
+
+    async def find_hold(self, *, hold_id: str) -> tuple[str, Hold] | None:
+        """A request's hold wherever it is (its stream is not known after a restart)."""
+        for stream in await self.store.streams():
+            hold = await self.store.get_hold(stream=stream, hold_id=hold_id)
+            if hold is not None:
+                return stream, hold
+        return None
+
+    async def commit(self, *, stream: str, hold_id: str, notice: Notice | None = None) -> None:
+        """The hold's keys were delivered; ``notice`` (the hand-over) goes in the same step."""
+        await self.store.commit_hold(stream=stream, hold_id=hold_id, notice=notice)
+
+    async def cancel(self, *, stream: str, hold_id: str) -> None:
+        """The hold's keys were certainly not delivered: back where they came from."""
+        await self.store.cancel_hold(stream=stream, hold_id=hold_id)

@@ -2,7 +2,8 @@
 
 The controller's kopf event handlers call ``update_link``/``update_stream``/``forget_*`` for every
 QKDLink and KeyStream change; key delivery asks ``streams_towards(node)`` on every request, so
-the answer must come from memory, not from the API server.
+the answer must come from memory, not from the API server. ``ksid_of`` gives a stream's KSID
+(the KeyStream's, or the default both QKDMs derive), from which chunk IDs follow.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from controllers.qkdm.ids import default_ksid
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,10 +22,12 @@ class StreamInfo:
     state: str
     available: int
     chunk_bits: int
+    ksid: str | None = None  # the KeyStream's own, if it names one
 
 
 @dataclass
 class Topology:
+    node_id: str = ""  # this node's ID (for the default KSID)
     _link_peer: dict[str, str] = field(default_factory=dict)  # QKDLink name -> peer node ID
     _streams: dict[str, StreamInfo] = field(default_factory=dict)
 
@@ -43,6 +48,7 @@ class Topology:
             state=str(status.get("state", "Unknown")),
             available=int(status.get("availableKeys", 0)),
             chunk_bits=int((spec.get("qos") or {}).get("keyChunkSize", 256)),
+            ksid=str(spec["ksid"]) if spec.get("ksid") else None,
         )
 
     def forget_stream(self, name: str) -> None:
@@ -51,6 +57,14 @@ class Topology:
     def peer_of_stream(self, stream: str) -> str | None:
         info = self._streams.get(stream)
         return self._link_peer.get(info.link) if info else None
+
+    def ksid_of(self, stream: str) -> str | None:
+        """The stream's KSID as its QKDMs use it, or None while its link is unknown."""
+        info = self._streams.get(stream)
+        peer = self.peer_of_stream(stream)
+        if info is None or peer is None:
+            return None
+        return info.ksid or default_ksid(node_a=self.node_id, node_b=peer, stream=stream)
 
     def streams_towards(self, node: str) -> list[StreamInfo]:
         """Streams whose link ends at ``node``: Up ones first, then the fullest."""

@@ -1,41 +1,60 @@
 """The node's key store: key material of every key stream, held in the node's Redis.
 
-The QKDM adds the chunks it reads from its QKD device (``KeyStore.add_chunks``); the key request
-and relay handlers reserve, fetch and consume keys (``reserve``, ``reserve_ids``, ``fetch``,
-``consume``, ``release``); the KeyStream reconciler reads ``counts``. Every operation that
-changes more than one Redis key runs as one Lua script, so it is atomic. Key material never
-leaves this package except as the return value of ``fetch`` and ``consume``.
+The QKDM adds the chunks it reads from its QKD device (``KeyStore.add_chunks``); key delivery
+(``controllers.delivery``) agrees pool blocks with the peer node, serves, holds, claims and gives
+keys back; the KeyStream reconciler reads ``counts``. Every operation that changes more than one
+Redis key runs as one Lua script, so it is atomic. Key material never leaves this package
+except as the ``Key`` values serving and claiming return. ``store.py`` explains the model.
 """
 
 from controllers.keystore.errors import (
+    BlockConflictError,
+    BlockRefusedError,
     ChunkSizeChangeError,
+    HeldBoundError,
     InsufficientKeysError,
     InvalidChunkError,
     KeyIdMismatchError,
     KeyStoreCorruptError,
     KeyStoreError,
-    KeysUnavailableError,
-    ReservationConflictError,
+    UnknownBlockError,
     UnknownKeysError,
-    UnknownReservationError,
     UnknownStreamError,
 )
 from controllers.keystore.keyids import COMPOSED_KEY_NAMESPACE, composed_key_id
 from controllers.keystore.model import (
     AddResult,
+    Block,
+    BlockChunk,
+    BlockKey,
     Chunk,
+    GiveBack,
+    Hold,
     Key,
-    Reservation,
-    ReservedKey,
+    Notice,
+    OutboxMessage,
+    PoolLevel,
+    Served,
     StreamCounts,
+    SweepResult,
 )
-from controllers.keystore.store import KeyStore
+from controllers.keystore.store import MAX_BLOCK_CHUNKS, MAX_BLOCK_KEYS, KeyStore
 
 __all__ = [
     "COMPOSED_KEY_NAMESPACE",
+    "MAX_BLOCK_CHUNKS",
+    "MAX_BLOCK_KEYS",
     "AddResult",
+    "Block",
+    "BlockChunk",
+    "BlockConflictError",
+    "BlockKey",
+    "BlockRefusedError",
     "Chunk",
     "ChunkSizeChangeError",
+    "GiveBack",
+    "HeldBoundError",
+    "Hold",
     "InsufficientKeysError",
     "InvalidChunkError",
     "Key",
@@ -43,13 +62,14 @@ __all__ = [
     "KeyStore",
     "KeyStoreCorruptError",
     "KeyStoreError",
-    "KeysUnavailableError",
-    "Reservation",
-    "ReservationConflictError",
-    "ReservedKey",
+    "Notice",
+    "OutboxMessage",
+    "PoolLevel",
+    "Served",
     "StreamCounts",
+    "SweepResult",
+    "UnknownBlockError",
     "UnknownKeysError",
-    "UnknownReservationError",
     "UnknownStreamError",
     "composed_key_id",
 ]

@@ -1,17 +1,21 @@
 -- Add a batch of chunks, idempotent per chunk ID, up to the stream's capacity.
--- KEYS: meta, avail, incoming, data, gone (current bucket), gone (previous bucket).
 -- ARGV: the chunk IDs concatenated (36 characters each), their material concatenated, and the
---       device index of the batch's first chunk or '' (see below).
+--       device index of the batch's first chunk or '' (the batch is then consecutive indices).
 -- (Two arguments rather than two per chunk: packing and parsing arguments cost more than the
 -- work itself at 10^5 chunks/s. For the same reason new chunks go to the `incoming` list, not
 -- the sorted set.) The caller guarantees the IDs within one batch are distinct.
 -- Reply: {OK, accepted, duplicates, refused}; the refused chunks are always the batch's tail.
--- With a first index, the stream's ingest cursor moves past the chunks now stored, in the same
--- atomic step, so the QKDM resumes exactly after what the store holds.
-local meta, avail, incoming, data = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local gone_cur, gone_prev = KEYS[5], KEYS[6]
+-- With a first index (an index of the key stream the cursor counts in: common.lua):
+-- - a chunk whose index is below the ingest cursor (stored before, maybe delivered since) or in
+--   a range the peer dropped (of this epoch) is not stored, and counts as a duplicate (the QKDM
+--   moves past it);
+-- - the cursor moves past the chunks now stored, in the same atomic step, so the QKDM resumes
+--   exactly after what the store holds; a batch that starts beyond the cursor passes over
+--   indices this end will never store, and the peer is told to drop them (outbox 'drop').
 local id_blob, material_blob = ARGV[1], ARGV[2]
-local m = redis.call('HMGET', meta, 'capacity', 'chunk_bytes', 'added', 'reserved')
+local first_index = ARGV[3] ~= '' and tonumber(ARGV[3]) or nil
+local m = redis.call('HMGET', meta, 'capacity', 'chunk_bytes', 'added', 'cursor', 'segoff',
+  'epoch', 'cursor_ksid')
 if not m[1] then
   return {E_UNKNOWN_STREAM}
 end
@@ -20,9 +24,36 @@ local n = #id_blob / 36
 if #material_blob ~= n * size then
   return {E_BAD_CHUNK, size}
 end
-local room = tonumber(m[1]) - available(avail, incoming) - tonumber(m[4])
-local check_cur = redis.call('EXISTS', gone_cur) == 1
-local check_prev = redis.call('EXISTS', gone_prev) == 1
+local room = tonumber(m[1]) - available(avail, incoming)
+local added = tonumber(m[3])
+local cursor = tonumber(m[4] or 0)
+local segoff = m[5] or ''
+local epoch, ksid = tonumber(m[6] or 0), m[7] or ''
+-- Index ranges [s, e) of this batch that must not be stored.
+local dead = {}
+local stale = {}
+if first_index then
+  if first_index < cursor then
+    dead[#dead + 1] = {first_index, cursor}
+  end
+  for _, r in ipairs(redis.call('ZRANGE', drops, '-inf', first_index + n - 1, 'BYSCORE')) do
+    local e, s, stop, kept = parse_drop(r)
+    if e == epoch and not kept then
+      if stop > first_index then
+        dead[#dead + 1] = {s, stop}
+      end
+      stale[#stale + 1] = {r, stop}
+    end
+  end
+end
+local function is_dead(index)
+  for _, r in ipairs(dead) do
+    if index >= r[1] and index < r[2] then
+      return true
+    end
+  end
+  return false
+end
 local sub = string.sub
 local accepted, duplicates, refused = 0, 0, 0
 local first = 1
@@ -32,25 +63,30 @@ while first <= n and refused == 0 do
   for i = first, last do
     ids[i - first + 1] = sub(id_blob, i * 36 - 35, i * 36)
   end
-  -- One HMGET (and SMISMEMBER per tombstone bucket) per slice rather than one call per chunk.
+  -- One HMGET per slice rather than one call per chunk.
   local held = redis.call('HMGET', data, unpack(ids))
-  local dead_cur = check_cur and redis.call('SMISMEMBER', gone_cur, unpack(ids)) or {}
-  local dead_prev = check_prev and redis.call('SMISMEMBER', gone_prev, unpack(ids)) or {}
   local hset, push = {}, {}
   local taken = 0
   for j, id in ipairs(ids) do
-    if held[j] or dead_cur[j] == 1 or dead_prev[j] == 1 then
+    local i = first + j - 1
+    local index = first_index and (first_index + i - 1)
+    if held[j] or (index and #dead > 0 and is_dead(index)) then
       duplicates = duplicates + 1
     elseif accepted >= room then
-      refused = n - (first + j - 1) + 1
+      refused = n - i + 1
       break
     else
-      local i = first + j - 1
       accepted = accepted + 1
       taken = taken + 1
       hset[2 * taken - 1] = id
       hset[2 * taken] = sub(material_blob, (i - 1) * size + 1, i * size)
       push[taken] = id
+      local number = added + accepted
+      local off = index and (int(index - number) .. ':' .. int(epoch)) or 'x'
+      if off ~= segoff then
+        redis.call('ZADD', segs, number, int(number) .. ':' .. off)
+        segoff = off
+      end
     end
   end
   if taken > 0 then
@@ -61,8 +97,18 @@ while first <= n and refused == 0 do
 end
 if accepted > 0 then
   redis.call('HINCRBY', meta, 'added', accepted)
+  redis.call('HSET', meta, 'segoff', segoff)
 end
-if ARGV[3] ~= '' then
-  redis.call('HSET', meta, 'cursor', tonumber(ARGV[3]) + accepted + duplicates)
+if first_index then
+  if first_index > cursor then
+    drop_notice(ob, obq, ksid, epoch, cursor, first_index)
+  end
+  local new_cursor = math.max(cursor, first_index + accepted + duplicates)
+  redis.call('HSET', meta, 'cursor', int(new_cursor))
+  for _, r in ipairs(stale) do
+    if r[2] <= new_cursor then
+      redis.call('ZREM', drops, r[1])
+    end
+  end
 end
 return {OK, accepted, duplicates, refused}

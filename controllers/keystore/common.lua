@@ -1,18 +1,10 @@
--- Shared prelude of every key-store script (keystore/scripts.py prepends it).
+-- Shared prelude of every key-store script (keystore/scripts.py prepends it, after the status
+-- codes it generates from keystore/codes.py: OK, E_UNKNOWN_STREAM, ...).
 --
--- Status codes returned as the first element of each reply; keystore/store.py maps them to
--- exceptions. Keep the two lists in step.
-local OK = 0
-local E_UNKNOWN_STREAM = -1
-local E_CONFLICT = -2
-local E_INSUFFICIENT = -3
-local E_ID_MISMATCH = -4
-local E_UNKNOWN_RESERVATION = -5
-local E_UNKNOWN_KEYS = -6
-local E_CORRUPT = -7
-local E_CHUNK_SIZE_CHANGE = -8
-local E_BAD_CHUNK = -9
-local E_RETRY = -10
+-- Vocabulary (layout.py has the Redis keys): a stream's *buffer* is its available chunks, and
+-- capacity bounds only the buffer. Chunks taken out of it belong to a *block*: 'm' (a master
+-- node's pool block, agreed with the peer), 's' (the peer side of such a block: the keys held
+-- here for a slave SAE) or 'h' (a request's hold). Every block has a deadline in `exp`.
 
 -- Unpack at most this many values into one redis.call (Lua's C stack holds about 8000).
 local SLICE = 1000
@@ -129,14 +121,356 @@ local function key_reply(key_id, chunk_ids)
   return entry
 end
 
--- The reply for an existing reservation (idempotent retries of reserve and reserve_ids).
-local function reservation_reply(keys_hash, record)
-  local out = {OK, record.o, record.b}
-  for _, kid in ipairs(record.k) do
-    local krec = redis.call('HGET', keys_hash, kid)
-    if krec then
-      out[#out + 1] = key_reply(kid, cjson.decode(krec).c)
-    end
+
+-- Milliseconds of the Redis server's clock: every deadline of a stream is on this one clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The key prefix of a stream, from its meta key (every script gets meta as KEYS[1]).
+local function base_of(meta)
+  return string.sub(meta, 1, -6)
+end
+
+local function block_set(base, bid)
+  return base .. ':bs:' .. bid
+end
+
+local function pool_list(base, owner, size_bits)
+  return base .. ':pool:' .. owner .. '|' .. size_bits
+end
+
+local function split(s, sep)
+  local out = {}
+  for part in string.gmatch(s, '[^' .. sep .. ']+') do
+    out[#out + 1] = part
   end
   return out
+end
+
+-- The chunk IDs of a key out of the buffer: a composed key's are in `kc`; a key of one chunk
+-- has that chunk's ID.
+local function key_chunks(kc, key_id)
+  local joined = redis.call('HGET', kc, key_id)
+  if not joined then
+    return {key_id}
+  end
+  return split(joined, ',')
+end
+
+-- Where a chunk out of the buffer is: its block and its arrival number, or nil.
+local function out_of(value)
+  if not value then
+    return nil
+  end
+  local bar = string.find(value, '|', 1, true)
+  return string.sub(value, 1, bar - 1), tonumber(string.sub(value, bar + 1))
+end
+
+local ROLE_COUNTER = {m = 'pooled', s = 'mirrored', h = 'holding'}
+
+local function get_block(blk, bid)
+  local raw = redis.call('HGET', blk, bid)
+  return raw and cjson.decode(raw) or nil
+end
+
+local function put_block(blk, bid, rec)
+  redis.call('HSET', blk, bid, cjson.encode(rec))
+end
+
+-- Forget a block: its record, its key set, its deadline.
+local function delete_block(base, blk, exp, bid)
+  redis.call('HDEL', blk, bid)
+  redis.call('DEL', block_set(base, bid))
+  redis.call('ZREM', exp, bid)
+end
+
+-- Move keys (of block `bid`, role `role`) out of the store for good: consumed (delivered) or
+-- dropped (destroyed undelivered). Their chunk material is deleted. Returns the chunks.
+local function remove_keys(meta, data, out, kc, bset, key_ids, role, outcome)
+  local chunks = 0
+  for _, kid in ipairs(key_ids) do
+    local cs = key_chunks(kc, kid)
+    redis.call('HDEL', data, unpack(cs))
+    redis.call('HDEL', out, unpack(cs))
+    redis.call('HDEL', kc, kid)
+    chunks = chunks + #cs
+  end
+  call_sliced('SREM', bset, key_ids, SLICE)
+  if chunks > 0 then
+    redis.call('HINCRBY', meta, ROLE_COUNTER[role], -chunks)
+    redis.call('HINCRBY', meta, outcome, chunks)
+  end
+  return chunks
+end
+
+-- Put keys back into the buffer, each chunk under its own arrival number (so the order of
+-- what is available is as if they had never left).
+local function return_keys(meta, avail, out, kc, bset, key_ids, role)
+  local chunks = 0
+  local zadd = {}
+  for _, kid in ipairs(key_ids) do
+    local cs = key_chunks(kc, kid)
+    local where = redis.call('HMGET', out, unpack(cs))
+    for i, c in ipairs(cs) do
+      local _, seq = out_of(where[i])
+      zadd[#zadd + 1] = seq
+      zadd[#zadd + 1] = c
+    end
+    redis.call('HDEL', out, unpack(cs))
+    redis.call('HDEL', kc, kid)
+    chunks = chunks + #cs
+  end
+  call_sliced('ZADD', avail, zadd, 2 * SLICE)
+  call_sliced('SREM', bset, key_ids, SLICE)
+  if chunks > 0 then
+    redis.call('HINCRBY', meta, ROLE_COUNTER[role], -chunks)
+  end
+  return chunks
+end
+
+-- Outbox: messages to the stream's peer node that must get there (retried until acknowledged).
+local function outbox_put(ob, obq, id, body, due)
+  redis.call('HSET', ob, id, body)
+  redis.call('ZADD', obq, due, id)
+end
+
+local function outbox_drop(ob, obq, id)
+  redis.call('HDEL', ob, id)
+  redis.call('ZREM', obq, id)
+end
+
+-- A master block gives its unserved keys back: out of its pool, and a release message to the
+-- peer, which returns its copies of those keys (or says they are gone); only then do ours go
+-- back to the buffer (finish_release.lua). `lease` bounds how long the peer can hold its copies,
+-- so after it ours are dropped even if the peer never answers (sweep.lua).
+local function start_release(base, blk, exp, ob, obq, bid, rec, now)
+  if rec.st == 'active' then
+    redis.call('LREM', pool_list(base, rec.o, rec.b), 0, bid)
+  end
+  local keys = redis.call('SMEMBERS', block_set(base, bid))
+  if #keys == 0 then
+    delete_block(base, blk, exp, bid)
+    return 0
+  end
+  rec.st = 'releasing'
+  rec.dl = now + rec.ls
+  put_block(blk, bid, rec)
+  redis.call('ZADD', exp, rec.dl, bid)
+  local listed = {}
+  for i, kid in ipairs(keys) do
+    local entry = key_chunks(kc, kid)
+    table.insert(entry, 1, kid)
+    listed[i] = entry
+  end
+  outbox_put(ob, obq, 'rel:' .. bid, cjson.encode({kind = 'release', block = bid, owner = rec.o,
+    size_bits = rec.b, keys = listed}), now)
+  return #keys
+end
+
+-- Device indices count within one device key stream (KSID): after the QKDMs move a KeyStream to
+-- the next KSID of its sequence (docs/key-streams.md), the indices start again at 0 under the
+-- new one. So an index means something only with its KSID, which every chunk here carries as its
+-- *epoch* (the KSID's place in the sequence, which both nodes compute alike): meta's `epoch` is
+-- the one the ingest cursor counts in, `segs` gives each chunk's, and every comparison of an
+-- index with the cursor, a tombstone or a drop notice is within one epoch.
+
+-- The device index and epoch of each arrival number in `seqs`: two lists (index -1, epoch 0
+-- where unknown: chunks added without an index). `segs` holds one member per run of chunks
+-- whose index - number and epoch are constant: "number:offset:epoch" ("number:x" without an
+-- index; "number:offset" in stores from before epochs, which were all epoch 0).
+local function indices_of(segs, seqs)
+  local out, epochs = {}, {}
+  local cache_start, cache_end, cache_off, cache_epoch = nil, nil, nil, 0
+  for i, seq in ipairs(seqs) do
+    if not (cache_start and seq >= cache_start and (not cache_end or seq < cache_end)) then
+      local seg = redis.call('ZRANGE', segs, seq, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, 1,
+        'WITHSCORES')
+      local nxt = redis.call('ZRANGE', segs, '(' .. int(seq), '+inf', 'BYSCORE', 'LIMIT', 0, 1,
+        'WITHSCORES')
+      cache_off, cache_epoch = nil, 0
+      if seg[1] then
+        cache_start = tonumber(seg[2])
+        local parts = split(seg[1], ':')
+        if parts[2] ~= 'x' then
+          cache_off = tonumber(parts[2])
+          cache_epoch = tonumber(parts[3] or 0)
+        end
+      else
+        cache_start = -math.huge
+      end
+      cache_end = nxt[1] and tonumber(nxt[2]) or nil
+    end
+    out[i] = cache_off and (seq + cache_off) or -1
+    epochs[i] = cache_epoch
+  end
+  return out, epochs
+end
+
+-- A tombstone: device indices [start, stop) of epoch `epoch` the peer's ingest passed over, so
+-- the peer never holds them. Member "epoch:start:stop" of `drops`, scored by start; stop ''
+-- means every index from start on (the peer left that key stream there). Two kinds:
+-- - beyond this end's ingest (the cursor's epoch from the cursor on, or a later epoch): this
+--   end never stores them (add.lua), and forgets the tombstone once its cursor passes it;
+-- - over chunks this end may hold already (an earlier epoch, or below the cursor), member
+--   "epoch:start:stop:k" (kept): the notice drops those in the buffer, but one in a pending
+--   block must be dropped too when the block is refused (refuse.lua), never go back to the
+--   buffer. One per notice the peer sent (a device restart or an ingest jump), so few.
+local function drop_member(epoch, start, stop, kept)
+  return int(epoch) .. ':' .. int(start) .. ':' .. (stop and int(stop) or '')
+    .. (kept and ':k' or '')
+end
+
+-- epoch, start, stop (math.huge: open), kept.
+local function parse_drop(member)
+  local parts = {}
+  for part in string.gmatch(member, '([^:]*):?') do
+    parts[#parts + 1] = part
+  end
+  return tonumber(parts[1]), tonumber(parts[2]), tonumber(parts[3] or '') or math.huge,
+    parts[4] == 'k'
+end
+
+-- Whether index `idx` of epoch `epoch` lies in a range the peer dropped.
+local function peer_dropped(drops, epoch, idx)
+  for _, r in ipairs(redis.call('ZRANGE', drops, '-inf', idx, 'BYSCORE')) do
+    local e, _, stop = parse_drop(r)
+    if e == epoch and idx < stop then
+      return true
+    end
+  end
+  return false
+end
+
+-- Queue the notice that this end passed over indices [start, stop) (stop nil: every index from
+-- start on) of its key stream `ksid` (epoch `epoch`; ksid '' in stores from before KSIDs were
+-- recorded, where the upkeep names the epoch's KSID): the peer never stores them either.
+local function drop_notice(ob, obq, ksid, epoch, start, stop)
+  local range = stop and {start, stop} or {start}
+  outbox_put(ob, obq, 'drop:' .. drop_member(epoch, start, stop),
+    cjson.encode({kind = 'drop', ksid = ksid, epoch = epoch, ranges = {range}}), now_ms())
+end
+
+-- The device index spans {start, stop} of epoch `epoch` that chunks in the buffer may have,
+-- within `ranges` ({start, stop}, stop math.huge: open): from `segs`, over the arrival numbers
+-- from the oldest available chunk's on (no older chunk is in the buffer).
+local function buffer_spans(meta, avail, incoming, segs, epoch, ranges)
+  local oldest = nil
+  local first = redis.call('ZRANGE', avail, 0, 0, 'WITHSCORES')
+  if first[1] then
+    oldest = tonumber(first[2])
+  end
+  if redis.call('LLEN', incoming) > 0 then
+    local head = tonumber(redis.call('HGET', meta, 'head'))
+    oldest = oldest and math.min(oldest, head) or head
+  end
+  if not oldest then
+    return {}
+  end
+  local last = tonumber(redis.call('HGET', meta, 'added'))
+  local runs = redis.call('ZRANGE', segs, oldest, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, 1,
+    'WITHSCORES')
+  local later = redis.call('ZRANGE', segs, '(' .. int(oldest), '+inf', 'BYSCORE', 'WITHSCORES')
+  for i = 1, #later do
+    runs[#runs + 1] = later[i]
+  end
+  local spans = {}
+  for i = 1, #runs, 2 do
+    local parts = split(runs[i], ':')
+    local lo = math.max(tonumber(runs[i + 1]), oldest)
+    local hi = runs[i + 2] and tonumber(runs[i + 3]) - 1 or last  -- the run's last number
+    if parts[2] ~= 'x' and tonumber(parts[3] or 0) == epoch and lo <= hi then
+      local off = tonumber(parts[2])
+      for _, r in ipairs(ranges) do
+        local s, e = math.max(lo + off, r[1]), math.min(hi + off + 1, r[2])
+        if s < e then
+          spans[#spans + 1] = {s, e}
+        end
+      end
+    end
+  end
+  return spans
+end
+
+-- Find available chunks (`wanted`: set of chunk IDs, none out of the buffer, all held) in the
+-- buffer: each is in the sorted set (with its number) or else in the incoming list. Chunks in
+-- the list are popped from one end until all are found; the others popped go to the sorted set
+-- under their own numbers, so the order of what stays available does not change. Returns
+-- (seq map, nil) when every chunk is found (and taken out of the buffer's structures, the
+-- sorted set's ones too), or (nil, {E_RETRY, direction}) when the chunks lie deeper than
+-- flush_limit (call again with that direction), or (nil, {E_CORRUPT, id}).
+local function locate(meta, avail, incoming, gaps, all, wanted, flush_limit, direction)
+  local seq = {}
+  local in_list = 0
+  for first = 1, #all, SLICE do
+    local part = {unpack(all, first, math.min(#all, first + SLICE - 1))}
+    local scores = redis.call('ZMSCORE', avail, unpack(part))
+    for i, c in ipairs(part) do
+      if scores[i] then
+        seq[c] = tonumber(scores[i])
+      else
+        in_list = in_list + 1
+      end
+    end
+  end
+  if in_list > 0 then
+    if direction == '' then
+      local function hits(entries)
+        local n = 0
+        for _, c in ipairs(entries) do
+          if wanted[c] and not seq[c] then
+            n = n + 1
+          end
+        end
+        return n
+      end
+      local at_head = hits(redis.call('LRANGE', incoming, 0, SLICE - 1))
+      local at_tail = hits(redis.call('LRANGE', incoming, -SLICE, -1))
+      direction = at_tail > at_head and 'tail' or 'head'
+    end
+    local moved = 0
+    local found = {}
+    while in_list > 0 do
+      if moved >= flush_limit then
+        -- Give back what this call found, so that everything popped is in the sorted set.
+        local zadd = {}
+        for _, c in ipairs(found) do
+          zadd[#zadd + 1] = seq[c]
+          zadd[#zadd + 1] = c
+        end
+        call_sliced('ZADD', avail, zadd, 2 * SLICE)
+        return nil, {E_RETRY, direction}
+      end
+      local popped, number, step
+      if direction == 'tail' then
+        popped, number = pop_tail(meta, incoming, gaps, SLICE)
+        step = -1
+      else
+        popped, number = pop_head(meta, incoming, gaps, SLICE)
+        step = 1
+      end
+      if #popped == 0 then
+        return nil, {E_CORRUPT, all[1]}
+      end
+      local zadd = {}
+      for i, c in ipairs(popped) do
+        local n = number + (i - 1) * step
+        if wanted[c] and not seq[c] then
+          seq[c] = n
+          found[#found + 1] = c
+          in_list = in_list - 1
+        else
+          zadd[#zadd + 1] = n
+          zadd[#zadd + 1] = c
+        end
+      end
+      call_sliced('ZADD', avail, zadd, 2 * SLICE)
+      moved = moved + #popped
+    end
+  end
+  for first = 1, #all, SLICE do
+    redis.call('ZREM', avail, unpack(all, first, math.min(#all, first + SLICE - 1)))
+  end
+  return seq, nil
 end

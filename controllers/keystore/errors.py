@@ -38,32 +38,16 @@ class InvalidChunkError(KeyStoreError, ValueError):
 
 
 class InsufficientKeysError(KeyStoreError):
-    """Not enough available chunks to reserve; nothing was reserved."""
+    """Not enough available chunks (or pooled keys) to take; nothing was taken."""
 
-    def __init__(self, *, stream: str, needed: int, available: int) -> None:
+    def __init__(self, *, stream: str, needed: int, available: int, what: str = "chunks") -> None:
         super().__init__(
-            f"key stream {stream!r} has {available} chunks available, {needed} needed;"
-            " nothing was reserved, retry when the stream has filled"
+            f"key stream {stream!r} has {available} {what} available, {needed} needed;"
+            " nothing was taken, retry when the stream has filled"
         )
         self.stream = stream
         self.needed = needed
         self.available = available
-
-
-class KeysUnavailableError(InsufficientKeysError):
-    """The peer side of a reservation named chunks this store does not hold as available."""
-
-    def __init__(self, *, stream: str, missing: int, examples: Sequence[str]) -> None:
-        KeyStoreError.__init__(
-            self,
-            f"key stream {stream!r}: {missing} of the requested chunks are not available"
-            f" (e.g. {', '.join(examples)}); nothing was reserved",
-        )
-        self.stream = stream
-        self.needed = missing
-        self.available = 0
-        self.missing = missing
-        self.examples = tuple(examples)
 
 
 class KeyIdMismatchError(KeyStoreError, ValueError):
@@ -76,33 +60,75 @@ class KeyIdMismatchError(KeyStoreError, ValueError):
         self.key_id = key_id
 
 
-class ReservationConflictError(KeyStoreError):
-    def __init__(self, *, stream: str, reservation_id: str) -> None:
+class BlockConflictError(KeyStoreError):
+    def __init__(self, *, stream: str, block_id: str) -> None:
         super().__init__(
-            f"reservation {reservation_id!r} on key stream {stream!r} already exists with a"
-            " different owner, size or keys; use a new reservation ID"
+            f"block {block_id!r} on key stream {stream!r} already exists with another role,"
+            " owner, size or number of keys; use a new block ID"
         )
         self.stream = stream
-        self.reservation_id = reservation_id
+        self.block_id = block_id
 
 
-class UnknownReservationError(KeyStoreError):
-    def __init__(self, *, stream: str, reservation_id: str) -> None:
+class UnknownBlockError(KeyStoreError):
+    def __init__(self, *, stream: str, block_id: str) -> None:
         super().__init__(
-            f"reservation {reservation_id!r} does not exist on key stream {stream!r}"
-            " (never made, released, or fully consumed)"
+            f"block {block_id!r} does not exist on key stream {stream!r} in the state asked for"
+            " (never made, given back, or expired)"
         )
         self.stream = stream
-        self.reservation_id = reservation_id
+        self.block_id = block_id
+
+
+class BlockRefusedError(KeyStoreError):
+    """The peer side of a block cannot hold it; nothing was changed. ``never``: chunks its ingest
+    passed without storing them (the master drops its copies); ``not_yet``: beyond its ingest
+    cursor (try again later); ``taken``: held here in another block (a conflict)."""
+
+    def __init__(
+        self,
+        *,
+        stream: str,
+        never: Sequence[str],
+        not_yet: Sequence[str],
+        taken: Sequence[str],
+    ) -> None:
+        parts = [
+            f"{len(ids)} {what}"
+            for ids, what in (
+                (never, "never stored here"),
+                (not_yet, "not stored yet"),
+                (taken, "held for another block"),
+            )
+            if ids
+        ]
+        super().__init__(f"key stream {stream!r}: of the block's chunks, {', '.join(parts)}")
+        self.stream = stream
+        self.never = tuple(never)
+        self.not_yet = tuple(not_yet)
+        self.taken = tuple(taken)
+
+
+class HeldBoundError(KeyStoreError):
+    """Holding the block would put more chunks aside for slave SAEs than the bound allows."""
+
+    def __init__(self, *, stream: str, mirrored: int, held_max: int) -> None:
+        super().__init__(
+            f"key stream {stream!r} holds {mirrored} chunks for slave SAEs that have not fetched"
+            f" them (bound {held_max}); they expire unless fetched"
+        )
+        self.stream = stream
+        self.mirrored = mirrored
+        self.held_max = held_max
 
 
 class UnknownKeysError(KeyStoreError):
-    """Some requested keys are not reserved for this owner; nothing was read or deleted."""
+    """Some requested keys are not held for this owner; nothing was read or deleted."""
 
     def __init__(self, *, stream: str, owner: str, missing: int, examples: Sequence[str]) -> None:
         super().__init__(
-            f"{missing} keys on key stream {stream!r} are not reserved for {owner!r}"
-            f" (unknown, released or already consumed; e.g. {', '.join(examples)});"
+            f"{missing} keys on key stream {stream!r} are not held for {owner!r}"
+            f" (unknown, given back, expired or already delivered; e.g. {', '.join(examples)});"
             " nothing was taken"
         )
         self.stream = stream
@@ -114,7 +140,7 @@ class UnknownKeysError(KeyStoreError):
 class KeyStoreCorruptError(KeyStoreError):
     def __init__(self, *, stream: str, key_id: str) -> None:
         super().__init__(
-            f"key {key_id!r} on key stream {stream!r} is reserved but its chunks are missing;"
+            f"key {key_id!r} on key stream {stream!r} is held but its chunks are missing;"
             " the store was changed outside this package"
         )
         self.stream = stream

@@ -1,15 +1,78 @@
 """Where a stream lives in Redis: the names of its keys, all under one hash tag.
 
-Every key of a stream carries ``{stream}`` as a hash tag, so a stream's keys share one slot
-and its scripts stay valid on Redis Cluster. Used by ``controllers.keystore.store`` only.
+Every key of a stream carries ``{stream}`` as a hash tag, so a stream's keys share one slot.
+Every script gets the same list of keys (``StreamKeys.all``, in ``NAMES`` order); the prelude
+names them (``local meta, avail, ... = unpack(KEYS)``), so the order is written in one place.
+Used by ``controllers.keystore.store`` and ``scripts`` only.
+
+The buffer (bounded by the stream's capacity, what the QKDM fills):
+
+    meta      hash: capacity, chunk_bytes; counters in chunks: added, consumed (delivered),
+              dropped (destroyed undelivered), pooled, mirrored, holding (out of the buffer,
+              by block role); head (below); cursor (the next device index the QKDM fetches),
+              cursor_ksid and epoch (the device key stream it counts in, and its place in the
+              KeyStream's sequence of KSIDs: see common.lua); segoff ("offset:epoch" of the
+              newest chunk, offset = index - number)
+    incoming  list: newly added chunk IDs in arrival order, numbered head, head + 1, ...
+              except where ``gaps`` says (the n-th chunk ever added has number n); the ingest
+              path appends here because a list append is far cheaper than a sorted set
+    gaps      sorted set: where the list's numbering jumps (chunks were popped from its end and
+              more added after them): the number after each jump, scored by the number before
+              it; one at the list's end (member added + 1) marks where the list ends
+    avail     sorted set: the other available chunk IDs, scored by their arrival number
+    data      hash: chunk ID -> material (every chunk held, in the buffer or out of it)
+    segs      sorted set: "number:offset:epoch" scored by number, one per run of chunks whose
+              device index is number + offset in that epoch ("number:x": added without an
+              index)
+    drops     sorted set: "epoch:start:end" scored by start: device index ranges of that epoch
+              the peer dropped, never to be stored here (end '': to the end of that epoch);
+              "epoch:start:end:k" for ranges of chunks held here already (an earlier epoch,
+              or below the cursor): those are dropped if a refused block returns them
+
+Out of the buffer, in blocks (see ``common.lua``):
+
+    out       hash: chunk ID -> "block ID|arrival number"
+    kc        hash: key ID -> "chunk ID,chunk ID,..." for keys of more than one chunk
+    blk       hash: block ID -> JSON record (role, owner, size, state, deadline, lease, ...)
+    bs:<id>   set: the block's keys (key IDs) still in it
+    pool:<owner>|<size>  list: a master pool's active block IDs, oldest first
+    pools     set: the names of the pool lists (so a dropped stream leaves none behind)
+    exp       sorted set: block ID scored by its deadline (ms of the Redis clock)
+
+Messages to the peer node, retried until acknowledged:
+
+    ob        hash: message ID -> JSON message
+    obq       sorted set: message ID scored by when it is next due
+    done      sorted set: hand-over message IDs acknowledged, scored by when (kept a day)
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from functools import lru_cache
 
 PREFIX = "qss:ks"
+# The set of stream names in this Redis (so a node finds its holds after a restart without
+# waiting for its KeyStream watch).
+STREAMS = f"{PREFIX}:streams"
+
+NAMES = (
+    "meta",
+    "avail",
+    "incoming",
+    "gaps",
+    "data",
+    "segs",
+    "drops",
+    "out",
+    "kc",
+    "blk",
+    "exp",
+    "ob",
+    "obq",
+    "done",
+    "pools",
+)
 
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,253}$")
 
@@ -22,67 +85,14 @@ def check_stream_name(stream: str) -> None:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class StreamKeys:
-    """The Redis keys of one stream.
+@lru_cache(maxsize=1024)
+def stream_keys(stream: str) -> list[str]:
+    """Every key of ``stream`` in ``NAMES`` order: the KEYS of each script call."""
+    check_stream_name(stream)
+    base = f"{PREFIX}:{{{stream}}}"
+    return [f"{base}:{name}" for name in NAMES]
 
-    meta      hash: capacity, chunk_bytes, added, reserved, consumed (chunks); head (below);
-              cursor (the next device index the stream's QKDM fetches)
-    incoming  list: newly added chunk IDs in arrival order, numbered head, head + 1, ...
-              except where ``gaps`` says (the n-th chunk ever added has number n); the ingest
-              path appends here because a list append is far cheaper than a sorted set.
-              Reservations pop from either end.
-    gaps      sorted set: where the list's numbering jumps (chunks were popped from its end and
-              more added after them): the number after each jump, scored by the number before
-              it; one at the list's end (member added + 1) marks where the list ends
-    avail     sorted set: the other available chunk IDs, scored by their arrival number
-              (released chunks, and chunks moved out of the list when the peer reserved some
-              behind them); they may lie anywhere in the order, so reservations merge the two
-              by number
-    data      hash: chunk ID -> material (available and reserved chunks)
-    rsv       set: reserved chunk IDs
-    keys      hash: reserved key ID -> JSON {reservation, owner, size, chunk IDs, numbers}
-    res       hash: reservation ID -> JSON {owner, size, key IDs, keys not yet consumed}
-    gone      sets per time bucket: IDs of consumed chunks, so a retried add cannot revive them
-    """
 
-    stream: str
-
-    @property
-    def _base(self) -> str:
-        return f"{PREFIX}:{{{self.stream}}}"
-
-    @property
-    def meta(self) -> str:
-        return f"{self._base}:meta"
-
-    @property
-    def avail(self) -> str:
-        return f"{self._base}:avail"
-
-    @property
-    def incoming(self) -> str:
-        return f"{self._base}:incoming"
-
-    @property
-    def gaps(self) -> str:
-        return f"{self._base}:gaps"
-
-    @property
-    def rsv(self) -> str:
-        return f"{self._base}:rsv"
-
-    @property
-    def data(self) -> str:
-        return f"{self._base}:data"
-
-    @property
-    def keys(self) -> str:
-        return f"{self._base}:keys"
-
-    @property
-    def res(self) -> str:
-        return f"{self._base}:res"
-
-    def gone(self, bucket: int) -> str:
-        return f"{self._base}:gone:{bucket}"
+def lua_key_names() -> str:
+    """The prelude line that names the keys every script gets."""
+    return f"local {', '.join(NAMES)} = unpack(KEYS)\n"

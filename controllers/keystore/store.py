@@ -1,23 +1,31 @@
 """``KeyStore``: the typed, async face of the key store over one Redis client.
 
-Called by the QKDM (configure_stream, add_chunks, counts), the KeyRequest and relay handlers
-(reserve, reserve_ids, fetch, consume, release, reservation) and the KeyStream reconciler
-(counts). Each method is one Lua script round trip; see ``layout.py`` for the data model and
-the ``*.lua`` files for the atomic steps.
+Called by the QKDM (``configure_stream``, ``add_chunks``, the ingest cursor, ``counts``), key
+delivery (``controllers.delivery``: pool blocks, serving, holds, the slave side, releases, the
+outbox and the sweeper) and the KeyStream reconciler (``counts``). Each method is one Lua script
+round trip (a long search may take a few); see ``layout.py`` for the data and ``common.lua``
+for the model of blocks.
 
-Both ends: ``reserve`` takes the oldest available chunks, or with ``from_newest`` the newest, so
-that the two nodes of a link, each reserving for its own SAEs, do not take the same chunks
-(the caller picks the end from the node IDs). The peer's ``reserve_ids`` searches its incoming
-list from the end nearer the chunks, so either way it finds them at once.
+The model in short. The *buffer* is a stream's available chunks; capacity bounds it, and only
+it, so nothing set aside ever stops ingest. A master node agrees keys for a (master SAE, slave
+SAE) pair with the peer in *blocks*: ``reserve_block`` here (pending), ``accept_block`` on the
+peer (which holds its copies for the pair until a lease ends), ``activate_block`` here once the
+peer said yes (the keys are then servable until the block's serve deadline). ``serve`` takes
+keys from the pool at once ('take', e.g. ETSI 014) or into a request's hold ('hold', then
+``commit_hold`` once written, which also queues the hand-over to the peer in the same step).
+The slave side ``claim``s its keys by ID. Unserved keys go back only through the peer: the
+block leaves its pool, the peer ``give_back``s its copies, and ``finish_release`` returns ours
+(or drops those the peer says are gone). ``sweep`` acts on every deadline. Messages to the peer
+sit in an outbox until acknowledged.
 
-Exactly once: ``consume`` reads and deletes in one script. If the connection drops after the
-script ran, redis-py's retry re-sends it and it fails with ``UnknownKeysError``: such keys are
-lost, never served twice. A caller that must not lose keys fetches, delivers, then consumes.
+Exactly once: serving and claiming delete (or move) keys in one script. If the connection drops
+after a script ran, redis-py's retry re-sends it; a 'take' or 'consume' then fails or takes
+other keys, so such keys are lost, never served twice; holds are idempotent per hold ID.
 """
 
 from __future__ import annotations
 
-import time
+import json
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
@@ -27,56 +35,83 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from controllers.keystore.checks import UUID, UUIDS, check_key_ids, check_size, check_token
+from controllers.keystore.codes import Status
 from controllers.keystore.errors import (
+    BlockConflictError,
+    BlockRefusedError,
     ChunkSizeChangeError,
+    HeldBoundError,
     InsufficientKeysError,
     InvalidChunkError,
     KeyIdMismatchError,
     KeyStoreCorruptError,
-    KeysUnavailableError,
-    ReservationConflictError,
+    UnknownBlockError,
     UnknownKeysError,
-    UnknownReservationError,
     UnknownStreamError,
 )
 from controllers.keystore.keyids import COMPOSED_KEY_NAMESPACE
-from controllers.keystore.layout import StreamKeys, check_stream_name
+from controllers.keystore.layout import STREAMS, check_stream_name, stream_keys
 from controllers.keystore.model import (
     AddResult,
+    Block,
+    BlockChunk,
+    BlockKey,
     Chunk,
+    GiveBack,
+    Hold,
     Key,
-    Reservation,
-    ReservedKey,
+    Notice,
+    OutboxMessage,
+    PoolLevel,
+    Served,
     StreamCounts,
+    SweepResult,
 )
 from controllers.keystore.scripts import Scripts
-
-# Script status codes (common.lua).
-_OK = 0
-_E_UNKNOWN_STREAM = -1
-_E_CONFLICT = -2
-_E_INSUFFICIENT = -3
-_E_ID_MISMATCH = -4
-_E_UNKNOWN_RESERVATION = -5
-_E_UNKNOWN_KEYS = -6
-_E_CORRUPT = -7
-_E_CHUNK_SIZE_CHANGE = -8
-_E_BAD_CHUNK = -9
-_E_RETRY = -10
 
 # Chunks per script call: big enough to amortise the round trip, small enough that one call
 # does not hold Redis (single-threaded) for long. add_chunks splits larger batches.
 MAX_BATCH = 10_000
-# reserve_ids moves at most about this many chunks per script call while it looks for the
-# peer's chunks in the incoming list, so one call never holds Redis for long.
+# accept_block and drop_peer move at most about this many chunks per script call while they
+# look for chunks in the incoming list, so one call never holds Redis for long.
 FLUSH_LIMIT = 50_000
-# The position, among reserve_ids.lua's arguments, of the end of the incoming list it searches
-# from: '' on the first call (the script chooses), then what its retry reply says.
-_DIRECTION_ARG = 5
+# Bounds of one block (keys, and chunks over all its keys): a block is agreed in one message.
+MAX_BLOCK_KEYS = 4096
+MAX_BLOCK_CHUNKS = 8192
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _texts(values: Iterable[Any]) -> tuple[str, ...]:
+    return tuple(_text(v) for v in values)
+
+
+def _keys(entries: Iterable[Any]) -> tuple[Key, ...]:
+    out = []
+    for entry in entries:
+        size_bits = int(entry[1])
+        out.append(
+            Key(
+                key_id=_text(entry[0]),
+                size_bits=size_bits,
+                material=b"".join(entry[2:])[: size_bits // 8],
+            )
+        )
+    return tuple(out)
+
+
+def _check_block_args(stream: str, block_id: str, owner: str, size_bits: int) -> None:
+    check_stream_name(stream)
+    check_token("block ID", block_id)
+    check_token("owner", owner)
+    check_size(size_bits)
+
+
+def _check_positive(what: str, value: int) -> None:
+    if value <= 0:
+        raise ValueError(f"{what} {value} must be positive")
 
 
 class KeyStore:
@@ -84,20 +119,14 @@ class KeyStore:
     client) or ``KeyStore.from_url(url)`` (``aclose`` closes it); the client must not decode
     responses, key material is bytes."""
 
-    def __init__(self, *, redis: Redis, tombstone_seconds: int = 3600) -> None:
-        if tombstone_seconds <= 0:
-            raise ValueError("tombstone_seconds must be positive")
+    def __init__(self, *, redis: Redis) -> None:
         self._redis = redis
-        # A consumed chunk's ID is remembered this long (at least), so a late retry of an add
-        # that already went through cannot put consumed material back.
-        self._tombstone_seconds = tombstone_seconds
         self._scripts = Scripts.register(redis)
         self._owns_client = False
+        self._registered: set[str] = set()
 
     @classmethod
-    def from_url(
-        cls, url: str, *, max_connections: int = 32, tombstone_seconds: int = 3600
-    ) -> KeyStore:
+    def from_url(cls, url: str, *, max_connections: int = 32) -> KeyStore:
         """A store with its own client. Callers beyond ``max_connections`` wait for a free
         connection (redis-py's default pool fails them instead); Redis runs scripts one at a
         time, so more connections would not add throughput."""
@@ -109,7 +138,7 @@ class KeyStore:
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
         )
         client = Redis.from_pool(pool)
-        store = cls(redis=client, tombstone_seconds=tombstone_seconds)
+        store = cls(redis=client)
         store._owns_client = True
         return store
 
@@ -128,6 +157,10 @@ class KeyStore:
     ) -> None:
         await self.aclose()
 
+    async def _run(self, script: Any, stream: str, args: Sequence[Any] = ()) -> list[Any]:
+        reply: list[Any] = await script(keys=stream_keys(stream), args=list(args))
+        return reply
+
     # -- streams -------------------------------------------------------------------------------
 
     async def configure_stream(self, *, stream: str, capacity: int, chunk_bytes: int) -> None:
@@ -137,45 +170,41 @@ class KeyStore:
             raise ValueError(f"capacity {capacity} of key stream {stream!r} must not be negative")
         if not 1 <= chunk_bytes <= 65536:
             raise ValueError(f"chunk size {chunk_bytes} bytes must be between 1 and 65536")
-        keys = StreamKeys(stream)
-        reply = await self._scripts.configure(keys=[keys.meta], args=[capacity, chunk_bytes])
-        if reply[0] == _E_CHUNK_SIZE_CHANGE:
+        reply = await self._run(self._scripts.configure, stream, [capacity, chunk_bytes])
+        if reply[0] == Status.E_CHUNK_SIZE_CHANGE:
             raise ChunkSizeChangeError(stream=stream, current=reply[1], requested=chunk_bytes)
+        if stream not in self._registered:
+            await self._redis.sadd(STREAMS, stream)
+            self._registered.add(stream)
+
+    async def streams(self) -> list[str]:
+        """Every stream this store holds, sorted."""
+        members = await self._redis.smembers(STREAMS)
+        return sorted(_text(m) for m in members)
 
     async def drop_stream(self, *, stream: str) -> bool:
-        """Delete ``stream`` with all its keys and reservations; False if it did not exist."""
-        check_stream_name(stream)
-        keys = StreamKeys(stream)
-        bucket = self._bucket()
-        reply = await self._scripts.drop(
-            keys=[
-                keys.meta,
-                keys.avail,
-                keys.incoming,
-                keys.data,
-                keys.rsv,
-                keys.keys,
-                keys.res,
-                keys.gaps,
-                keys.gone(bucket),
-                keys.gone(bucket - 1),
-            ]
-        )
+        """Delete ``stream`` with all its keys and blocks; False if it did not exist."""
+        reply = await self._run(self._scripts.drop, stream)
+        await self._redis.srem(STREAMS, stream)
+        self._registered.discard(stream)
         return bool(reply[1])
 
     async def counts(self, *, stream: str) -> StreamCounts:
-        check_stream_name(stream)
-        keys = StreamKeys(stream)
-        reply = await self._scripts.counts(keys=[keys.meta, keys.avail, keys.incoming])
+        reply = await self._run(self._scripts.counts, stream)
         self._raise_for(reply, stream=stream)
-        capacity, chunk_bytes, added, reserved, consumed, available = reply[1:7]
+        values = [int(v) for v in reply[1:12]]
         return StreamCounts(
-            capacity=capacity,
-            chunk_bytes=chunk_bytes,
-            added=added,
-            available=available,
-            reserved=reserved,
-            consumed=consumed,
+            capacity=values[0],
+            chunk_bytes=values[1],
+            added=values[2],
+            available=values[3],
+            consumed=values[4],
+            dropped=values[5],
+            pooled=values[6],
+            mirrored=values[7],
+            holding=values[8],
+            cursor=values[9],
+            epoch=values[10],
         )
 
     # -- ingest (QKDM) -------------------------------------------------------------------------
@@ -183,25 +212,19 @@ class KeyStore:
     async def add_chunks(
         self, *, stream: str, chunks: Sequence[Chunk], first_index: int | None = None
     ) -> AddResult:
-        """Add chunks in order. Idempotent per chunk ID: a chunk already held, or consumed
-        within the tombstone period, counts as a duplicate; the same ID twice in one batch is
-        a caller bug (``InvalidChunkError``). With ``first_index`` (the device index of
-        ``chunks[0]``), the stream's ingest cursor becomes ``first_index + stored`` in the same
-        atomic step. When the stream reaches capacity
-        the rest of the batch is refused (``AddResult.refused``) and nothing of it is kept."""
+        """Add chunks in order. Idempotent per chunk ID: a chunk already held counts as a
+        duplicate; the same ID twice in one batch is a caller bug (``InvalidChunkError``).
+
+        With ``first_index`` (the device index of ``chunks[0]``; the batch is consecutive
+        indices), chunks whose index is below the ingest cursor (stored before, maybe delivered
+        since) or that the peer dropped count as duplicates too and are not stored, and the
+        cursor becomes ``first_index + stored`` in the same atomic step; indices a batch skips
+        over are never stored here, and the peer is told to drop them. When the buffer reaches
+        capacity the rest of the batch is refused (``AddResult.refused``), none of it kept."""
         check_stream_name(stream)
         if first_index is not None and first_index < 0:
             raise ValueError(f"first_index {first_index} must not be negative")
-        keys = StreamKeys(stream)
-        bucket = self._bucket()
-        script_keys = [
-            keys.meta,
-            keys.avail,
-            keys.incoming,
-            keys.data,
-            keys.gone(bucket),
-            keys.gone(bucket - 1),
-        ]
+        script_keys = stream_keys(stream)
         accepted = duplicates = 0
         for start in range(0, len(chunks), MAX_BATCH):
             part = chunks[start : start + MAX_BATCH]
@@ -222,7 +245,7 @@ class KeyStore:
             reply = await self._scripts.add(
                 keys=script_keys, args=[joined, b"".join(c.material for c in part), cursor]
             )
-            if reply[0] == _E_BAD_CHUNK:
+            if reply[0] == Status.E_BAD_CHUNK:
                 size = int(reply[1])
                 bad = next(i for i, c in enumerate(part) if len(c.material) != size)
                 raise InvalidChunkError(
@@ -246,7 +269,8 @@ class KeyStore:
         return (await self._cursor(stream, "", ""))[0]
 
     async def set_ingest_cursor(self, *, stream: str, cursor: int) -> None:
-        """Move the ingest cursor, e.g. past device indices that expired unread."""
+        """Move the ingest cursor, e.g. past device indices that expired unread; indices passed
+        over are never stored here, and the peer is told to drop them (outbox 'drop')."""
         if cursor < 0:
             raise ValueError(f"ingest cursor {cursor} must not be negative")
         await self._cursor(stream, cursor, "")
@@ -256,223 +280,446 @@ class KeyStore:
         named one (a stream whose cursor predates KSIDs in the store, or a new one)."""
         return (await self._cursor(stream, "", ""))[1] or None
 
-    async def start_key_stream(self, *, stream: str, ksid: str) -> None:
-        """The QKDM opened a new device key stream: the cursor counts from 0 in ``ksid`` now
-        (one atomic step). Keys already stored stay; their IDs name the old KSID."""
+    async def start_key_stream(self, *, stream: str, ksid: str, epoch: int) -> None:
+        """The QKDM opened a new device key stream, ``ksid``, epoch ``epoch`` of the
+        KeyStream's sequence (``docs/key-streams.md``): the cursor counts from 0 in it now (one
+        atomic step). Keys already stored stay; their IDs name the old KSID. The indices of the
+        old one from the cursor on are never stored here, and the peer is told to drop them
+        too. Starting the KSID the cursor counts in already changes nothing."""
         if not ksid:
             raise ValueError("a key stream ID must not be empty")
-        await self._cursor(stream, 0, ksid)
+        if epoch < 0:
+            raise ValueError(f"key stream epoch {epoch} must not be negative")
+        await self._cursor(stream, 0, ksid, epoch)
 
-    async def _cursor(self, stream: str, value: int | str, ksid: str) -> tuple[int, str]:
-        check_stream_name(stream)
-        reply = await self._scripts.cursor(keys=[StreamKeys(stream).meta], args=[value, ksid])
+    async def _cursor(
+        self, stream: str, value: int | str, ksid: str, epoch: int | str = ""
+    ) -> tuple[int, str]:
+        reply = await self._run(self._scripts.cursor, stream, [value, ksid, epoch])
         self._raise_for(reply, stream=stream)
         return int(reply[1]), _text(reply[2])
 
-    # -- reservations (key requests, relay) ----------------------------------------------------
+    # -- master pool blocks --------------------------------------------------------------------
 
-    async def reserve(
+    async def reserve_block(
         self,
         *,
         stream: str,
-        reservation_id: str,
+        block_id: str,
         owner: str,
-        count: int,
         size_bits: int,
-        from_newest: bool = False,
-    ) -> Reservation:
-        """Reserve ``count`` keys of ``size_bits`` from the oldest available chunks, or with
-        ``from_newest`` the newest, all or nothing (``InsufficientKeysError``). A key longer
-        than a chunk is made of consecutive chunks in stream order (also from the newest end,
-        so its ID is the one the peer's ``reserve_ids`` derives); ``size_bits`` need not fill
-        the last one (the rest is discarded on consume). Retrying with the same reservation ID
-        returns the same reservation, whichever end the retry names.
+        count: int,
+        from_newest: bool,
+        lease_ms: int,
+        pending_ms: int,
+    ) -> Block:
+        """Take ``count`` keys of ``size_bits`` from the oldest (or with ``from_newest`` the
+        newest) available chunks into the pending block ``block_id`` of ``owner``, all or
+        nothing (``InsufficientKeysError``). A key longer than a chunk is made of consecutive
+        chunks in stream order, so its ID is the one the peer's ``accept_block`` derives;
+        ``size_bits`` need not fill the last one (the rest is discarded when served). Retrying
+        with the same block ID returns the same block.
 
-        Two neighbours that each reserve for their own SAEs at the same time would otherwise
-        take the same oldest chunks and then fail to reserve them on each other; the callers
-        pass ``from_newest = local node ID > peer node ID`` so the two directions of a link
-        draw from opposite ends and meet only when the buffer is nearly empty."""
-        self._check_reservation_args(stream, reservation_id, owner, size_bits)
-        if count <= 0:
-            raise ValueError(f"key count {count} must be positive")
-        keys = StreamKeys(stream)
-        reply = await self._scripts.reserve(
-            keys=[keys.meta, keys.avail, keys.incoming, keys.keys, keys.res, keys.rsv, keys.gaps],
-            args=[
-                reservation_id,
+        The two directions of a link draw from opposite ends (the callers pass
+        ``from_newest = local node ID > peer node ID``), so the two nodes' blocks meet only when
+        the buffer is nearly empty. ``lease_ms`` is how long the peer will hold its copies;
+        the block is given back if it is not activated within ``pending_ms``."""
+        _check_block_args(stream, block_id, owner, size_bits)
+        _check_positive("key count", count)
+        _check_positive("lease", lease_ms)
+        _check_positive("pending time", pending_ms)
+        reply = await self._run(
+            self._scripts.reserve_block,
+            stream,
+            [
+                block_id,
                 owner,
                 size_bits,
                 count,
                 COMPOSED_KEY_NAMESPACE.bytes,
                 "newest" if from_newest else "oldest",
+                lease_ms,
+                pending_ms,
             ],
         )
-        if reply[0] == _E_INSUFFICIENT:
+        if reply[0] == Status.E_INSUFFICIENT:
             raise InsufficientKeysError(stream=stream, needed=reply[1], available=reply[2])
-        self._raise_for(reply, stream=stream, reservation_id=reservation_id)
-        return self._reservation(reservation_id, reply)
+        if reply[0] == Status.E_CONFLICT:
+            raise BlockConflictError(stream=stream, block_id=block_id)
+        self._raise_for(reply, stream=stream)
+        keys = []
+        for entry in reply[2:]:
+            values = list(entry)
+            keys.append(
+                BlockKey(
+                    key_id=_text(values[0]),
+                    chunks=tuple(
+                        BlockChunk(
+                            chunk_id=_text(values[i]),
+                            index=int(values[i + 1]),
+                            epoch=int(values[i + 2]),
+                        )
+                        for i in range(1, len(values), 3)
+                    ),
+                )
+            )
+        return Block(
+            block_id=block_id,
+            owner=owner,
+            size_bits=size_bits,
+            state=_text(reply[1]),
+            keys=tuple(keys),
+        )
 
-    async def reserve_ids(
+    async def activate_block(self, *, stream: str, block_id: str, serve_ms: int) -> bool:
+        """The peer holds the block: serve it until its reservation time + ``serve_ms``. False
+        if that time has passed already (the block is then given back at once);
+        ``UnknownBlockError`` if it is not pending (the sweeper gave it back meanwhile)."""
+        check_stream_name(stream)
+        check_token("block ID", block_id)
+        _check_positive("serve time", serve_ms)
+        reply = await self._run(self._scripts.activate, stream, [block_id, serve_ms])
+        if reply[0] == Status.E_UNKNOWN_BLOCK:
+            raise UnknownBlockError(stream=stream, block_id=block_id)
+        self._raise_for(reply, stream=stream)
+        return _text(reply[1]) == "active"
+
+    async def refuse_block(
+        self, *, stream: str, block_id: str, drop_chunk_ids: Sequence[str] = ()
+    ) -> tuple[int, int]:
+        """The peer holds nothing of the pending block: its chunks go back to the buffer, except
+        ``drop_chunk_ids`` (the peer never will have them, or holds them elsewhere), which are
+        dropped. Returns (chunks returned, chunks dropped); a block not pending is left alone."""
+        check_stream_name(stream)
+        check_token("block ID", block_id)
+        reply = await self._run(self._scripts.refuse, stream, [block_id, *drop_chunk_ids])
+        self._raise_for(reply, stream=stream)
+        return int(reply[1]), int(reply[2])
+
+    async def pool_level(self, *, stream: str, owner: str, size_bits: int) -> PoolLevel:
+        """How many keys the active blocks of the pool (owner, size) can serve now."""
+        reply = await self._pool("level", stream, owner, size_bits)
+        return PoolLevel(keys=int(reply[1]), chunks=int(reply[2]))
+
+    async def release_pool(self, *, stream: str, owner: str, size_bits: int) -> int:
+        """Give every active block of the pool back (an idle pool): the keys leave the pool at
+        once and return to the buffer once the peer has returned its copies. Returns how many
+        keys left the pool."""
+        reply = await self._pool("release", stream, owner, size_bits)
+        return int(reply[1])
+
+    async def _pool(self, mode: str, stream: str, owner: str, size_bits: int) -> list[Any]:
+        check_stream_name(stream)
+        check_token("owner", owner)
+        check_size(size_bits)
+        reply = await self._run(self._scripts.pool, stream, [mode, owner, size_bits])
+        self._raise_for(reply, stream=stream)
+        return reply
+
+    # -- serving -------------------------------------------------------------------------------
+
+    async def take(self, *, stream: str, owner: str, size_bits: int, count: int) -> Served:
+        """Take ``count`` keys from the pool (owner, size) and delete them: they are delivered.
+        All or nothing (``InsufficientKeysError``, ``available`` = keys in the pool)."""
+        reply = await self._serve("take", stream, owner, size_bits, count, "", 0)
+        return Served(keys=_keys(reply[3:]), pool_left=int(reply[1]))
+
+    async def hold(
+        self, *, stream: str, hold_id: str, owner: str, size_bits: int, count: int, hold_ms: int
+    ) -> Hold:
+        """Move ``count`` keys of the pool (owner, size) into the hold ``hold_id`` for
+        ``hold_ms``, and return them; idempotent per hold ID. After the keys are written
+        (delivered), ``commit_hold``; if they certainly were not, ``cancel_hold``; a hold past
+        its deadline is dropped, never served again."""
+        check_token("hold ID", hold_id)
+        _check_positive("hold time", hold_ms)
+        reply = await self._serve("hold", stream, owner, size_bits, count, hold_id, hold_ms)
+        return Hold(
+            hold_id=hold_id,
+            owner=owner,
+            size_bits=size_bits,
+            deadline_ms=int(reply[2]),
+            keys=_keys(reply[3:]),
+        )
+
+    async def _serve(
+        self,
+        mode: str,
+        stream: str,
+        owner: str,
+        size_bits: int,
+        count: int,
+        hold_id: str,
+        hold_ms: int,
+    ) -> list[Any]:
+        check_stream_name(stream)
+        check_token("owner", owner)
+        check_size(size_bits)
+        _check_positive("key count", count)
+        reply = await self._run(
+            self._scripts.serve, stream, [mode, owner, size_bits, count, hold_id, hold_ms]
+        )
+        if reply[0] == Status.E_INSUFFICIENT:
+            raise InsufficientKeysError(
+                stream=stream, needed=count, available=int(reply[1]), what="pooled keys"
+            )
+        if reply[0] == Status.E_CONFLICT:
+            raise BlockConflictError(stream=stream, block_id=hold_id)
+        self._raise_for(reply, stream=stream)
+        return reply
+
+    async def get_hold(self, *, stream: str, hold_id: str) -> Hold | None:
+        """The hold and its keys, or None if there is none (committed, cancelled, expired)."""
+        check_stream_name(stream)
+        check_token("hold ID", hold_id)
+        reply = await self._run(self._scripts.hold, stream, [hold_id])
+        if reply[0] == Status.E_UNKNOWN_BLOCK:
+            return None
+        self._raise_for(reply, stream=stream)
+        return Hold(
+            hold_id=hold_id,
+            owner=_text(reply[1]),
+            size_bits=int(reply[2]),
+            deadline_ms=int(reply[3]),
+            keys=_keys(reply[4:]),
+        )
+
+    async def commit_hold(self, *, stream: str, hold_id: str, notice: Notice | None = None) -> int:
+        """The hold's keys were delivered: delete them and, in the same atomic step, queue
+        ``notice`` for the peer (unless it is queued or was acknowledged). Idempotent; returns
+        the keys deleted now (0 if the hold was committed before, or expired)."""
+        check_stream_name(stream)
+        check_token("hold ID", hold_id)
+        args: list[str | int] = [hold_id, "", "", "", 0]
+        if notice is not None:
+            check_token("message ID", notice.message_id)
+            args[1:] = [notice.message_id, notice.kind, json.dumps(notice.payload), notice.valid_ms]
+        reply = await self._run(self._scripts.commit, stream, args)
+        self._raise_for(reply, stream=stream)
+        return int(reply[1])
+
+    async def cancel_hold(self, *, stream: str, hold_id: str) -> int:
+        """The hold's keys were certainly not delivered: give them back where they came from (a
+        master's through the peer, a slave's to the keys held for its pair)."""
+        check_stream_name(stream)
+        check_token("hold ID", hold_id)
+        reply = await self._run(self._scripts.cancel, stream, [hold_id])
+        self._raise_for(reply, stream=stream)
+        return int(reply[1])
+
+    # -- the peer side of blocks ---------------------------------------------------------------
+
+    async def accept_block(
         self,
         *,
         stream: str,
-        reservation_id: str,
+        block_id: str,
         owner: str,
         size_bits: int,
-        keys: Sequence[ReservedKey],
-    ) -> Reservation:
-        """The peer side of ``reserve``: reserve exactly ``keys`` (as the other node's
-        ``Reservation.keys``, from either end), all or nothing (``KeysUnavailableError``).
-        Idempotent per reservation ID."""
-        self._check_reservation_args(stream, reservation_id, owner, size_bits)
+        keys: Sequence[BlockKey],
+        lease_ms: int,
+        held_max: int,
+    ) -> bool:
+        """Hold exactly ``keys`` (as the master node's block names them) for ``owner`` until
+        ``lease_ms`` from now, all or nothing; True if new, False for a retry of a block held
+        already. ``BlockRefusedError`` says which chunks are not, never or elsewhere here;
+        ``HeldBoundError`` if the chunks held for slave SAEs would exceed ``held_max``."""
+        _check_block_args(stream, block_id, owner, size_bits)
+        _check_positive("lease", lease_ms)
+        if not keys:
+            raise ValueError("a block needs at least one key")
         check_key_ids([k.key_id for k in keys])
         args: list[str | int | bytes] = [
-            reservation_id,
+            block_id,
             owner,
             size_bits,
             COMPOSED_KEY_NAMESPACE.bytes,
             FLUSH_LIMIT,
-            "",  # _DIRECTION_ARG
+            "",
+            lease_ms,
+            held_max,
             len(keys),
         ]
         for key in keys:
             check_key_ids(key.chunk_ids)
-            args.extend((key.key_id, len(key.chunk_ids), *key.chunk_ids))
-        names = StreamKeys(stream)
-        script_keys = [
-            names.meta,
-            names.avail,
-            names.incoming,
-            names.data,
-            names.keys,
-            names.res,
-            names.rsv,
-            names.gaps,
-        ]
-        while (reply := await self._scripts.reserve_ids(keys=script_keys, args=args))[0] == (
-            _E_RETRY
-        ):
+            args.extend((key.key_id, len(key.chunks)))
+            for chunk in key.chunks:
+                args.extend((chunk.chunk_id, chunk.index, chunk.epoch))
+        while (reply := await self._run(self._scripts.accept, stream, args))[0] == Status.E_RETRY:
             # The chunks lie deep in the incoming list; each call moves FLUSH_LIMIT more, from
             # the end the first call chose.
-            args[_DIRECTION_ARG] = _text(reply[1])
-        if reply[0] == _E_INSUFFICIENT:
-            raise KeysUnavailableError(
-                stream=stream, missing=reply[1], examples=[_text(c) for c in reply[2:]]
+            args[5] = _text(reply[1])
+        if reply[0] == Status.E_REFUSED:
+            raise BlockRefusedError(
+                stream=stream,
+                never=_texts(reply[1]),
+                not_yet=_texts(reply[2]),
+                taken=_texts(reply[3]),
             )
-        if reply[0] == _E_ID_MISMATCH:
+        if reply[0] == Status.E_HELD_BOUND:
+            raise HeldBoundError(stream=stream, mirrored=int(reply[1]), held_max=int(reply[2]))
+        if reply[0] == Status.E_ID_MISMATCH:
             raise KeyIdMismatchError(stream=stream, key_id=_text(reply[1]), chunks_per_key=reply[2])
-        self._raise_for(reply, stream=stream, reservation_id=reservation_id)
-        return self._reservation(reservation_id, reply)
+        if reply[0] == Status.E_CONFLICT:
+            raise BlockConflictError(stream=stream, block_id=block_id)
+        self._raise_for(reply, stream=stream)
+        return _text(reply[1]) == "new"
 
-    async def release(self, *, stream: str, reservation_id: str) -> int:
-        """Put a reservation's unconsumed keys back to available, at their old place in the
-        order; returns how many keys went back."""
-        check_stream_name(stream)
-        check_token("reservation ID", reservation_id)
-        keys = StreamKeys(stream)
-        reply = await self._scripts.release(
-            keys=[keys.meta, keys.avail, keys.keys, keys.res, keys.rsv], args=[reservation_id]
-        )
-        self._raise_for(reply, stream=stream, reservation_id=reservation_id)
-        return int(reply[1])
-
-    async def reservation(self, *, stream: str, reservation_id: str) -> Reservation | None:
-        """The reservation's keys not consumed yet, or None if there is no such reservation."""
-        check_stream_name(stream)
-        check_token("reservation ID", reservation_id)
-        keys = StreamKeys(stream)
-        reply = await self._scripts.lookup(
-            keys=[keys.meta, keys.keys, keys.res], args=[reservation_id]
-        )
-        if reply[0] == _E_UNKNOWN_RESERVATION:
-            return None
-        self._raise_for(reply, stream=stream, reservation_id=reservation_id)
-        return self._reservation(reservation_id, reply)
-
-    # -- delivery ------------------------------------------------------------------------------
-
-    async def fetch(self, *, stream: str, owner: str, key_ids: Sequence[str]) -> list[Key]:
-        """Read reserved keys (in the order asked) without removing them."""
-        return await self._take("fetch", stream=stream, owner=owner, key_ids=key_ids)
-
-    async def consume(self, *, stream: str, owner: str, key_ids: Sequence[str]) -> list[Key]:
-        """Read and delete reserved keys, exactly once, all or nothing (``UnknownKeysError``
-        when any is not reserved for ``owner``, e.g. already consumed)."""
-        return await self._take("consume", stream=stream, owner=owner, key_ids=key_ids)
-
-    async def _take(
-        self, mode: str, *, stream: str, owner: str, key_ids: Sequence[str]
-    ) -> list[Key]:
+    async def claim(
+        self,
+        *,
+        stream: str,
+        owner: str,
+        key_ids: Sequence[str],
+        hold_id: str | None = None,
+        hold_ms: int = 0,
+    ) -> tuple[Key, ...]:
+        """Keys held here for ``owner`` (a slave SAE's pair), by ID, all or nothing
+        (``UnknownKeysError``): deleted and returned (delivered), or with ``hold_id`` moved
+        into that hold for up to ``hold_ms`` (idempotent per hold ID) and returned."""
         check_stream_name(stream)
         check_token("owner", owner)
         check_key_ids(key_ids)
-        keys = StreamKeys(stream)
-        reply = await self._scripts.take(
-            keys=[keys.meta, keys.data, keys.keys, keys.res, keys.gone(self._bucket()), keys.rsv],
-            args=[mode, owner, 2 * self._tombstone_seconds, *key_ids],
+        if hold_id is not None:
+            check_token("hold ID", hold_id)
+            _check_positive("hold time", hold_ms)
+        mode = "consume" if hold_id is None else "hold"
+        reply = await self._claim(mode, stream, owner, key_ids, hold_id or "", hold_ms)
+        return _keys(reply[1:])
+
+    async def holds_for(self, *, stream: str, owner: str, key_ids: Sequence[str]) -> bool:
+        """Whether every key of ``key_ids`` is held here for ``owner`` (changes nothing)."""
+        check_stream_name(stream)
+        check_token("owner", owner)
+        check_key_ids(key_ids)
+        try:
+            await self._claim("check", stream, owner, key_ids, "", 0)
+        except UnknownKeysError:
+            return False
+        return True
+
+    async def _claim(
+        self, mode: str, stream: str, owner: str, key_ids: Sequence[str], hold_id: str, hold_ms: int
+    ) -> list[Any]:
+        reply = await self._run(
+            self._scripts.claim, stream, [mode, owner, hold_id, hold_ms, *key_ids]
         )
-        if reply[0] == _E_UNKNOWN_KEYS:
+        if reply[0] == Status.E_UNKNOWN_KEYS:
             raise UnknownKeysError(
-                stream=stream,
-                owner=owner,
-                missing=reply[1],
-                examples=[_text(k) for k in reply[2:]],
+                stream=stream, owner=owner, missing=int(reply[1]), examples=_texts(reply[2:])
             )
-        if reply[0] == _E_CORRUPT:
-            raise KeyStoreCorruptError(stream=stream, key_id=_text(reply[1]))
+        if reply[0] == Status.E_CONFLICT:
+            raise BlockConflictError(stream=stream, block_id=hold_id)
         self._raise_for(reply, stream=stream)
-        out = []
-        for entry in reply[1:]:
-            size_bits = int(entry[1])
-            out.append(
-                Key(
-                    key_id=_text(entry[0]),
-                    size_bits=size_bits,
-                    material=b"".join(entry[2:])[: size_bits // 8],
-                )
-            )
-        return out
+        return reply
+
+    async def give_back(
+        self, *, stream: str, owner: str, keys: Sequence[tuple[str, Sequence[str]]]
+    ) -> GiveBack:
+        """The peer side of a release: return the keys (key ID, chunk IDs) held here for
+        ``owner`` to the buffer; say which are gone (delivered, dropped, held elsewhere)."""
+        check_stream_name(stream)
+        check_token("owner", owner)
+        check_key_ids([k for k, _ in keys])
+        args: list[str | int] = [owner]
+        for key_id, chunk_ids in keys:
+            check_key_ids(chunk_ids)
+            args.extend((key_id, len(chunk_ids), *chunk_ids))
+        reply = await self._run(self._scripts.give_back, stream, args)
+        self._raise_for(reply, stream=stream)
+        return GiveBack(returned=_texts(reply[1]), gone=_texts(reply[2]))
+
+    async def finish_release(self, *, stream: str, block_id: str, gone: Sequence[str]) -> None:
+        """The peer answered the release of ``block_id``: return our copies of its keys to the
+        buffer except ``gone``, which are dropped; the release message is withdrawn."""
+        check_stream_name(stream)
+        check_token("block ID", block_id)
+        reply = await self._run(self._scripts.released, stream, [block_id, *gone])
+        self._raise_for(reply, stream=stream)
+
+    async def mark_peer_dropped(
+        self, *, stream: str, epoch: int, ranges: Sequence[tuple[int, int | None]]
+    ) -> list[tuple[int, int]]:
+        """The peer passed over the device index ``ranges`` ([start, end); end None: every
+        index from start on, the peer left that key stream there) of the key stream of epoch
+        ``epoch``: never store them here. Returns the index spans of those ranges that chunks
+        in this buffer may have; ``drop_unstored`` drops them by ID (the caller derives the
+        IDs from the epoch's KSID). No chunk of the ranges is stored after this returns."""
+        check_stream_name(stream)
+        if epoch < 0:
+            raise ValueError(f"key stream epoch {epoch} must not be negative")
+        args: list[str | int] = ["mark", epoch, len(ranges)]
+        for start, end in ranges:
+            if start < 0 or (end is not None and end <= start):
+                raise ValueError(f"index range [{start}, {end}) is empty or negative")
+            args.extend((start, "" if end is None else end))
+        reply = await self._run(self._scripts.drop_peer, stream, args)
+        self._raise_for(reply, stream=stream)
+        return [(int(reply[i]), int(reply[i + 1])) for i in range(1, len(reply), 2)]
+
+    async def drop_unstored(self, *, stream: str, chunk_ids: Sequence[str]) -> int:
+        """Drop from the buffer the chunks of ``chunk_ids`` that are in it: the peer never
+        stored them (``mark_peer_dropped``). Returns the chunks dropped."""
+        check_stream_name(stream)
+        if chunk_ids and not UUIDS.fullmatch("".join(chunk_ids)):
+            raise ValueError("chunk IDs must be lowercase UUIDs")
+        dropped = 0
+        for start in range(0, len(chunk_ids), MAX_BATCH):
+            args: list[str | int] = ["drop", FLUSH_LIMIT, "", *chunk_ids[start : start + MAX_BATCH]]
+            while (reply := await self._run(self._scripts.drop_peer, stream, args))[0] == (
+                Status.E_RETRY
+            ):
+                args[2] = _text(reply[1])
+            self._raise_for(reply, stream=stream)
+            dropped += int(reply[1])
+        return dropped
+
+    # -- deadlines and the outbox --------------------------------------------------------------
+
+    async def sweep(self, *, stream: str, limit: int = 1000) -> SweepResult:
+        """Act on the blocks past their deadline (``common.lua``, ``sweep.lua``)."""
+        reply = await self._run(self._scripts.sweep, stream, [limit])
+        self._raise_for(reply, stream=stream)
+        return SweepResult(
+            handled=int(reply[1]),
+            released=int(reply[2]),
+            dropped=int(reply[3]),
+            more=bool(reply[4]),
+        )
+
+    async def outbox_due(self, *, stream: str, limit: int = 100) -> list[OutboxMessage]:
+        """The messages for the stream's peer that are due now."""
+        return (await self.outbox_due_at(stream=stream, limit=limit))[1]
+
+    async def outbox_due_at(
+        self, *, stream: str, limit: int = 100
+    ) -> tuple[int, list[OutboxMessage]]:
+        """The Redis clock's now (ms), and the messages for the stream's peer due then."""
+        reply = await self._run(self._scripts.outbox, stream, ["due", limit])
+        self._raise_for(reply, stream=stream)
+        messages = [
+            OutboxMessage(message_id=_text(reply[i]), body=json.loads(reply[i + 1]))
+            for i in range(2, len(reply), 2)
+        ]
+        return int(reply[1]), messages
+
+    async def outbox_later(self, *, stream: str, message_id: str, delay_ms: int) -> None:
+        """Try the message again after ``delay_ms``."""
+        await self._run(self._scripts.outbox, stream, ["later", message_id, delay_ms])
+
+    async def outbox_done(self, *, stream: str, message_id: str) -> None:
+        """The peer acknowledged the message."""
+        await self._run(self._scripts.outbox, stream, ["done", message_id])
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _bucket(self) -> int:
-        # Tombstones live in one set per period; add checks this period's and the last one's.
-        return int(time.time()) // self._tombstone_seconds
-
     @staticmethod
-    def _check_reservation_args(
-        stream: str, reservation_id: str, owner: str, size_bits: int
-    ) -> None:
-        check_stream_name(stream)
-        check_token("reservation ID", reservation_id)
-        check_token("owner", owner)
-        check_size(size_bits)
-
-    @staticmethod
-    def _reservation(reservation_id: str, reply: list[Any]) -> Reservation:
-        return Reservation(
-            reservation_id=reservation_id,
-            owner=_text(reply[1]),
-            size_bits=int(reply[2]),
-            keys=tuple(
-                ReservedKey(key_id=_text(e[0]), chunk_ids=tuple(_text(c) for c in e[1:]))
-                for e in _as_list(reply[3:])
-            ),
-        )
-
-    @staticmethod
-    def _raise_for(reply: list[Any], *, stream: str, reservation_id: str = "") -> None:
+    def _raise_for(reply: list[Any], *, stream: str) -> None:
         code = reply[0]
-        if code == _OK:
+        if code == Status.OK:
             return
-        if code == _E_UNKNOWN_STREAM:
+        if code == Status.E_UNKNOWN_STREAM:
             raise UnknownStreamError(stream=stream)
-        if code == _E_CONFLICT:
-            raise ReservationConflictError(stream=stream, reservation_id=reservation_id)
-        if code == _E_UNKNOWN_RESERVATION:
-            raise UnknownReservationError(stream=stream, reservation_id=reservation_id)
+        if code == Status.E_CORRUPT:
+            raise KeyStoreCorruptError(stream=stream, key_id=_text(reply[1]))
         raise RuntimeError(f"key-store script returned unexpected status {code!r}")
-
-
-def _as_list(entries: Iterable[Any]) -> list[list[Any]]:
-    return [list(e) for e in entries]

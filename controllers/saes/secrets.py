@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from controllers.kube import SecretVanished, create_secret_or_read
+
 # kubernetes_asyncio logs every response body at DEBUG ("response body: ..."), Secrets and their
 # keys included, whenever the root logger is at DEBUG (qss-controller --verbose). Its own
 # Configuration.debug switch guards a logger named "client", not this one, so pin it here.
@@ -124,17 +126,12 @@ async def create_secret(
         data=_encode(data),
     )
     try:
-        created = await core.create_namespaced_secret(namespace, body)
+        secret, _ = await create_secret_or_read(core, namespace, body)
     except ApiException as exc:
-        if exc.status != 409:
-            raise _error("create", namespace, name, exc) from None
-        theirs = await read_secret(core, namespace, name)
-        if theirs is None:
-            raise SecretConflict(
-                f"Secret {namespace}/{name} was created and deleted again meanwhile"
-            ) from None
-        return theirs
-    return _decode(created)
+        raise _error("create", namespace, name, exc) from None
+    except SecretVanished as exc:
+        raise SecretConflict(str(exc)) from None
+    return _decode(secret)
 
 
 async def update_secret_data(

@@ -105,6 +105,7 @@ class Cluster:
     pki: ClusterPki
     kubectl_binary: Path
     host: str = "127.0.0.1"  # the harness bridge's address when the cluster has a real node
+    addresses: nodenet.NodeAddresses | None = None  # its real node's, if it has one
     node: RealNode | None = None
 
     @property
@@ -267,54 +268,10 @@ class ControlPlane:
             pki=pki,
             kubectl_binary=self.bin_dir / "kubectl",
             host=host,
+            addresses=node_addresses,
         )
         cluster.write_kubeconfig()
-        apiserver = self.spawn(
-            f"{name}/kube-apiserver",
-            [
-                str(self.bin_dir / "kube-apiserver"),
-                "--etcd-servers",
-                self._etcd_url,
-                "--etcd-prefix",
-                f"/kube-qss/{name}",
-                "--bind-address",
-                host,
-                "--advertise-address",
-                host,
-                "--secure-port",
-                str(cluster.port),
-                "--tls-cert-file",
-                str(pki.serving_cert),
-                "--tls-private-key-file",
-                str(pki.serving_key),
-                "--client-ca-file",
-                str(pki.ca_cert),
-                "--service-account-issuer",
-                "https://kubernetes.default.svc.cluster.local",
-                "--service-account-key-file",
-                str(pki.sa_public),
-                "--service-account-signing-key-file",
-                str(pki.sa_private),
-                "--allow-privileged=true",
-                "--profiling=false",
-                *(
-                    self._real_node_apiserver_args(cluster, node_addresses)
-                    if node_addresses
-                    else [
-                        "--service-cluster-ip-range",
-                        "10.96.0.0/16",
-                        "--authorization-mode",
-                        "RBAC",
-                        "--endpoint-reconciler-type",
-                        "none",
-                    ]
-                ),
-            ],
-            directory / "kube-apiserver.log",
-        )
-        self._wait_http(
-            f"{cluster.server}/readyz", apiserver, "kube-apiserver", context=cluster.ssl_context()
-        )
+        self.start_apiserver(cluster)
         self.spawn(
             f"{name}/kube-controller-manager",
             [
@@ -357,6 +314,63 @@ class ControlPlane:
         if node_addresses is not None:
             self._start_real_node(cluster, node_addresses)
         return cluster
+
+    def start_apiserver(self, cluster: Cluster) -> None:
+        """Start the cluster's kube-apiserver (again: on the same port, PKI and etcd prefix)."""
+        pki = cluster.pki
+        apiserver = self.spawn(
+            f"{cluster.name}/kube-apiserver",
+            [
+                str(self.bin_dir / "kube-apiserver"),
+                "--etcd-servers",
+                self._etcd_url,
+                "--etcd-prefix",
+                f"/kube-qss/{cluster.name}",
+                "--bind-address",
+                cluster.host,
+                "--advertise-address",
+                cluster.host,
+                "--secure-port",
+                str(cluster.port),
+                "--tls-cert-file",
+                str(pki.serving_cert),
+                "--tls-private-key-file",
+                str(pki.serving_key),
+                "--client-ca-file",
+                str(pki.ca_cert),
+                "--service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+                "--service-account-key-file",
+                str(pki.sa_public),
+                "--service-account-signing-key-file",
+                str(pki.sa_private),
+                "--allow-privileged=true",
+                "--profiling=false",
+                *(
+                    self._real_node_apiserver_args(cluster, cluster.addresses)
+                    if cluster.addresses
+                    else [
+                        "--service-cluster-ip-range",
+                        "10.96.0.0/16",
+                        "--authorization-mode",
+                        "RBAC",
+                        "--endpoint-reconciler-type",
+                        "none",
+                    ]
+                ),
+            ],
+            cluster.directory / "kube-apiserver.log",
+        )
+        self._wait_http(
+            f"{cluster.server}/readyz", apiserver, "kube-apiserver", context=cluster.ssl_context()
+        )
+
+    def stop_apiserver(self, cluster: Cluster) -> None:
+        """SIGKILL the cluster's kube-apiserver, as a crash would (``start_apiserver`` again)."""
+        for name, proc in self._processes:
+            if name == f"{cluster.name}/kube-apiserver" and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=20)
 
     @staticmethod
     def _real_node_apiserver_args(cluster: Cluster, node: nodenet.NodeAddresses) -> list[str]:

@@ -56,6 +56,8 @@ class QssNode:
     controller: subprocess.Popen[bytes] | None = None
     redis: subprocess.Popen[bytes] | None = None
     qkdms: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Extra environment of the node's controller (e.g. QSS_DELIVERY_* settings of a test).
+    controller_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def redis_url(self) -> str:
@@ -102,7 +104,9 @@ class QssNetwork:
 
     # -- nodes ---------------------------------------------------------------------------------
 
-    def add_node(self, name: str, cluster: Cluster) -> QssNode:
+    def add_node(
+        self, name: str, cluster: Cluster, *, controller_env: dict[str, str] | None = None
+    ) -> QssNode:
         directory = cluster.directory
         node = QssNode(
             name=name,
@@ -112,6 +116,7 @@ class QssNetwork:
             ca=pki.create_ca(f"kube-qss {name} node CA"),
             channel_port=free_port(),
             key_api_port=free_port(),
+            controller_env=dict(controller_env or {}),
         )
         node.redis_dir.mkdir(parents=True, exist_ok=True)
         self.nodes[name] = node
@@ -157,6 +162,7 @@ class QssNetwork:
                 QSS_ETSI014_HOST="127.0.0.1",
                 QSS_ETSI014_PORT=str(node.key_api_port),
                 QSS_NODE_IPS="127.0.0.1",
+                **node.controller_env,
             ),
         )
 

@@ -5,24 +5,24 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
+from controllers.keystore import Key, KeyStore
 from tests.cluster.localcluster import Cluster
 from tests.cluster.network import apply
+from tests.waiting import eventually, eventually_async
 
-
-def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what or 'condition'} not met within {timeout}s; last {last!r}")
+__all__ = [
+    "eventually",
+    "eventually_async",
+    "get",
+    "keyrequest",
+    "kubectl_json",
+    "phase_of",
+    "secret_keys",
+    "take_on_both",
+]
 
 
 def kubectl_json(cluster: Cluster, *args: str) -> dict[str, Any] | None:
@@ -64,3 +64,35 @@ def keyrequest(cluster: Cluster, namespace: str, **spec: Any) -> str:
         },
     )
     return name
+
+
+async def take_on_both(
+    master: KeyStore, peer: KeyStore, *, stream: str, count: int, size_bits: int, owner: str
+) -> tuple[list[Key], list[Key]]:
+    """Take ``count`` keys out of both stores of a stream alike, as key delivery does (a block
+    on ``master``, held on ``peer``, served on one, claimed on the other): the two lists of
+    keys, in the same order."""
+    block = await master.reserve_block(
+        stream=stream,
+        block_id=str(uuid.uuid4()),
+        owner=owner,
+        size_bits=size_bits,
+        count=count,
+        from_newest=False,
+        lease_ms=60_000,
+        pending_ms=60_000,
+    )
+    await peer.accept_block(
+        stream=stream,
+        block_id=block.block_id,
+        owner=owner,
+        size_bits=size_bits,
+        keys=block.keys,
+        lease_ms=60_000,
+        held_max=10**9,
+    )
+    await master.activate_block(stream=stream, block_id=block.block_id, serve_ms=30_000)
+    served = await master.take(stream=stream, owner=owner, size_bits=size_bits, count=count)
+    keys = sorted(served.keys, key=lambda k: k.key_id)
+    claimed = await peer.claim(stream=stream, owner=owner, key_ids=[k.key_id for k in keys])
+    return keys, list(claimed)

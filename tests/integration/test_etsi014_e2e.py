@@ -42,7 +42,7 @@ from tests.cluster.localcluster import Cluster
 from tests.cluster.network import QssNetwork
 from tests.etsi014_client import Etsi014Client, Etsi014Error, key_map
 from tests.integration.helpers import keyrequest as apply_keyrequest
-from tests.integration.helpers import kubectl_json
+from tests.integration.helpers import kubectl_json, take_on_both
 
 A, B = "node-a", "node-b"
 NS_A, NS_B = "etsi014-a", "etsi014-b"
@@ -599,16 +599,15 @@ async def test_keys_flow_again_after_the_buffer_was_full_for_a_while(etsi: Etsi)
         # Full for well over the device's window: what it generated meanwhile is gone.
         await asyncio.sleep(2.5 * window)
         before, _ = await added()
-        taken = await store.reserve(
-            stream=REFILL_LINK,
-            reservation_id=str(uuid.uuid4()),
-            owner="etsi014-test/refill",
-            count=REFILL_CAPACITY // 2,
-            size_bits=256,
-        )
-        await store.consume(
-            stream=REFILL_LINK, owner="etsi014-test/refill", key_ids=list(taken.key_ids)
-        )
+        async with KeyStore.from_url(network.nodes[B].redis_url) as peer:
+            await take_on_both(
+                store,
+                peer,
+                stream=REFILL_LINK,
+                count=REFILL_CAPACITY // 2,
+                size_bits=256,
+                owner="etsi014-test/refill",
+            )
         # At 500 chunks/s the free half refills in a fraction of a second; allow plenty.
         deadline = time.monotonic() + 20
         while (await added())[0] == before:

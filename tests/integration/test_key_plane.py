@@ -7,7 +7,6 @@ import asyncio
 import json
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from controllers.keystore import KeyStore
 from tests.cluster.localcluster import Cluster
 from tests.cluster.network import QssNetwork, apply
+from tests.integration.helpers import take_on_both
 
 A, B = "node-a", "node-b"
 CHUNK_BITS = 256
@@ -72,17 +72,11 @@ async def stores(qss_network: QssNetwork) -> AsyncIterator[dict[str, KeyStore]]:
 
 
 async def _drain_and_compare(stores: dict[str, KeyStore], stream: str, count: int) -> None:
-    """Reserve ``count`` keys on A, the same IDs on B, and check the bytes are identical."""
-    rid = str(uuid.uuid4())
-    on_a = await stores[A].reserve(
-        stream=stream, reservation_id=rid, owner="test", count=count, size_bits=CHUNK_BITS
+    """Take ``count`` keys on A, the same IDs on B, and check the bytes are identical."""
+    keys_a, keys_b = await take_on_both(
+        stores[A], stores[B], stream=stream, count=count, size_bits=CHUNK_BITS, owner="t/test"
     )
-    on_b = await stores[B].reserve_ids(
-        stream=stream, reservation_id=rid, owner="test", size_bits=CHUNK_BITS, keys=on_a.keys
-    )
-    assert on_b.key_ids == on_a.key_ids
-    keys_a = await stores[A].consume(stream=stream, owner="test", key_ids=list(on_a.key_ids))
-    keys_b = await stores[B].consume(stream=stream, owner="test", key_ids=list(on_b.key_ids))
+    assert [k.key_id for k in keys_a] == [k.key_id for k in keys_b]
     assert [k.material for k in keys_a] == [k.material for k in keys_b]
     assert len({k.material for k in keys_a}) == count, "a key repeated within the stream"
 

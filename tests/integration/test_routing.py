@@ -196,18 +196,22 @@ def _next_hop(network: QssNetwork, node: str, sae: str) -> str | None:
 
 
 async def _drain(network: QssNetwork, stream: str) -> None:
-    """Take every key of the stream at both ends (the device stopped first)."""
+    """Take every key of the stream out of both buffers (the device stopped first): each end
+    puts all it holds into a block that stays pending for longer than the test runs."""
     pair = network.links[stream]
     for node in (pair.a, pair.b):
         async with KeyStore.from_url(network.nodes[node].redis_url) as store:
             counts = await store.counts(stream=stream)
             if counts.available:
-                await store.reserve(
+                await store.reserve_block(
                     stream=stream,
-                    reservation_id=str(uuid.uuid4()),
-                    owner="rt-drain",
+                    block_id=str(uuid.uuid4()),
+                    owner="rt-drain/nobody",
                     count=counts.available,
-                    size_bits=256,
+                    size_bits=counts.chunk_bytes * 8,
+                    from_newest=False,
+                    lease_ms=3_600_000,
+                    pending_ms=3_600_000,
                 )
 
 

@@ -1,82 +1,96 @@
-"""Concurrency and durability: reservations never share a key, counters always add up, and a
-Redis restart loses nothing (the fixture's server runs with AOF, fsync always)."""
+"""Concurrency and durability: blocks and serving never share a key, counters always add up, and
+a Redis restart loses nothing (the fixture's server runs with AOF, fsync always)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from controllers.keystore import InsufficientKeysError, KeyStore, Reservation
+from controllers.keystore import (
+    Block,
+    InsufficientKeysError,
+    KeyStore,
+    UnknownKeysError,
+)
 from tests.fixtures.redis import RedisServer
-from tests.unit.keystore.helpers import STREAM, assert_counts_add_up, make_chunks
+from tests.unit.keystore.helpers import (
+    OWNER,
+    STREAM,
+    agree,
+    assert_counts_add_up,
+    chunk_ids_of,
+    make_chunks,
+    reserve,
+)
 
 
-async def test_concurrent_reservations_never_share_a_chunk(store: KeyStore) -> None:
+async def test_concurrent_blocks_never_share_a_chunk(store: KeyStore) -> None:
     await store.add_chunks(stream=STREAM, chunks=make_chunks(300))
 
-    async def one(i: int) -> Reservation | None:
+    async def one(i: int) -> Block | None:
         try:
-            return await store.reserve(
-                stream=STREAM, reservation_id=f"r{i}", owner=f"sae-{i % 7}", count=1, size_bits=256
-            )
+            return await reserve(store, f"r{i}", count=1, size_bits=256, owner=f"sae-{i % 7}/x")
         except InsufficientKeysError:
             return None
 
     results = await asyncio.gather(*(one(i) for i in range(200)))
-    granted = [r for r in results if r is not None]
+    granted = [b for b in results if b is not None]
     assert len(granted) == 150
-    chunk_ids = [c for r in granted for k in r.keys for c in k.chunk_ids]
+    chunk_ids = [c for b in granted for c in chunk_ids_of(b)]
     assert len(chunk_ids) == len(set(chunk_ids)) == 300
     await assert_counts_add_up(store)
 
-    # Consume half, release the other half, concurrently; everything still adds up.
-    async def settle(i: int, r: Reservation) -> None:
-        if i % 2:
-            await store.consume(stream=STREAM, owner=r.owner, key_ids=r.key_ids)
-        else:
-            await store.release(stream=STREAM, reservation_id=r.reservation_id)
 
-    await asyncio.gather(*(settle(i, r) for i, r in enumerate(granted)))
-    counts = await store.counts(stream=STREAM)
-    assert (counts.available, counts.reserved, counts.consumed) == (150, 0, 150)
-    await assert_counts_add_up(store)
+async def test_concurrent_servers_and_claimers_get_each_key_once(
+    store: KeyStore, peer_store: KeyStore
+) -> None:
+    chunks = make_chunks(200)
+    for s in (store, peer_store):
+        await s.add_chunks(stream=STREAM, chunks=chunks)
+    for i in range(4):
+        await agree(store, peer_store, f"b{i}", count=50)
 
-
-async def test_concurrent_consumers_get_each_key_once(store: KeyStore) -> None:
-    await store.add_chunks(stream=STREAM, chunks=make_chunks(50))
-    r = await store.reserve(
-        stream=STREAM, reservation_id="r1", owner="sae-a", count=50, size_bits=128
-    )
-
-    async def grab(key_id: str) -> int:
+    async def take() -> list[str]:
         try:
-            await store.consume(stream=STREAM, owner="sae-a", key_ids=[key_id])
-        except Exception:
+            served = await store.take(stream=STREAM, owner=OWNER, size_bits=128, count=3)
+        except InsufficientKeysError:
+            return []
+        return [k.key_id for k in served.keys]
+
+    taken = [k for ks in await asyncio.gather(*(take() for _ in range(80))) for k in ks]
+    assert len(taken) == len(set(taken)) == 198  # 66 requests of 3; 2 keys stay
+
+    async def claim(key_id: str) -> int:
+        try:
+            await peer_store.claim(stream=STREAM, owner=OWNER, key_ids=[key_id])
+        except UnknownKeysError:
             return 0
         return 1
 
-    served = await asyncio.gather(*(grab(k) for k in r.key_ids for _ in range(4)))
-    assert sum(served) == 50
-    await assert_counts_add_up(store)
+    claimed = await asyncio.gather(*(claim(k) for k in taken for _ in range(3)))
+    assert sum(claimed) == 198
+    for s in (store, peer_store):
+        await assert_counts_add_up(s)
 
 
-async def test_redis_restart_loses_nothing(store: KeyStore, redis_server: RedisServer) -> None:
+async def test_redis_restart_loses_nothing(
+    store: KeyStore, peer_store: KeyStore, redis_server: RedisServer
+) -> None:
     chunks = make_chunks(20)
-    await store.add_chunks(stream=STREAM, chunks=chunks)
-    r1 = await store.reserve(
-        stream=STREAM, reservation_id="r1", owner="sae-a", count=4, size_bits=128
+    for s in (store, peer_store):
+        await s.add_chunks(stream=STREAM, chunks=chunks)
+    await agree(store, peer_store, "b1", count=4, size_bits=256)
+    hold = await store.hold(
+        stream=STREAM, hold_id="req", owner=OWNER, size_bits=256, count=2, hold_ms=60_000
     )
-    r2 = await store.reserve(
-        stream=STREAM, reservation_id="r2", owner="sae-a", count=2, size_bits=256
-    )
-    await store.consume(stream=STREAM, owner="sae-a", key_ids=r1.key_ids[:2])
-    before = await store.counts(stream=STREAM)
+    before = (await store.counts(stream=STREAM), await peer_store.counts(stream=STREAM))
 
     await asyncio.to_thread(redis_server.restart)
 
-    assert await store.counts(stream=STREAM) == before
-    assert await store.reservation(stream=STREAM, reservation_id="r2") == r2
-    keys = await store.consume(stream=STREAM, owner="sae-a", key_ids=r2.key_ids)
-    assert keys[0].material == chunks[4].material + chunks[5].material
-    again = await store.add_chunks(stream=STREAM, chunks=chunks)
-    assert again.accepted == 0
+    assert (await store.counts(stream=STREAM), await peer_store.counts(stream=STREAM)) == before
+    again = await store.get_hold(stream=STREAM, hold_id="req")
+    assert again is not None
+    assert {k.key_id: k.material for k in again.keys} == {k.key_id: k.material for k in hold.keys}
+    theirs = await peer_store.claim(stream=STREAM, owner=OWNER, key_ids=list(hold.key_ids))
+    assert {k.key_id: k.material for k in theirs} == {k.key_id: k.material for k in hold.keys}
+    assert (await store.add_chunks(stream=STREAM, chunks=chunks)).accepted == 0
     await assert_counts_add_up(store)

@@ -1,26 +1,47 @@
--- Reserve `count` keys of `size_bits` from the oldest (or the newest) available chunks, all or
--- nothing. Either way the chunks are the `need` consecutive ones at that end of the available
--- order, and each key is made of consecutive ones in stream order, so its ID is the one the
--- peer derives from its chunk IDs (reserve_ids.lua).
--- KEYS: meta, avail, incoming, keys, res, rsv, gaps.
--- ARGV: reservation_id, owner, size_bits, count, id_namespace, end ('oldest' or 'newest').
--- Reply: {OK, owner, size_bits, {key_id, chunk_id...}...}; a retry with the same reservation ID
--- gets the same reply (whichever end it names).
-local meta, avail, incoming, keys, res, rsv = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local gaps = KEYS[7]
-local rid, owner, size_bits, count, ns = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
+-- A master node's pool block: take `count` keys of `size_bits` from the oldest (or the newest)
+-- available chunks, all or nothing, into block `block_id` (state 'pending' until the peer holds
+-- the same keys: activate.lua). Either way the chunks are the `need` consecutive ones at that
+-- end of the available order, and each key is made of consecutive ones in stream order, so its
+-- ID is the one the peer derives from its chunk IDs (accept.lua).
+-- ARGV: block_id, owner, size_bits, count, id_namespace, end ('oldest' or 'newest'), lease_ms
+--       (how long the peer may hold its copies), pending_ms (how long the agreement may take).
+-- Reply: {OK, state, {key_id, chunk_id, device index, epoch, chunk_id, ...}...} (the epoch of
+-- the key stream the index counts in: common.lua); a retry
+-- with the same block ID gets the same keys (whichever end it names), or {E_CONFLICT} if the
+-- ID names another block; {E_INSUFFICIENT, need, have} takes nothing.
+local bid, owner, size_bits, count, ns = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
   ARGV[5]
 local newest = ARGV[6] == 'newest'
+local lease, pending = tonumber(ARGV[7]), tonumber(ARGV[8])
 if redis.call('EXISTS', meta) == 0 then
   return {E_UNKNOWN_STREAM}
 end
-local existing = redis.call('HGET', res, rid)
+local base = base_of(meta)
+local existing = get_block(blk, bid)
 if existing then
-  local record = cjson.decode(existing)
-  if record.o ~= owner or record.b ~= size_bits or #record.k ~= count then
+  if existing.r ~= 'm' or existing.o ~= owner or existing.b ~= size_bits or existing.n ~= count
+  then
     return {E_CONFLICT}
   end
-  return reservation_reply(keys, record)
+  local reply = {OK, existing.st}
+  for _, kid in ipairs(redis.call('SMEMBERS', block_set(base, bid))) do
+    local cs = key_chunks(kc, kid)
+    local where = redis.call('HMGET', out, unpack(cs))
+    local seqs = {}
+    for i = 1, #cs do
+      local _, seq = out_of(where[i])
+      seqs[i] = seq
+    end
+    local idx, epochs = indices_of(segs, seqs)
+    local entry = {kid}
+    for i, c in ipairs(cs) do
+      entry[#entry + 1] = c
+      entry[#entry + 1] = idx[i]
+      entry[#entry + 1] = epochs[i]
+    end
+    reply[#reply + 1] = entry
+  end
+  return reply
 end
 local per_key = chunks_per_key(meta, size_bits)
 local need = per_key * count
@@ -90,21 +111,35 @@ if newest then
     seqs[i], seqs[n + 1 - i] = seqs[n + 1 - i], seqs[i]
   end
 end
-call_sliced('SADD', rsv, ids, SLICE)
-local out = {OK, owner, size_bits}
-local key_ids = {}
+local now = now_ms()
+local bset = block_set(base, bid)
+local indices, epochs = indices_of(segs, seqs)
+local reply = {OK, 'pending'}
+local hset, key_ids = {}, {}
 for k = 0, count - 1 do
-  local chunk_ids, chunk_seqs = {}, {}
+  local chunk_ids = {}
+  local entry = {}
   for c = 1, per_key do
-    chunk_ids[c] = ids[k * per_key + c]
-    chunk_seqs[c] = seqs[k * per_key + c]
+    local i = k * per_key + c
+    chunk_ids[c] = ids[i]
+    hset[#hset + 1] = ids[i]
+    hset[#hset + 1] = bid .. '|' .. int(seqs[i])
+    entry[#entry + 1] = ids[i]
+    entry[#entry + 1] = indices[i]
+    entry[#entry + 1] = epochs[i]
   end
   local kid = composed_id(ns, chunk_ids)
+  if per_key > 1 then
+    redis.call('HSET', kc, kid, table.concat(chunk_ids, ','))
+  end
   key_ids[k + 1] = kid
-  redis.call('HSET', keys, kid, cjson.encode({r = rid, o = owner, b = size_bits, c = chunk_ids,
-    s = chunk_seqs}))
-  out[#out + 1] = key_reply(kid, chunk_ids)
+  table.insert(entry, 1, kid)
+  reply[#reply + 1] = entry
 end
-redis.call('HSET', res, rid, cjson.encode({o = owner, b = size_bits, k = key_ids, n = count}))
-redis.call('HINCRBY', meta, 'reserved', need)
-return out
+call_sliced('HSET', out, hset, 2 * SLICE)
+call_sliced('SADD', bset, key_ids, SLICE)
+put_block(blk, bid, {r = 'm', o = owner, b = size_bits, k = per_key, n = count, st = 'pending',
+  t0 = now, dl = now + pending, ls = lease})
+redis.call('ZADD', exp, now + pending, bid)
+redis.call('HINCRBY', meta, 'pooled', need)
+return reply
