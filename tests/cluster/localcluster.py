@@ -116,7 +116,7 @@ class Cluster:
         return self.directory / "kubeconfig"
 
     def kubectl(
-        self, *args: str, stdin: str | None = None, check: bool = True
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         """Run the control plane's own kubectl against this cluster."""
         return subprocess.run(
@@ -125,7 +125,7 @@ class Cluster:
             capture_output=True,
             text=True,
             check=check,
-            timeout=120,
+            timeout=timeout,
         )
 
     def ssl_context(self) -> ssl.SSLContext:
