@@ -87,6 +87,8 @@ class Follower:
             self._proc.terminate()
         self._proc.wait(timeout=30)
         self._thread.join(timeout=30)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
 
     @property
     def text(self) -> str:
@@ -103,18 +105,22 @@ class KeyRequestWatch:
         )
         self._parsed = 0
         self._buffer: list[str] = []
+        self._decoder = json.JSONDecoder()
 
     def refresh(self) -> dict[str, list[dict[str, Any]]]:
         lines = self.follower.lines
         while self._parsed < len(lines):
-            line = lines[self._parsed]
+            self._buffer.append(lines[self._parsed])
             self._parsed += 1
-            self._buffer.append(line)
-            if line == "}":  # kubectl prints each event as an indented object
-                event = json.loads("\n".join(self._buffer))
-                self._buffer = []
-                obj = event["object"]
-                self.versions.setdefault(obj["metadata"]["name"], []).append(obj)
+            text = "\n".join(self._buffer).strip()
+            try:  # kubectl prints each event as an object, on one line or indented on many
+                event, end = self._decoder.raw_decode(text)
+            except ValueError:
+                continue
+            rest = text[end:].strip()
+            self._buffer = [rest] if rest else []
+            obj = event["object"]
+            self.versions.setdefault(obj["metadata"]["name"], []).append(obj)
         return self.versions
 
 
@@ -266,8 +272,18 @@ def key_pods(_real_network_of_the_session: RealQssNetwork) -> Iterator[KeyPods]:
     try:
         yield pods
     finally:
+        # Waited for, so that no key pod of this module still asks for keys in later tests.
         for cluster in (a, b):
             cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+        for cluster in (a, b):
+            cluster.kubectl(
+                "wait",
+                "--for=delete",
+                f"namespace/{NS}",
+                "--timeout=300s",
+                check=False,
+                timeout=330,
+            )
         for follower in [*logs.values(), *(w.follower for w in watches.values())]:
             follower.stop()
 
