@@ -627,6 +627,9 @@ async def test_deleting_the_slave_pod_mid_rotation_and_recreating_it_serves_no_k
         for owner in owners:
             taken_by.setdefault(owner, set()).update(ids)
 
+    # The audit covers real traffic: many keys, each slave pod taking some.
+    assert len(master_keys) >= 20, master_keys
+    assert all(taken_by.get(uid) for uid in files), taken_by.keys()
     assert in_master_files <= master_keys
     assert handed_over == master_keys, "the slave side got other keys than the master"
     uids = list(files)
