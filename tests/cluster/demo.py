@@ -6,7 +6,9 @@ controller, its Redis key store, the device plugin, the simulated QKD device pai
 module (QKDM) the controller runs for each key stream end. The demo shows the nodes and pods,
 the links and key streams filling on both clusters, applies the sample KeyRequest on node-a (alice
 asks for keys shared with bob on node-b) and shows that the Secrets on both clusters hold the same
-key IDs (never the keys). The network keeps running; ``make demo-down`` stops it.
+key IDs (never the keys); then the sample pods of ``kustomize/samples/pods`` (alice on node-a,
+bob on node-b), into which the webhook injects the key sidecar, each printing the IDs of the keys
+it sees and a short hash of each. The network keeps running; ``make demo-down`` stops it.
 
 ``--processes`` runs the same network as local processes instead (no kubelet, no images: what the
 fast tests use). The network's shape (nodes, the key streams between them, their SAEs) comes from
@@ -30,6 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from tests.cluster import images
 from tests.cluster.localcluster import (
     DEFAULT_STATE_DIR,
     REPO_ROOT,
@@ -43,6 +48,7 @@ from tests.cluster.realnetwork import DEMO_NETWORK, deploy
 from tests.cluster.topology import NetworkTopology, TopologyError, load_topology
 
 KEYREQUEST = REPO_ROOT / "kustomize" / "samples" / "qss.dev_v1alpha1_keyrequest.yaml"
+SAMPLE_PODS = REPO_ROOT / "kustomize" / "samples" / "pods"
 
 
 def show(cluster: Cluster, *args: str) -> str:
@@ -130,6 +136,66 @@ def show_network(clusters: dict[str, Cluster]) -> None:
         raise RuntimeError("the two Secrets hold different key IDs")
 
 
+def show_key_pods(clusters: dict[str, Cluster], timeout: float = 300) -> None:
+    """Keys in pods: the sample pods alice (master, node-a) and bob (slave, node-b), each
+    printing from its own container the IDs of the keys it sees and a short hash of each."""
+    pods = {"alice": clusters["node-a"], "bob": clusters["node-b"]}
+    for name in ("bob", "alice"):
+        cluster, path = pods[name], SAMPLE_PODS / f"{name}.yaml"
+        print(f"\n[{cluster.name}] $ kubectl apply -f {path.relative_to(REPO_ROOT)}")
+        objects = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+        for obj in objects:  # the image built here, as kustomize/test maps it for the overlays
+            for container in obj.get("spec", {}).get("containers", []):
+                container["image"] = images.LOCAL_REFS["kube-qss"]
+        body = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+        print(cluster.kubectl("apply", "--server-side", "-f", "-", stdin=body).stdout.rstrip())
+    for name, cluster in pods.items():  # Ready: the app runs, so its first keys are there
+        cluster.kubectl(
+            "wait",
+            "--for=condition=Ready",
+            f"pod/{name}",
+            f"--timeout={int(timeout)}s",
+            timeout=timeout + 30,
+        )
+        show(cluster, "get", "pod", name, "-o", "wide")
+    seen: dict[str, list[str]] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = {name: _last_listing(cluster, name) for name, cluster in pods.items()}
+        if _keys(seen["alice"]) and _keys(seen["alice"]).items() <= _keys(seen["bob"]).items():
+            break
+        time.sleep(1)
+    for name, cluster in pods.items():
+        print(f"\n[{cluster.name}] $ kubectl logs {name} -c app   (its newest listing)")
+        print("  " + "\n  ".join(seen[name]))
+    alice, bob = _keys(seen["alice"]), _keys(seen["bob"])
+    if not alice or not alice.items() <= bob.items():
+        raise RuntimeError("bob does not see alice's keys")
+    print(
+        f"bob sees all {len(alice)} of alice's keys under the same IDs, with the same hashes. "
+        f"(Its other {len(bob) - len(alice)} are keys of the KeyRequest above: bob's sidecar "
+        "takes every key handed over from alice to bob.)"
+        if len(bob) > len(alice)
+        else f"alice and bob see the same {len(alice)} keys: same IDs, same hashes."
+    )
+
+
+def _keys(listing: list[str]) -> dict[str, str]:
+    """Key ID -> short hash, from a listing of the sample app."""
+    return dict(line.split()[:2] for line in listing if not line.startswith("current "))
+
+
+def _last_listing(cluster: Cluster, pod: str) -> list[str]:
+    """The last complete listing the sample app printed: key ID and short hash per line, then
+    the current key's ID."""
+    lines = cluster.kubectl("logs", pod, "-c", "app", check=False).stdout.splitlines()
+    ends = [i for i, line in enumerate(lines) if line.startswith("current ")]
+    if not ends:
+        return []
+    start = ends[-2] + 1 if len(ends) > 1 else 0
+    return lines[start : ends[-1] + 1]
+
+
 def draw_network(clusters: dict[str, Cluster], state_dir: Path) -> None:
     """Each node's picture of the network (qss-netmap), as DOT and SVG next to the logs."""
     print("\nPictures of the QKD network as each node sees it (qss-netmap):")
@@ -197,6 +263,7 @@ def run_on_pods(state_dir: Path) -> dict[str, Cluster]:
         network = deploy(plane, DEMO_NETWORK)
         show_nodes(network.clusters)
         show_network(network.clusters)
+        show_key_pods(network.clusters)
         draw_network(network.clusters, state_dir)
     except BaseException:
         plane.stop()

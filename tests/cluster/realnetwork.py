@@ -96,12 +96,12 @@ def wait_working(network: RealQssNetwork) -> None:
     for cluster in network.clusters.values():
         wait_for(partial(_streams_up, cluster), WORKING_TIMEOUT, f"key streams on {cluster.name}")
     for master, slave in network.shape.streams.values():
-        served = partial(
-            _served,
+        check = partial(
+            served,
             (network.clusters[master], network.shape.saes[master]),
             (network.clusters[slave], network.shape.saes[slave]),
         )
-        wait_for(served, WORKING_TIMEOUT, f"a KeyRequest from {master} to {slave}")
+        wait_for(check, WORKING_TIMEOUT, f"a KeyRequest from {master} to {slave}")
 
 
 def _streams_up(cluster: Cluster) -> bool:
@@ -116,7 +116,7 @@ def _streams_up(cluster: Cluster) -> bool:
 Sae = tuple[str, str, str]  # namespace, Sae name, SAE ID
 
 
-def _served(master: tuple[Cluster, Sae], slave: tuple[Cluster, Sae]) -> bool:
+def served(master: tuple[Cluster, Sae], slave: tuple[Cluster, Sae]) -> bool:
     """One warm-up KeyRequest, waited for and deleted with its slave side (and so with their
     Secrets); whether it was served."""
     (cluster, (namespace, sae, _)), (peer, (peer_namespace, peer_sae, peer_id)) = master, slave

@@ -263,3 +263,13 @@ def test_the_test_overlays_run_the_images_the_harness_builds_on_its_volume(overl
         "namespace": redis["metadata"]["namespace"],
         "name": f"{claim['metadata']['name']}-{redis['metadata']['name']}-0",
     }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS[:-1])
+def test_the_webhook_injects_sidecars_of_its_own_image(overlay: str) -> None:
+    """An overlay's ``images:`` does not reach the webhook's QSS_SIDECAR_IMAGE, so each overlay
+    that maps the image must set it too (kustomize/test/webhook does for the test overlays)."""
+    webhook = one(render(overlay), "Deployment", "kube-qss-webhook")
+    (container,) = webhook["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["QSS_SIDECAR_IMAGE"] == container["image"]
