@@ -85,7 +85,11 @@ def krp_routes(
     local_saes: SaeLookup,
     handover: HandOverSink,
     settings: DeliverySettings,
+    relays_to: Callable[[str], bool] = lambda sae_id: False,
 ) -> web.RouteTableDef:
+    """The KRP routes. ``relays_to(sae_id)``: whether this node relays keys on towards an SAE
+    of another node (a route leads there), so that a neighbour's pool for a multi-hop pair may
+    hold its blocks here."""
     routes = web.RouteTableDef()
 
     async def read(request: web.Request, model: type[M]) -> M | web.Response:
@@ -114,7 +118,7 @@ def krp_routes(
         message = await read(request, ReserveBlock)
         if isinstance(message, web.Response):
             return message
-        if local_saes.lookup(message.slave_sae) is None:
+        if local_saes.lookup(message.slave_sae) is None and not relays_to(message.slave_sae):
             return refusal(
                 404, "UnknownSae", f"SAE {message.slave_sae!r} is not registered with this node"
             )

@@ -60,6 +60,12 @@ Reason = Literal[
     "Conflict",
     "KeysNotHeld",
     "Unavailable",
+    # the key relay's (``relay_messages``)
+    "BadTag",
+    "InsufficientKeys",
+    "NoRoute",
+    "PeerUnreachable",
+    "Aborted",
 ]
 
 

@@ -1,0 +1,262 @@
+"""The key relay between three real nodes in a line (real stores, the real channel over mutual
+TLS, the real pools and upkeep; routing's table fixed by the test): keys asked for on node-a
+for an SAE on node-c arrive alike at node-c through node-b; node-b keeps nothing of them; each
+link spends exactly the keys, pads and tag keys the relay needs; a tampered message aborts and
+releases every hold on the path; a replayed one changes nothing; a node that does not answer
+aborts the relay and leaves nothing held."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from controllers.delivery.api import DeliveredKey, DeliveryError, UnknownKeys
+from controllers.delivery.peer import KrpPeers, KrpRefused
+from controllers.delivery.relay_messages import RelayPrepare, RelayPrepared
+from controllers.delivery.settings import DeliverySettings
+from controllers.keystore import StreamCounts
+from tests.unit.delivery.relay_harness import (
+    LineNode,
+    feed_line,
+    join_line,
+    register_line,
+    start_line_node,
+    stream_name,
+)
+from tests.waiting import eventually_async
+
+AB, BC = stream_name("node-a", "node-b"), stream_name("node-b", "node-c")
+CAPACITY = 4000
+
+
+def db(redis_url: str, n: int) -> str:
+    return redis_url.rsplit("/", 1)[0] + f"/{n}"
+
+
+@dataclass
+class Line:
+    a: LineNode
+    b: LineNode
+    c: LineNode
+    urls: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def nodes(self) -> list[LineNode]:
+        return [self.a, self.b, self.c]
+
+
+@pytest.fixture
+def settings() -> DeliverySettings:
+    return DeliverySettings(
+        serve_seconds=20.0,
+        agree_seconds=2.0,
+        hold_seconds=5.0,
+        fetch_window_seconds=10.0,
+        pool_idle_seconds=30.0,
+        sweep_seconds=0.1,
+        retry_max_seconds=0.5,
+    )
+
+
+@pytest.fixture
+async def line(redis_url: str, settings: DeliverySettings) -> AsyncIterator[Line]:
+    urls = {"node-a": db(redis_url, 6), "node-b": db(redis_url, 7), "node-c": db(redis_url, 8)}
+    streams = {"node-a": [AB], "node-b": [AB, BC], "node-c": [BC]}
+    nodes = [
+        await start_line_node(n, urls[n], settings, streams=streams[n], capacity=CAPACITY)
+        for n in ("node-a", "node-b", "node-c")
+    ]
+    await join_line(nodes)
+    register_line(nodes, nodes[0], "alice")
+    register_line(nodes, nodes[2], "carol")
+    await feed_line(nodes, 0, 2000)
+    yield Line(a=nodes[0], b=nodes[1], c=nodes[2], urls=urls)
+    for node in nodes:
+        await node.stop_calling()
+    for node in nodes:
+        await node.stop()
+
+
+async def enc(line: Line, *, number: int = 5, size: int = 256) -> list[DeliveredKey]:
+    return await line.a.delivery.get_keys(
+        request_id="r",
+        master_sae_id="alice",
+        slave_sae_id="carol",
+        number=number,
+        size_bits=size,
+        timeout=20,
+    )
+
+
+async def dec(line: Line, key_ids: list[str]) -> list[DeliveredKey]:
+    return await line.c.delivery.get_keys_with_ids(
+        slave_sae_id="carol", master_sae_id="alice", key_ids=key_ids
+    )
+
+
+async def fetched(line: Line, keys: list[DeliveredKey]) -> list[DeliveredKey]:
+    """The keys at node-c once the commit got there (it follows the master's answer)."""
+
+    async def claim() -> list[DeliveredKey] | None:
+        try:
+            return await dec(line, [k.key_id for k in keys])
+        except UnknownKeys:
+            return None
+
+    got: list[DeliveredKey] = await eventually_async(claim, what="the relayed keys at node-c")
+    return got
+
+
+async def warm(line: Line) -> None:
+    """One relay through, to its end, so that every link's pool for the pair is agreed."""
+    await fetched(line, await enc(line, number=1))
+
+
+async def stored_values(url: str) -> list[bytes]:
+    """Every value and member in a node's Redis database: what a scan for key material reads."""
+    client: Any = aioredis.Redis.from_url(url)
+    out: list[bytes] = []
+    try:
+        async for name in client.scan_iter():
+            kind = (await client.type(name)).decode()
+            if kind == "hash":
+                for k, v in (await client.hgetall(name)).items():
+                    out += [k, v]
+            elif kind == "string":
+                out.append(await client.get(name))
+            elif kind == "list":
+                out += await client.lrange(name, 0, -1)
+            elif kind == "set":
+                out += list(await client.smembers(name))
+            elif kind == "zset":
+                out += [m for m, _ in await client.zrange(name, 0, -1, withscores=True)]
+            out.append(name)
+    finally:
+        await client.aclose()
+    return out
+
+
+async def nothing_held(line: Line) -> None:
+    for node in line.nodes:
+        for stream in await node.store.streams():
+            counts = await node.counts(stream)
+            assert counts.holding == 0, (node.node_id, stream, counts)
+
+
+def spent(before: StreamCounts, after: StreamCounts) -> tuple[int, int]:
+    return after.consumed - before.consumed, after.dropped - before.dropped
+
+
+async def test_relayed_keys_reach_the_destination_alike_and_the_repeater_keeps_nothing(
+    line: Line,
+) -> None:
+    await warm(line)
+    before = {
+        (n.node_id, s): await n.counts(s) for n in line.nodes for s in await n.store.streams()
+    }
+    keys = await enc(line, number=5)
+    assert len({k.key_id for k in keys}) == 5
+    assert all(len(k.material) == 32 for k in keys)
+    got = await fetched(line, keys)
+    assert {k.key_id: k.material for k in got} == {k.key_id: k.material for k in keys}
+    # Each is delivered once.
+    with pytest.raises(UnknownKeys):
+        await dec(line, [keys[0].key_id])
+    # Exactly what the relay spends: 5 keys on a-b (both ends), 5 pads + 1 tag key on b-c.
+    after = {(n.node_id, s): await n.counts(s) for n in line.nodes for s in await n.store.streams()}
+    assert spent(before["node-a", AB], after["node-a", AB]) == (5, 0)
+    assert spent(before["node-b", AB], after["node-b", AB]) == (5, 0)
+    assert spent(before["node-b", BC], after["node-b", BC]) == (6, 0)
+    assert spent(before["node-c", BC], after["node-c", BC]) == (6, 0)
+    await nothing_held(line)
+    # node-b keeps nothing of the relayed keys: no byte of them anywhere in its Redis.
+    values = await stored_values(line.urls["node-b"])
+    for key in keys:
+        assert not any(key.material in v for v in values), "node-b's Redis holds a relayed key"
+        assert not any(key.key_id.encode() in v for v in values if not v.startswith(b"{")), (
+            "node-b's Redis names a relayed key"
+        )
+
+
+class TamperingPeers(KrpPeers):
+    """The channel as an attacker on it would be: flips a bit of every relayed ciphertext."""
+
+    async def relay_prepare(self, node_id: str, message: RelayPrepare) -> RelayPrepared:
+        if message.sealed is not None:
+            raw = bytearray(base64.b64decode(message.sealed.ciphertext))
+            raw[0] ^= 1
+            sealed = message.sealed.model_copy(
+                update={"ciphertext": base64.b64encode(bytes(raw)).decode()}
+            )
+            message = message.model_copy(update={"sealed": sealed})
+        return await super().relay_prepare(node_id, message)
+
+
+class RecordingPeers(KrpPeers):
+    """The channel as a recorder on it would be: keeps every relay message it carried."""
+
+    sent: list[tuple[str, RelayPrepare]]
+
+    async def relay_prepare(self, node_id: str, message: RelayPrepare) -> RelayPrepared:
+        self.sent.append((node_id, message))
+        return await super().relay_prepare(node_id, message)
+
+
+async def test_a_tampered_relay_message_aborts_and_releases_every_hold(line: Line) -> None:
+    await warm(line)
+    before = {
+        (n.node_id, s): await n.counts(s) for n in line.nodes for s in await n.store.streams()
+    }
+    line.b.relay.peers = TamperingPeers(line.b.clients)
+    with pytest.raises(DeliveryError, match="tag does not verify"):
+        await enc(line, number=5)
+    after = {(n.node_id, s): await n.counts(s) for n in line.nodes for s in await n.store.streams()}
+    await nothing_held(line)
+    # Nothing delivered; what left its node (the keys' IDs, the pads as ciphertext) is dropped.
+    assert spent(before["node-a", AB], after["node-a", AB]) == (0, 5)
+    assert spent(before["node-b", AB], after["node-b", AB]) == (0, 5)
+    assert spent(before["node-b", BC], after["node-b", BC]) == (0, 6)
+    assert spent(before["node-c", BC], after["node-c", BC]) == (0, 6)
+    # Untampered, the next relay goes through.
+    line.b.relay.peers = KrpPeers(line.b.clients)
+    keys = await enc(line, number=2)
+    got = await fetched(line, keys)
+    assert [k.material for k in got] == [k.material for k in keys]
+
+
+async def test_a_replayed_relay_message_changes_nothing(line: Line) -> None:
+    await warm(line)
+    recorder = RecordingPeers(line.b.clients)
+    recorder.sent = []
+    line.b.relay.peers = recorder
+    keys = await enc(line, number=3)
+    got = await fetched(line, keys)
+    assert len(got) == 3
+    [(to, message)] = recorder.sent
+    assert to == "node-c"
+    before = {
+        (n.node_id, s): await n.counts(s) for n in line.nodes for s in await n.store.streams()
+    }
+    for _ in range(3):
+        with pytest.raises(KrpRefused) as refused:
+            await KrpPeers(line.b.clients).relay_prepare("node-c", message)
+        assert refused.value.status == 409
+    after = {(n.node_id, s): await n.counts(s) for n in line.nodes for s in await n.store.streams()}
+    assert after == before
+    with pytest.raises(UnknownKeys):
+        await dec(line, [keys[0].key_id])
+
+
+async def test_a_node_that_does_not_answer_aborts_the_relay_and_nothing_stays_held(
+    line: Line,
+) -> None:
+    await warm(line)
+    await line.c.server.close()
+    with pytest.raises(DeliveryError, match="did not answer"):
+        await enc(line, number=4)
+    await nothing_held(line)
