@@ -33,11 +33,13 @@ relay: its holds are deleted (commit) or dropped (abort); its store keeps only t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from controllers.delivery.api import (
     DeliveryError,
@@ -77,6 +79,8 @@ log = logging.getLogger("controllers.delivery.relay")
 MAX_HOP_WAIT_SECONDS = 4.0
 # Outbox message IDs: a commit is remembered once acknowledged ('ho:', as hand-overs are).
 COMMIT_ID = "ho:{}"
+# A prepare the next node could not serve yet (503: it held nothing) is tried again this often.
+RETRY_SECONDS = 0.2
 ABORT_ID = "ab:{}"
 
 
@@ -157,16 +161,36 @@ class Relay:
             wait_ms=max(1, int(1000 * min(timeout, MAX_HOP_WAIT_SECONDS))),
             key_ids=hold.key_ids,
         )
-        try:
-            await self.peers.relay_prepare(pool.peer, message)
-        except KrpRefused as exc:
-            await self.store.drop_hold(stream=pool.stream, hold_id=relay_id)
-            raise _error(exc.reason, f"relay to node {pool.path[-1]}: {exc.message}") from None
-        except KrpUnreachable as exc:
-            await self._drop_after(pool.stream, relay_id, maybe_sent=exc.maybe_delivered)
-            raise PeerUnreachable(
-                f"relay to node {pool.path[-1]}: node {pool.peer} did not answer ({exc.message})"
-            ) from None
+        deadline = self.clock() + timeout
+        while True:
+            try:
+                await self.peers.relay_prepare(pool.peer, message)
+                return
+            except KrpRefused as exc:
+                if exc.status == 503 and self.clock() + RETRY_SECONDS < deadline:
+                    # The next node held nothing (it lacks pads for a moment, or is starting).
+                    await asyncio.sleep(RETRY_SECONDS)
+                    continue
+                await self._failed(pool, relay_id, exc)
+            except KrpUnreachable as exc:
+                await self._drop_after(pool.stream, relay_id, maybe_sent=exc.maybe_delivered)
+                raise PeerUnreachable(
+                    f"relay to node {pool.path[-1]}: node {pool.peer} did not answer"
+                    f" ({exc.message})"
+                ) from None
+
+    async def _failed(self, pool: PoolKey, relay_id: str, exc: KrpRefused) -> NoReturn:
+        """The path refused the relay: our hold goes (back, when nothing left this node)."""
+        destination = pool.path[-1]
+        log.warning(
+            "relay %s to node %s refused (%s): %s", relay_id, destination, exc.reason, exc.message
+        )
+        if exc.status == 503:
+            # Nothing was held or sent on: the keys provably went nowhere.
+            await self.store.cancel_hold(stream=pool.stream, hold_id=relay_id)
+            raise InsufficientKeys(f"relay to node {destination}: {exc.message}")
+        await self.store.drop_hold(stream=pool.stream, hold_id=relay_id)
+        raise _error(exc.reason, f"relay to node {destination}: {exc.message}")
 
     def commit_notice(
         self,
@@ -232,6 +256,9 @@ class Relay:
         stream, relay_id = message.stream, message.relay_id
         if await self.store.relay_aborted(stream=stream, hold_id=relay_id):
             raise RelayRefusal(409, "Aborted", f"relay {relay_id} was aborted here")
+        # A repeater first holds the next hop's pads: if it cannot, nothing is held here and
+        # nothing was sent, so the node before may try again (503).
+        onward = None if destination else await self._hold_pads(message)
         owner = pair_owner(message.master_sae, message.slave_sae)
         ids = message.sealed.pad_key_ids if message.sealed else message.key_ids
         try:
@@ -242,9 +269,11 @@ class Relay:
                 hold_id=relay_id,
                 hold_ms=int(self.settings.hold_seconds * 1000),
             )
-        except UnknownKeysError as exc:
-            raise RelayRefusal(409, "KeysNotHeld", str(exc)) from None
-        except BlockConflictError:
+        except (UnknownKeysError, BlockConflictError) as exc:
+            if onward is not None:
+                await self.store.cancel_hold(stream=onward[0].stream, hold_id=relay_id)
+            if isinstance(exc, UnknownKeysError):
+                raise RelayRefusal(409, "KeysNotHeld", str(exc)) from None
             raise RelayRefusal(409, "Conflict", f"relay {relay_id} names other keys") from None
         if message.sealed is None:
             keys = _by_id(held, message.key_ids)
@@ -252,10 +281,47 @@ class Relay:
             # Opened before: a retry of the same message is answered alike.
             return await self._opened_again(message, owner)
         else:
-            keys = await self._unseal(message, held)
-        if destination:
+            try:
+                keys = await self._unseal(message, held)
+            except RelayRefusal:
+                if onward is not None:
+                    await self.store.cancel_hold(stream=onward[0].stream, hold_id=relay_id)
+                raise
+        if onward is None:
             return await self._open(message, owner, keys)
-        return await self._pass_on(message, keys)
+        return await self._pass_on(message, keys, *onward)
+
+    async def _hold_pads(self, message: RelayPrepare) -> tuple[PoolKey, Hold]:
+        """The pads and tag keys of the next hop, held from the pair's pool on its link."""
+        after = message.path[message.hop + 1]
+        streams = self.topology.streams_towards(after)
+        if not streams:
+            raise RelayRefusal(
+                503, "Unavailable", f"no key stream leads from node {self.node_id} to node {after}"
+            )
+        pool = PoolKey(
+            stream=streams[0].name,
+            peer=after,
+            master_sae_id=message.master_sae,
+            slave_sae_id=message.slave_sae,
+            size_bits=message.size_bits,
+        )
+        try:
+            pads = await self.pools.hold(
+                pool,
+                count=pad_count(keys=len(message.key_ids), size_bits=message.size_bits),
+                hold_id=message.relay_id,
+                deadline=self.clock() + message.wait_ms / 2000,
+            )
+        except DeliveryError as exc:
+            raise RelayRefusal(503, "Unavailable", f"node {self.node_id}: {exc.message}") from None
+        except UnknownStreamError:
+            raise RelayRefusal(
+                503,
+                "Unavailable",
+                f"key stream {pool.stream} has no keys on node {self.node_id} yet",
+            ) from None
+        return pool, pads
 
     async def _unseal(self, message: RelayPrepare, held: Sequence[Key]) -> list[Key]:
         sealed = message.sealed
@@ -320,34 +386,11 @@ class Relay:
             )
         return RelayPrepared(relay_id=message.relay_id, again=True)
 
-    async def _pass_on(self, message: RelayPrepare, keys: list[Key]) -> RelayPrepared:
-        relay_id, stream_in = message.relay_id, message.stream
-        after = message.path[message.hop + 1]
-        streams = self.topology.streams_towards(after)
-        if not streams:
-            await self.store.drop_hold(stream=stream_in, hold_id=relay_id)
-            raise RelayRefusal(
-                409, "NoRoute", f"no key stream leads from node {self.node_id} to node {after}"
-            )
-        pool = PoolKey(
-            stream=streams[0].name,
-            peer=after,
-            master_sae_id=message.master_sae,
-            slave_sae_id=message.slave_sae,
-            size_bits=message.size_bits,
-        )
-        wait = message.wait_ms / 1000
+    async def _pass_on(
+        self, message: RelayPrepare, keys: list[Key], pool: PoolKey, pads: Hold
+    ) -> RelayPrepared:
+        relay_id, stream_in, after = message.relay_id, message.stream, pool.peer
         n = len(keys)
-        try:
-            pads = await self.pools.hold(
-                pool,
-                count=pad_count(keys=n, size_bits=message.size_bits),
-                hold_id=relay_id,
-                deadline=self.clock() + wait / 2,
-            )
-        except DeliveryError as exc:
-            await self.store.drop_hold(stream=stream_in, hold_id=relay_id)
-            raise RelayRefusal(409, _reason(exc), f"node {self.node_id}: {exc.message}") from None
         pad_keys = sorted(pads.keys, key=lambda k: k.key_id)
         pad_ids = tuple(k.key_id for k in pad_keys)
         unsealed = message.model_copy(
@@ -374,7 +417,9 @@ class Relay:
         except KrpRefused as exc:
             await self.store.drop_hold(stream=pool.stream, hold_id=relay_id)
             await self.store.drop_hold(stream=stream_in, hold_id=relay_id)
-            raise RelayRefusal(409, exc.reason, exc.message) from None
+            # Whatever it was, the pads went on the wire: the relay ends here (409, never 503).
+            reason: Reason = "PeerUnreachable" if exc.reason == "Unavailable" else exc.reason
+            raise RelayRefusal(409, reason, exc.message) from None
         except KrpUnreachable as exc:
             await self._drop_after(pool.stream, relay_id, maybe_sent=exc.maybe_delivered)
             await self.store.drop_hold(stream=stream_in, hold_id=relay_id)

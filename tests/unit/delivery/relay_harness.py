@@ -30,6 +30,7 @@ from controllers.delivery.service import NodeKeyDelivery
 from controllers.delivery.settings import DeliverySettings
 from controllers.delivery.topology import Topology
 from controllers.delivery.upkeep import Upkeep
+from controllers.identity import NodeIdentity
 from controllers.keystore import Chunk, KeyStore, StreamCounts
 from controllers.qkdm.ids import chunk_id
 from controllers.routing.table import SaeRoute
@@ -58,6 +59,7 @@ class LineNode:
     node_id: str
     store: KeyStore
     ca: pki.Credentials
+    identity: NodeIdentity
     registry: PeerRegistry
     server: ChannelServer
     clients: PeerClients
@@ -157,6 +159,7 @@ async def start_line_node(
         node_id=node_id,
         store=store,
         ca=ca,
+        identity=identity,
         registry=registry,
         server=server,
         clients=clients,

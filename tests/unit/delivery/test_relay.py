@@ -8,78 +8,21 @@ aborts the relay and leaves nothing held."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+import logging
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from controllers.delivery.api import DeliveredKey, DeliveryError, UnknownKeys
+from controllers.delivery.api import DeliveredKey, DeliveryError, InsufficientKeys, UnknownKeys
 from controllers.delivery.peer import KrpPeers, KrpRefused
 from controllers.delivery.relay_messages import RelayPrepare, RelayPrepared
-from controllers.delivery.settings import DeliverySettings
 from controllers.keystore import StreamCounts
-from tests.unit.delivery.relay_harness import (
-    LineNode,
-    feed_line,
-    join_line,
-    register_line,
-    start_line_node,
-    stream_name,
-)
+from tests.unit.delivery.conftest import Line
+from tests.unit.delivery.relay_harness import stream_name
 from tests.waiting import eventually_async
 
 AB, BC = stream_name("node-a", "node-b"), stream_name("node-b", "node-c")
-CAPACITY = 4000
-
-
-def db(redis_url: str, n: int) -> str:
-    return redis_url.rsplit("/", 1)[0] + f"/{n}"
-
-
-@dataclass
-class Line:
-    a: LineNode
-    b: LineNode
-    c: LineNode
-    urls: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def nodes(self) -> list[LineNode]:
-        return [self.a, self.b, self.c]
-
-
-@pytest.fixture
-def settings() -> DeliverySettings:
-    return DeliverySettings(
-        serve_seconds=20.0,
-        agree_seconds=2.0,
-        hold_seconds=5.0,
-        fetch_window_seconds=10.0,
-        pool_idle_seconds=30.0,
-        sweep_seconds=0.1,
-        retry_max_seconds=0.5,
-    )
-
-
-@pytest.fixture
-async def line(redis_url: str, settings: DeliverySettings) -> AsyncIterator[Line]:
-    urls = {"node-a": db(redis_url, 6), "node-b": db(redis_url, 7), "node-c": db(redis_url, 8)}
-    streams = {"node-a": [AB], "node-b": [AB, BC], "node-c": [BC]}
-    nodes = [
-        await start_line_node(n, urls[n], settings, streams=streams[n], capacity=CAPACITY)
-        for n in ("node-a", "node-b", "node-c")
-    ]
-    await join_line(nodes)
-    register_line(nodes, nodes[0], "alice")
-    register_line(nodes, nodes[2], "carol")
-    await feed_line(nodes, 0, 2000)
-    yield Line(a=nodes[0], b=nodes[1], c=nodes[2], urls=urls)
-    for node in nodes:
-        await node.stop_calling()
-    for node in nodes:
-        await node.stop()
 
 
 async def enc(line: Line, *, number: int = 5, size: int = 256) -> list[DeliveredKey]:
@@ -260,3 +203,66 @@ async def test_a_node_that_does_not_answer_aborts_the_relay_and_nothing_stays_he
     with pytest.raises(DeliveryError, match="did not answer"):
         await enc(line, number=4)
     await nothing_held(line)
+
+
+async def test_no_key_pad_or_tag_key_in_logs_or_errors(
+    line: Line, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await warm(line)
+    recorder = RecordingPeers(line.b.clients)
+    recorder.sent = []
+    line.b.relay.peers = recorder
+    keys = await enc(line, number=4)
+    await fetched(line, keys)
+    line.b.relay.peers = TamperingPeers(line.b.clients)
+    with pytest.raises(DeliveryError) as failed:
+        await enc(line, number=2)
+    [(_, message)] = recorder.sent
+    assert message.sealed is not None
+    ciphertext = base64.b64decode(message.sealed.ciphertext)
+    pads = [
+        bytes(x ^ y for x, y in zip(ciphertext[i * 32 : (i + 1) * 32], k.material, strict=True))
+        for i, k in enumerate(keys)
+    ]
+    secrets = [k.material for k in keys] + pads
+    text = caplog.text + str(failed.value) + repr(failed.value)
+    assert "relay" in text  # the log was captured
+    for secret in secrets:
+        for form in (secret.hex(), base64.b64encode(secret).decode(), repr(secret)[2:-1]):
+            assert form not in text
+
+
+async def test_a_repeater_without_pads_holds_nothing_and_the_source_retries_then_gives_back(
+    line: Line,
+) -> None:
+    await warm(line)
+    before = {
+        (n.node_id, s): await n.counts(s) for n in line.nodes for s in await n.store.streams()
+    }
+    # node-b cannot hold pads towards node-c for now (its stream is not known there).
+    saved = next(s for s in line.b.topology.streams() if s.name == BC)
+    line.b.topology.forget_stream(BC)
+    with pytest.raises(InsufficientKeys, match="no key stream leads from node node-b"):
+        await line.a.delivery.get_keys(
+            request_id="r",
+            master_sae_id="alice",
+            slave_sae_id="carol",
+            number=3,
+            size_bits=256,
+            timeout=1.0,
+        )
+    after = {(n.node_id, s): await n.counts(s) for n in line.nodes for s in await n.store.streams()}
+    await nothing_held(line)
+    # Nothing left node-a but key IDs: its keys went back, nothing was dropped anywhere.
+    assert all(after[k].dropped == before[k].dropped for k in after)
+    assert all(after[k].consumed == before[k].consumed for k in after)
+    line.b.topology.update_stream(
+        {
+            "metadata": {"name": BC},
+            "spec": {"link": saved.link, "ksid": saved.ksid},
+            "status": {"state": "Up"},
+        }
+    )
+    keys = await enc(line, number=3)
+    assert [k.material for k in await fetched(line, keys)] == [k.material for k in keys]
