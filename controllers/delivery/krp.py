@@ -50,7 +50,7 @@ from controllers.keystore import (
     KeyStore,
     UnknownStreamError,
 )
-from controllers.qkdm.ids import chunk_id
+from controllers.qkdm.ids import chunk_ids, epoch_of
 from qss_api.wire import BadMessage, decode
 
 log = logging.getLogger("controllers.delivery.krp")
@@ -125,7 +125,9 @@ def krp_routes(
         keys = [
             BlockKey(
                 key_id=k.key_id,
-                chunks=tuple(BlockChunk(chunk_id=c.id, index=c.index) for c in k.chunks),
+                chunks=tuple(
+                    BlockChunk(chunk_id=c.id, index=c.index, epoch=c.epoch) for c in k.chunks
+                ),
             )
             for k in message.keys
         ]
@@ -207,19 +209,25 @@ def krp_routes(
         message = await read(request, DropIndices)
         if isinstance(message, web.Response):
             return message
-        ksid = topology.ksid_of(message.stream)
-        if ksid is None:
+        base = topology.ksid_of(message.stream)
+        if base is None:
             return refusal(503, "Unavailable", f"key stream {message.stream!r} is not ready")
-        try:
-            counts = await store.counts(stream=message.stream)
-            ranges = [(r.start, r.end) for r in message.ranges]
-            # Only the chunks this end may hold: from its oldest available one to its cursor.
-            low = counts.oldest_index if counts.oldest_index >= 0 else counts.cursor
-            spans = [(max(a, low), min(b, counts.cursor)) for a, b in ranges]
-            ids = await asyncio.to_thread(_chunk_ids, ksid, spans)
-            dropped = await store.drop_peer_indices(
-                stream=message.stream, ranges=ranges, chunk_ids=ids
+        epoch = epoch_of(base, message.ksid)
+        if epoch is None:
+            return refusal(
+                409,
+                "Conflict",
+                f"key stream ID {message.ksid} is not one of key stream {message.stream!r}'s here",
             )
+        try:
+            # Mark first, so no chunk of the ranges is stored here after the spans are known.
+            spans = await store.mark_peer_dropped(
+                stream=message.stream,
+                epoch=epoch,
+                ranges=[(r.start, r.end) for r in message.ranges],
+            )
+            ids = await asyncio.to_thread(_chunk_ids, message.ksid, spans)
+            dropped = await store.drop_unstored(stream=message.stream, chunk_ids=ids)
         except UnknownStreamError as exc:
             return refusal(404, "UnknownStream", str(exc))
         if dropped:
@@ -236,4 +244,4 @@ def krp_routes(
 
 def _chunk_ids(ksid: str, spans: list[tuple[int, int]]) -> list[str]:
     """The IDs of the chunks at these device indices, as the QKDMs derive them."""
-    return [chunk_id(ksid, i) for a, b in spans for i in range(a, b)]
+    return [c for a, b in spans for c in chunk_ids(ksid, a, b - a)]

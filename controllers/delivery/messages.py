@@ -14,8 +14,15 @@ The master node of a (master SAE, slave SAE) pair posts to the slave SAE's node:
 - ``HandOver`` (``HANDOVER_PATH``): keys delivered to the master SAE by a KeyRequest, for the
   slave SAE's automatic KeyRequest; answer ``HandedOver``, or 409 ``KeysNotHeld``, or 503
   ``Unavailable`` (its API server is down: try again);
-- ``DropIndices`` (``DROP_PATH``): device index ranges the sender's ingest passed over without
-  storing; the receiver never stores them either. Answer ``Dropped``.
+- ``DropIndices`` (``DROP_PATH``): device index ranges of one device key stream (``ksid``) the
+  sender's ingest passed over without storing; the receiver never stores them either. Answer
+  ``Dropped``, or 409 ``Conflict`` if the KSID is not of the stream's sequence there.
+
+A chunk's device index counts within one device key stream (KSID): when the QKDMs move a
+KeyStream to the next KSID of its sequence, indices start again at 0 (``docs/key-streams.md``).
+So every index on the wire travels with its key stream: a block's chunks with the *epoch* of
+theirs (its place in the sequence, which both nodes compute from the KSID), a drop notice with
+the KSID itself.
 
 Every node may be either side. Any request may also get 400 ``BadMessage`` (with the problems),
 403 ``Forbidden`` (the stream does not lead to the caller), 404 ``UnknownStream`` or
@@ -48,6 +55,8 @@ MAX_LEASE_MS: Final = 7 * 24 * 3600 * 1000
 StreamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,253}$")]
 # A device index, or -1 where the sender's store has none (chunks added without an index).
 DeviceIndex = Annotated[int, Field(ge=-1, le=2**62)]
+# A KSID's place in its KeyStream's sequence (controllers/qkdm/ids.py: 32 bits of the KSID).
+Epoch = Annotated[int, Field(ge=0, le=2**32 - 1)]
 LeaseMs = Annotated[int, Field(ge=MIN_LEASE_MS, le=MAX_LEASE_MS)]
 
 Reason = Literal[
@@ -77,6 +86,7 @@ def _unique(what: str, values: list[str]) -> None:
 class ChunkRef(WireModel):
     id: Uuid
     index: DeviceIndex
+    epoch: Epoch  # of the device key stream ``index`` counts in
 
 
 class BlockKeyRef(WireModel):
@@ -157,17 +167,19 @@ class HandedOver(WireModel):
 
 class IndexRange(WireModel):
     start: Annotated[int, Field(ge=0, le=2**62)]
-    end: Annotated[int, Field(ge=1, le=2**62)]
+    # None: every index from start on (the sender left that key stream there).
+    end: Annotated[int, Field(ge=1, le=2**62)] | None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if not self.start < self.end <= self.start + MAX_RANGE_SPAN:
+        if self.end is not None and not self.start < self.end <= self.start + MAX_RANGE_SPAN:
             raise ValueError(f"a range needs start < end <= start + {MAX_RANGE_SPAN}")
         return self
 
 
 class DropIndices(WireModel):
     stream: StreamName
+    ksid: Uuid  # the device key stream the ranges' indices count in
     ranges: tuple[IndexRange, ...] = Field(min_length=1, max_length=MAX_RANGES)
 
 

@@ -302,7 +302,9 @@ class Pools:
             keys=tuple(
                 BlockKeyRef(
                     key_id=k.key_id,
-                    chunks=tuple(ChunkRef(id=c.chunk_id, index=c.index) for c in k.chunks),
+                    chunks=tuple(
+                        ChunkRef(id=c.chunk_id, index=c.index, epoch=c.epoch) for c in k.chunks
+                    ),
                 )
                 for k in block.keys
             ),

@@ -29,6 +29,7 @@ from controllers.delivery.relay_messages import RelayAbort, RelayCommit
 from controllers.delivery.settings import DeliverySettings
 from controllers.delivery.topology import Topology
 from controllers.keystore import KeyStore, OutboxMessage
+from controllers.qkdm.ids import epoch_ksid
 from qss_api.wire import BadMessage, check
 
 log = logging.getLogger("controllers.delivery.upkeep")
@@ -200,11 +201,31 @@ class Upkeep:
                 await self._store.outbox_done(stream=stream, message_id=message.message_id)
                 return True
             if kind == "drop":
+                base = self._topology.ksid_of(stream)
+                if base is None:
+                    return False  # the KeyStream is not known yet: try later
+                # The store names the KSID it counts in ('' in a store from before KSIDs were
+                # recorded there, when the cursor counted in epoch 0).
+                ksid = str(body.get("ksid") or "") or epoch_ksid(base, int(body.get("epoch", 0)))
                 drop = DropIndices(
                     stream=stream,
-                    ranges=tuple(IndexRange(start=int(a), end=int(b)) for a, b in body["ranges"]),
+                    ksid=ksid,
+                    ranges=tuple(
+                        IndexRange(start=int(r[0]), end=int(r[1]) if len(r) > 1 else None)
+                        for r in body["ranges"]
+                    ),
                 )
-                await self._peers.drop(peer, drop)
+                try:
+                    await self._peers.drop(peer, drop)
+                except KrpRefused as exc:
+                    if exc.reason != "Conflict":
+                        raise
+                    log.warning(
+                        "drop notice %s refused by node %s: %s",
+                        message.message_id,
+                        peer,
+                        exc.message,
+                    )
                 await self._store.outbox_done(stream=stream, message_id=message.message_id)
                 return True
         except (BadMessage, ValueError, KeyError, TypeError) as exc:

@@ -5,12 +5,14 @@
 -- ARGV: block_id, owner, size_bits, id_namespace, flush_limit, direction ('' on the first
 --       call, then what {E_RETRY} returned), lease_ms, held_max (bound on mirrored chunks),
 --       count, then per key: key_id, number of chunks, then per chunk: chunk_id, device index
---       (-1 if unknown).
+--       (-1 if unknown), epoch of the index's key stream (common.lua).
 -- Reply: {OK, 'new'|'again'}; {E_CONFLICT} if the block ID names another block;
 -- {E_ID_MISMATCH, key_id, chunks_per_key}; {E_HELD_BOUND, mirrored, held_max};
--- {E_REFUSED, {never...}, {not_yet...}, {taken...}} (chunk IDs): never = passed by this end's
--- ingest (or dropped) and not here, so it never will be; not_yet = beyond the ingest cursor;
--- taken = here but out of the buffer (in another block). A refusal changes nothing.
+-- {E_REFUSED, {never...}, {not_yet...}, {taken...}} (chunk IDs): never = not here, and this
+-- end's ingest passed it (an epoch this end has left, or below the cursor in the cursor's
+-- epoch, or a range the peer dropped), so it never will be; not_yet = beyond the ingest cursor
+-- (or of a later epoch than the cursor's); taken = here but out of the buffer (in another
+-- block). A refusal changes nothing.
 -- {E_RETRY, direction} as locate() in common.lua.
 local bid, owner, size_bits, ns = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local flush_limit, direction = tonumber(ARGV[5]), ARGV[6]
@@ -19,23 +21,24 @@ if redis.call('EXISTS', meta) == 0 then
   return {E_UNKNOWN_STREAM}
 end
 local per_key = chunks_per_key(meta, size_bits)
-local wanted, all, index, seen = {}, {}, {}, {}
+local wanted, all, index, epoch_of, seen = {}, {}, {}, {}, {}
 local key_ids = {}
 local at = 10
 for k = 1, count do
   local kid, n = ARGV[at], tonumber(ARGV[at + 1])
   local chunk_ids = {}
   for c = 1, n do
-    local chunk = ARGV[at + 2 * c]
+    local chunk = ARGV[at + 3 * c - 1]
     chunk_ids[c] = chunk
     if seen[chunk] then
       return {E_ID_MISMATCH, kid, per_key}
     end
     seen[chunk] = true
     all[#all + 1] = chunk
-    index[chunk] = tonumber(ARGV[at + 2 * c + 1])
+    index[chunk] = tonumber(ARGV[at + 3 * c])
+    epoch_of[chunk] = tonumber(ARGV[at + 3 * c + 1])
   end
-  at = at + 2 + 2 * n
+  at = at + 2 + 3 * n
   if n ~= per_key or composed_id(ns, chunk_ids) ~= kid then
     return {E_ID_MISMATCH, kid, per_key}
   end
@@ -52,8 +55,8 @@ if existing then
   return {OK, 'again'}
 end
 -- Check every chunk before changing anything.
-local m = redis.call('HMGET', meta, 'cursor', 'mirrored')
-local cursor, mirrored = tonumber(m[1] or 0), tonumber(m[2] or 0)
+local m = redis.call('HMGET', meta, 'cursor', 'mirrored', 'epoch')
+local cursor, mirrored, epoch = tonumber(m[1] or 0), tonumber(m[2] or 0), tonumber(m[3] or 0)
 local never, not_yet, taken = {}, {}, {}
 for first = 1, #all, SLICE do
   local part = {unpack(all, first, math.min(#all, first + SLICE - 1))}
@@ -63,15 +66,11 @@ for first = 1, #all, SLICE do
     if where[i] then
       taken[#taken + 1] = c
     elseif not held[i] then
-      local idx = index[c]
-      local dropped = false
-      if idx >= 0 and idx >= cursor then
-        local r = redis.call('ZRANGE', drops, idx, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, 1)
-        if r[1] then
-          dropped = idx < tonumber(string.sub(r[1], string.find(r[1], ':', 1, true) + 1))
-        end
-      end
-      if idx >= 0 and (idx < cursor or dropped) then
+      -- An index compares with the cursor and the tombstones only within its own epoch.
+      local idx, e = index[c], epoch_of[c]
+      local passed = idx >= 0 and (e < epoch or (e == epoch and (idx < cursor
+        or peer_dropped(drops, e, idx))))
+      if passed then
         never[#never + 1] = c
       else
         not_yet[#not_yet + 1] = c

@@ -5,15 +5,17 @@
 -- work itself at 10^5 chunks/s. For the same reason new chunks go to the `incoming` list, not
 -- the sorted set.) The caller guarantees the IDs within one batch are distinct.
 -- Reply: {OK, accepted, duplicates, refused}; the refused chunks are always the batch's tail.
--- With a first index:
+-- With a first index (an index of the key stream the cursor counts in: common.lua):
 -- - a chunk whose index is below the ingest cursor (stored before, maybe delivered since) or in
---   a range the peer dropped is not stored, and counts as a duplicate (the QKDM moves past it);
+--   a range the peer dropped (of this epoch) is not stored, and counts as a duplicate (the QKDM
+--   moves past it);
 -- - the cursor moves past the chunks now stored, in the same atomic step, so the QKDM resumes
 --   exactly after what the store holds; a batch that starts beyond the cursor passes over
 --   indices this end will never store, and the peer is told to drop them (outbox 'drop').
 local id_blob, material_blob = ARGV[1], ARGV[2]
 local first_index = ARGV[3] ~= '' and tonumber(ARGV[3]) or nil
-local m = redis.call('HMGET', meta, 'capacity', 'chunk_bytes', 'added', 'cursor', 'segoff')
+local m = redis.call('HMGET', meta, 'capacity', 'chunk_bytes', 'added', 'cursor', 'segoff',
+  'epoch', 'cursor_ksid')
 if not m[1] then
   return {E_UNKNOWN_STREAM}
 end
@@ -26,6 +28,7 @@ local room = tonumber(m[1]) - available(avail, incoming)
 local added = tonumber(m[3])
 local cursor = tonumber(m[4] or 0)
 local segoff = m[5] or ''
+local epoch, ksid = tonumber(m[6] or 0), m[7] or ''
 -- Index ranges [s, e) of this batch that must not be stored.
 local dead = {}
 local stale = {}
@@ -34,12 +37,13 @@ if first_index then
     dead[#dead + 1] = {first_index, cursor}
   end
   for _, r in ipairs(redis.call('ZRANGE', drops, '-inf', first_index + n - 1, 'BYSCORE')) do
-    local colon = string.find(r, ':', 1, true)
-    local s, e = tonumber(string.sub(r, 1, colon - 1)), tonumber(string.sub(r, colon + 1))
-    if e > first_index then
-      dead[#dead + 1] = {s, e}
+    local e, s, stop = parse_drop(r)
+    if e == epoch then
+      if stop > first_index then
+        dead[#dead + 1] = {s, stop}
+      end
+      stale[#stale + 1] = {r, stop}
     end
-    stale[#stale + 1] = {r, e}
   end
 end
 local function is_dead(index)
@@ -78,7 +82,7 @@ while first <= n and refused == 0 do
       hset[2 * taken] = sub(material_blob, (i - 1) * size + 1, i * size)
       push[taken] = id
       local number = added + accepted
-      local off = index and int(index - number) or 'x'
+      local off = index and (int(index - number) .. ':' .. int(epoch)) or 'x'
       if off ~= segoff then
         redis.call('ZADD', segs, number, int(number) .. ':' .. off)
         segoff = off
@@ -97,8 +101,7 @@ if accepted > 0 then
 end
 if first_index then
   if first_index > cursor then
-    outbox_put(ob, obq, 'drop:' .. int(cursor) .. ':' .. int(first_index),
-      cjson.encode({kind = 'drop', ranges = {{cursor, first_index}}}), now_ms())
+    drop_notice(ob, obq, ksid, epoch, cursor, first_index)
   end
   local new_cursor = math.max(cursor, first_index + accepted + duplicates)
   redis.call('HSET', meta, 'cursor', int(new_cursor))

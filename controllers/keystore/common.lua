@@ -269,30 +269,116 @@ local function start_release(base, blk, exp, ob, obq, bid, rec, now)
   return #keys
 end
 
--- The device index of each arrival number in `seqs` (-1 where unknown: chunks added without an
--- index). `segs` holds one member per run of chunks whose index - number is constant.
+-- Device indices count within one device key stream (KSID): after the QKDMs move a KeyStream to
+-- the next KSID of its sequence (docs/key-streams.md), the indices start again at 0 under the
+-- new one. So an index means something only with its KSID, which every chunk here carries as its
+-- *epoch* (the KSID's place in the sequence, which both nodes compute alike): meta's `epoch` is
+-- the one the ingest cursor counts in, `segs` gives each chunk's, and every comparison of an
+-- index with the cursor, a tombstone or a drop notice is within one epoch.
+
+-- The device index and epoch of each arrival number in `seqs`: two lists (index -1, epoch 0
+-- where unknown: chunks added without an index). `segs` holds one member per run of chunks
+-- whose index - number and epoch are constant: "number:offset:epoch" ("number:x" without an
+-- index; "number:offset" in stores from before epochs, which were all epoch 0).
 local function indices_of(segs, seqs)
-  local out = {}
-  local cache_start, cache_end, cache_off = nil, nil, nil
+  local out, epochs = {}, {}
+  local cache_start, cache_end, cache_off, cache_epoch = nil, nil, nil, 0
   for i, seq in ipairs(seqs) do
     if not (cache_start and seq >= cache_start and (not cache_end or seq < cache_end)) then
       local seg = redis.call('ZRANGE', segs, seq, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, 1,
         'WITHSCORES')
       local nxt = redis.call('ZRANGE', segs, '(' .. int(seq), '+inf', 'BYSCORE', 'LIMIT', 0, 1,
         'WITHSCORES')
+      cache_off, cache_epoch = nil, 0
       if seg[1] then
         cache_start = tonumber(seg[2])
-        local colon = string.find(seg[1], ':', 1, true)
-        local off = string.sub(seg[1], colon + 1)
-        cache_off = off ~= 'x' and tonumber(off) or nil
+        local parts = split(seg[1], ':')
+        if parts[2] ~= 'x' then
+          cache_off = tonumber(parts[2])
+          cache_epoch = tonumber(parts[3] or 0)
+        end
       else
-        cache_start, cache_off = -math.huge, nil
+        cache_start = -math.huge
       end
       cache_end = nxt[1] and tonumber(nxt[2]) or nil
     end
     out[i] = cache_off and (seq + cache_off) or -1
+    epochs[i] = cache_epoch
   end
-  return out
+  return out, epochs
+end
+
+-- A tombstone: device indices [start, stop) of epoch `epoch` the peer's ingest passed over, so
+-- this end never stores them. Member "epoch:start:stop" of `drops`, scored by start; stop ''
+-- means every index from start on (the peer left that key stream there).
+local function drop_member(epoch, start, stop)
+  return int(epoch) .. ':' .. int(start) .. ':' .. (stop and int(stop) or '')
+end
+
+local function parse_drop(member)
+  local parts = split(member, ':')
+  return tonumber(parts[1]), tonumber(parts[2]), tonumber(parts[3] or '') or math.huge
+end
+
+-- Whether index `idx` of epoch `epoch` lies in a range the peer dropped.
+local function peer_dropped(drops, epoch, idx)
+  for _, r in ipairs(redis.call('ZRANGE', drops, '-inf', idx, 'BYSCORE')) do
+    local e, _, stop = parse_drop(r)
+    if e == epoch and idx < stop then
+      return true
+    end
+  end
+  return false
+end
+
+-- Queue the notice that this end passed over indices [start, stop) (stop nil: every index from
+-- start on) of its key stream `ksid` (epoch `epoch`; ksid '' in stores from before KSIDs were
+-- recorded, where the upkeep names the epoch's KSID): the peer never stores them either.
+local function drop_notice(ob, obq, ksid, epoch, start, stop)
+  local range = stop and {start, stop} or {start}
+  outbox_put(ob, obq, 'drop:' .. drop_member(epoch, start, stop),
+    cjson.encode({kind = 'drop', ksid = ksid, epoch = epoch, ranges = {range}}), now_ms())
+end
+
+-- The device index spans {start, stop} of epoch `epoch` that chunks in the buffer may have,
+-- within `ranges` ({start, stop}, stop math.huge: open): from `segs`, over the arrival numbers
+-- from the oldest available chunk's on (no older chunk is in the buffer).
+local function buffer_spans(meta, avail, incoming, segs, epoch, ranges)
+  local oldest = nil
+  local first = redis.call('ZRANGE', avail, 0, 0, 'WITHSCORES')
+  if first[1] then
+    oldest = tonumber(first[2])
+  end
+  if redis.call('LLEN', incoming) > 0 then
+    local head = tonumber(redis.call('HGET', meta, 'head'))
+    oldest = oldest and math.min(oldest, head) or head
+  end
+  if not oldest then
+    return {}
+  end
+  local last = tonumber(redis.call('HGET', meta, 'added'))
+  local runs = redis.call('ZRANGE', segs, oldest, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, 1,
+    'WITHSCORES')
+  local later = redis.call('ZRANGE', segs, '(' .. int(oldest), '+inf', 'BYSCORE', 'WITHSCORES')
+  for i = 1, #later do
+    runs[#runs + 1] = later[i]
+  end
+  local spans = {}
+  for i = 1, #runs, 2 do
+    local parts = split(runs[i], ':')
+    local lo = math.max(tonumber(runs[i + 1]), oldest)
+    local hi = runs[i + 2] and tonumber(runs[i + 3]) - 1 or last  -- the run's last number
+    if parts[2] ~= 'x' and tonumber(parts[3] or 0) == epoch and lo <= hi then
+      local off = tonumber(parts[2])
+      for _, r in ipairs(ranges) do
+        local s, e = math.max(lo + off, r[1]), math.min(hi + off + 1, r[2])
+        if s < e then
+          spans[#spans + 1] = {s, e}
+        end
+      end
+    end
+  end
+  return spans
 end
 
 -- Find available chunks (`wanted`: set of chunk IDs, none out of the buffer, all held) in the

@@ -9,8 +9,10 @@ The buffer (bounded by the stream's capacity, what the QKDM fills):
 
     meta      hash: capacity, chunk_bytes; counters in chunks: added, consumed (delivered),
               dropped (destroyed undelivered), pooled, mirrored, holding (out of the buffer,
-              by block role); head (below); cursor (the next device index the QKDM fetches);
-              segoff (index - number of the newest chunk)
+              by block role); head (below); cursor (the next device index the QKDM fetches),
+              cursor_ksid and epoch (the device key stream it counts in, and its place in the
+              KeyStream's sequence of KSIDs: see common.lua); segoff ("offset:epoch" of the
+              newest chunk, offset = index - number)
     incoming  list: newly added chunk IDs in arrival order, numbered head, head + 1, ...
               except where ``gaps`` says (the n-th chunk ever added has number n); the ingest
               path appends here because a list append is far cheaper than a sorted set
@@ -19,10 +21,12 @@ The buffer (bounded by the stream's capacity, what the QKDM fills):
               it; one at the list's end (member added + 1) marks where the list ends
     avail     sorted set: the other available chunk IDs, scored by their arrival number
     data      hash: chunk ID -> material (every chunk held, in the buffer or out of it)
-    segs      sorted set: "number:offset" scored by number, one per run of chunks whose device
-              index is number + offset ("x": added without an index)
-    drops     sorted set: "start:end" scored by start: device index ranges the peer dropped,
-              never to be stored here
+    segs      sorted set: "number:offset:epoch" scored by number, one per run of chunks whose
+              device index is number + offset in that epoch ("number:x": added without an
+              index)
+    drops     sorted set: "epoch:start:end" scored by start: device index ranges of that epoch
+              the peer dropped, never to be stored here (end '': to the end of that epoch);
+              only of the cursor's epoch and later ones (an earlier one is never stored again)
 
 Out of the buffer, in blocks (see ``common.lua``):
 

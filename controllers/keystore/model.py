@@ -45,7 +45,7 @@ class StreamCounts:
     consumed: int  # delivered
     dropped: int  # destroyed undelivered (expired, or the other end never had them)
     cursor: int = 0  # the next device index the stream's QKDM fetches
-    oldest_index: int = -1  # the device index of the oldest available chunk, -1 if unknown
+    epoch: int = 0  # the epoch of the device key stream (KSID) the cursor counts in
 
     @property
     def reserved(self) -> int:
@@ -64,10 +64,13 @@ class StreamCounts:
 
 @dataclass(frozen=True, slots=True)
 class BlockChunk:
-    """A chunk of a block's key: its ID and its device index (-1 when the store has none)."""
+    """A chunk of a block's key: its ID, its device index (-1 when the store has none) and the
+    epoch of the device key stream (KSID) that index counts in: an index means something only
+    with its epoch, since each new KSID of a KeyStream counts from 0 again."""
 
     chunk_id: str
     index: int
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)

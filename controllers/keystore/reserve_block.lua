@@ -5,7 +5,8 @@
 -- ID is the one the peer derives from its chunk IDs (accept.lua).
 -- ARGV: block_id, owner, size_bits, count, id_namespace, end ('oldest' or 'newest'), lease_ms
 --       (how long the peer may hold its copies), pending_ms (how long the agreement may take).
--- Reply: {OK, state, {key_id, chunk_id, device index, chunk_id, device index...}...}; a retry
+-- Reply: {OK, state, {key_id, chunk_id, device index, epoch, chunk_id, ...}...} (the epoch of
+-- the key stream the index counts in: common.lua); a retry
 -- with the same block ID gets the same keys (whichever end it names), or {E_CONFLICT} if the
 -- ID names another block; {E_INSUFFICIENT, need, have} takes nothing.
 local bid, owner, size_bits, count, ns = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
@@ -31,11 +32,12 @@ if existing then
       local _, seq = out_of(where[i])
       seqs[i] = seq
     end
-    local idx = indices_of(segs, seqs)
+    local idx, epochs = indices_of(segs, seqs)
     local entry = {kid}
     for i, c in ipairs(cs) do
       entry[#entry + 1] = c
       entry[#entry + 1] = idx[i]
+      entry[#entry + 1] = epochs[i]
     end
     reply[#reply + 1] = entry
   end
@@ -111,7 +113,7 @@ if newest then
 end
 local now = now_ms()
 local bset = block_set(base, bid)
-local indices = indices_of(segs, seqs)
+local indices, epochs = indices_of(segs, seqs)
 local reply = {OK, 'pending'}
 local hset, key_ids = {}, {}
 for k = 0, count - 1 do
@@ -124,6 +126,7 @@ for k = 0, count - 1 do
     hset[#hset + 1] = bid .. '|' .. int(seqs[i])
     entry[#entry + 1] = ids[i]
     entry[#entry + 1] = indices[i]
+    entry[#entry + 1] = epochs[i]
   end
   local kid = composed_id(ns, chunk_ids)
   if per_key > 1 then

@@ -204,7 +204,7 @@ class KeyStore:
             mirrored=values[7],
             holding=values[8],
             cursor=values[9],
-            oldest_index=values[10],
+            epoch=values[10],
         )
 
     # -- ingest (QKDM) -------------------------------------------------------------------------
@@ -280,15 +280,22 @@ class KeyStore:
         named one (a stream whose cursor predates KSIDs in the store, or a new one)."""
         return (await self._cursor(stream, "", ""))[1] or None
 
-    async def start_key_stream(self, *, stream: str, ksid: str) -> None:
-        """The QKDM opened a new device key stream: the cursor counts from 0 in ``ksid`` now
-        (one atomic step). Keys already stored stay; their IDs name the old KSID."""
+    async def start_key_stream(self, *, stream: str, ksid: str, epoch: int) -> None:
+        """The QKDM opened a new device key stream, ``ksid``, epoch ``epoch`` of the
+        KeyStream's sequence (``docs/key-streams.md``): the cursor counts from 0 in it now (one
+        atomic step). Keys already stored stay; their IDs name the old KSID. The indices of the
+        old one from the cursor on are never stored here, and the peer is told to drop them
+        too. Starting the KSID the cursor counts in already changes nothing."""
         if not ksid:
             raise ValueError("a key stream ID must not be empty")
-        await self._cursor(stream, 0, ksid)
+        if epoch < 0:
+            raise ValueError(f"key stream epoch {epoch} must not be negative")
+        await self._cursor(stream, 0, ksid, epoch)
 
-    async def _cursor(self, stream: str, value: int | str, ksid: str) -> tuple[int, str]:
-        reply = await self._run(self._scripts.cursor, stream, [value, ksid])
+    async def _cursor(
+        self, stream: str, value: int | str, ksid: str, epoch: int | str = ""
+    ) -> tuple[int, str]:
+        reply = await self._run(self._scripts.cursor, stream, [value, ksid, epoch])
         self._raise_for(reply, stream=stream)
         return int(reply[1]), _text(reply[2])
 
@@ -347,8 +354,12 @@ class KeyStore:
                 BlockKey(
                     key_id=_text(values[0]),
                     chunks=tuple(
-                        BlockChunk(chunk_id=_text(values[i]), index=int(values[i + 1]))
-                        for i in range(1, len(values), 2)
+                        BlockChunk(
+                            chunk_id=_text(values[i]),
+                            index=int(values[i + 1]),
+                            epoch=int(values[i + 2]),
+                        )
+                        for i in range(1, len(values), 3)
                     ),
                 )
             )
@@ -600,7 +611,7 @@ class KeyStore:
             check_key_ids(key.chunk_ids)
             args.extend((key.key_id, len(key.chunks)))
             for chunk in key.chunks:
-                args.extend((chunk.chunk_id, chunk.index))
+                args.extend((chunk.chunk_id, chunk.index, chunk.epoch))
         while (reply := await self._run(self._scripts.accept, stream, args))[0] == Status.E_RETRY:
             # The chunks lie deep in the incoming list; each call moves FLUSH_LIMIT more, from
             # the end the first call chose.
@@ -693,28 +704,42 @@ class KeyStore:
         reply = await self._run(self._scripts.released, stream, [block_id, *gone])
         self._raise_for(reply, stream=stream)
 
-    async def drop_peer_indices(
-        self, *, stream: str, ranges: Sequence[tuple[int, int]], chunk_ids: Sequence[str]
-    ) -> int:
-        """The peer passed over the device index ``ranges`` ([start, end)): never store them
-        here, and drop ``chunk_ids`` (the IDs of those indices that may be here) from the
-        buffer. Returns the chunks dropped."""
+    async def mark_peer_dropped(
+        self, *, stream: str, epoch: int, ranges: Sequence[tuple[int, int | None]]
+    ) -> list[tuple[int, int]]:
+        """The peer passed over the device index ``ranges`` ([start, end); end None: every
+        index from start on, the peer left that key stream there) of the key stream of epoch
+        ``epoch``: never store them here. Returns the index spans of those ranges that chunks
+        in this buffer may have; ``drop_unstored`` drops them by ID (the caller derives the
+        IDs from the epoch's KSID). No chunk of the ranges is stored after this returns."""
         check_stream_name(stream)
+        if epoch < 0:
+            raise ValueError(f"key stream epoch {epoch} must not be negative")
+        args: list[str | int] = ["mark", epoch, len(ranges)]
         for start, end in ranges:
-            if not 0 <= start < end:
+            if start < 0 or (end is not None and end <= start):
                 raise ValueError(f"index range [{start}, {end}) is empty or negative")
+            args.extend((start, "" if end is None else end))
+        reply = await self._run(self._scripts.drop_peer, stream, args)
+        self._raise_for(reply, stream=stream)
+        return [(int(reply[i]), int(reply[i + 1])) for i in range(1, len(reply), 2)]
+
+    async def drop_unstored(self, *, stream: str, chunk_ids: Sequence[str]) -> int:
+        """Drop from the buffer the chunks of ``chunk_ids`` that are in it: the peer never
+        stored them (``mark_peer_dropped``). Returns the chunks dropped."""
+        check_stream_name(stream)
         if chunk_ids and not UUIDS.fullmatch("".join(chunk_ids)):
             raise ValueError("chunk IDs must be lowercase UUIDs")
-        args: list[str | int] = [FLUSH_LIMIT, "", len(ranges)]
-        for start, end in ranges:
-            args.extend((start, end))
-        args.extend(chunk_ids)
-        while (reply := await self._run(self._scripts.drop_peer, stream, args))[0] == (
-            Status.E_RETRY
-        ):
-            args[1] = _text(reply[1])
-        self._raise_for(reply, stream=stream)
-        return int(reply[1])
+        dropped = 0
+        for start in range(0, len(chunk_ids), MAX_BATCH):
+            args: list[str | int] = ["drop", FLUSH_LIMIT, "", *chunk_ids[start : start + MAX_BATCH]]
+            while (reply := await self._run(self._scripts.drop_peer, stream, args))[0] == (
+                Status.E_RETRY
+            ):
+                args[2] = _text(reply[1])
+            self._raise_for(reply, stream=stream)
+            dropped += int(reply[1])
+        return dropped
 
     # -- deadlines and the outbox --------------------------------------------------------------
 

@@ -294,7 +294,7 @@ class Pump:
             break
         # Recorded only once the device has it open, so that a KSID the store names has been
         # opened at this end (and is never opened again).
-        await self.store.start_key_stream(stream=plan.name, ksid=ksid)
+        await self.store.start_key_stream(stream=plan.name, ksid=ksid, epoch=epoch)
         self._next_epoch = None
         self._on(ksid)
         if epoch > 0:

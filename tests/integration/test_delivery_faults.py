@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from controllers.keystore import KeyStore
 from controllers.keystore.layout import NAMES, stream_keys
+from controllers.qkdm.ids import chunk_ids
 from tests.cluster.localcluster import Cluster
 from tests.cluster.network import QssNetwork, apply
 from tests.etsi014_client import _ssl_context
@@ -446,6 +447,99 @@ async def test_an_014_client_gone_before_the_reply_leaves_nothing_held_for_good(
     await eventually_async(taken, timeout=30, what="the key taken on node-c")
     assert (await stores[D].counts(stream=nodes.stream)).mirrored >= 1
     await nothing_reserved_after_the_lease(stores, nodes.stream)
+
+
+def _ksid(nodes: Nodes, node: str) -> str:
+    obj = get(nodes.cluster(node), "keystream", nodes.stream, "default") or {}
+    return str(obj.get("status", {}).get("ksid", ""))
+
+
+def _both_up_on_another_ksid(nodes: Nodes, old: str) -> str | None:
+    objs = [get(nodes.cluster(n), "keystream", nodes.stream, "default") or {} for n in (C, D)]
+    statuses = [o.get("status", {}) for o in objs]
+    ksids = {s.get("ksid") for s in statuses}
+    up = all(s.get("state") == "Up" for s in statuses)
+    (ksid,) = ksids if len(ksids) == 1 else (None,)
+    return str(ksid) if up and ksid and ksid != old else None
+
+
+async def _buffers_alike(nodes: Nodes) -> bool:
+    """Both ends hold the same chunks (by ID) in the same numbers, nothing set aside."""
+    data = stream_keys(nodes.stream)[NAMES.index("data")]
+    held = []
+    for node in (C, D):
+        raw = Redis.from_url(nodes.network.nodes[node].redis_url)
+        try:
+            held.append(set(await raw.hkeys(data)))
+        finally:
+            await raw.aclose()
+    return held[0] == held[1]
+
+
+async def test_keys_flow_and_are_delivered_once_across_a_device_restart(
+    nodes: Nodes, stores: dict[str, KeyStore]
+) -> None:
+    """The device forgets its key streams while node-c's store is ahead of node-d's in the
+    current KSID; both QKDMs move to the next KSID, where indices start at 0 again in the same
+    store stream. Keys of both KSIDs are delivered both ways, each exactly once; node-d's drop
+    notice names the old KSID and where it left it, so node-c drops what it stored beyond, and
+    both stores end up holding the same chunks."""
+    c, d = nodes.cluster(C), nodes.cluster(D)
+    eventually(lambda: _stream_available(nodes, C) >= 300, timeout=120, what="buffer refill")
+    eventually(lambda: _stream_available(nodes, D) >= 300, timeout=120, what="buffer refill")
+    old = _ksid(nodes, C)
+    assert old
+    assert old == _ksid(nodes, D)
+    spec_c = {"sae": "carol", "slaveSaeID": "dave", "number": 5, "size": 256}
+    spec_d = {"sae": "dave", "slaveSaeID": "carol", "number": 5, "size": 256}
+    # Keys are served (and the buffers make room) while node-d's QKDM is down and node-c's
+    # goes on storing the old KSID.
+    from_c = apply_all(c, NS_C, [spec_c] * 10)
+    from_d = apply_all(d, NS_D, [spec_d] * 10)
+    nodes.network.kill_qkdm(D, nodes.stream)
+    try:
+        behind = await stores[D].ingest_cursor(stream=nodes.stream)
+        dropped_before = (await stores[C].counts(stream=nodes.stream)).dropped
+
+        async def c_ahead() -> bool:
+            return await stores[C].ingest_cursor(stream=nodes.stream) >= behind + 100
+
+        await eventually_async(c_ahead, timeout=60, what="node-c 100 chunks ahead")
+        nodes.network.restart_device(nodes.stream)
+    finally:
+        nodes.network.restart_qkdm(D, nodes.stream)
+    new = eventually(
+        lambda: _both_up_on_another_ksid(nodes, old), timeout=120, what="both on a new KSID"
+    )
+    for store in stores.values():
+        assert await store.ingest_key_stream(stream=nodes.stream) == new
+
+    async def c_dropped_what_d_never_stored() -> bool:
+        counts = await stores[C].counts(stream=nodes.stream)
+        return counts.dropped - dropped_before >= 100
+
+    await eventually_async(
+        c_dropped_what_d_never_stored, timeout=60, what="node-c dropped the old KSID's rest"
+    )
+    # Keys of the new KSID: node-d (the higher ID) draws from the newest end of the buffer.
+    eventually(lambda: _stream_available(nodes, D) >= 300, timeout=120, what="new keys")
+    from_c += apply_all(c, NS_C, [spec_c] * 10)
+    from_d += apply_all(d, NS_D, [spec_d] * 10)
+    done_c = eventually(lambda: _all_done(c, NS_C, from_c), timeout=180)
+    done_d = eventually(lambda: _all_done(d, NS_D, from_d), timeout=180)
+    assert all(s["phase"] == "Ready" for s in [*done_c.values(), *done_d.values()])
+    one_way = audit_exactly_once(nodes, from_c)
+    other_way = audit_exactly_once(nodes, from_d, master=D, slave=C)
+    assert not set(one_way) & set(other_way), "the two directions shared a key"
+    assert len(one_way) + len(other_way) == 40 * 5
+    # Some of them came from the new KSID (chunk i of it has the ID both QKDMs derive).
+    cursor = await stores[D].ingest_cursor(stream=nodes.stream)
+    assert set(chunk_ids(new, 0, cursor)) & set(other_way), "no key of the new KSID delivered"
+    await nothing_reserved_after_the_lease(stores, nodes.stream)
+    # Once both buffers are full again (ingest stops), they hold exactly the same chunks.
+    eventually(lambda: _stream_available(nodes, C) >= 1990, timeout=120, what="full buffer")
+    eventually(lambda: _stream_available(nodes, D) >= 1990, timeout=120, what="full buffer")
+    await eventually_async(partial(_buffers_alike, nodes), timeout=60, what="both stores alike")
 
 
 def test_no_key_or_private_key_in_logs_events_or_status(nodes: Nodes) -> None:

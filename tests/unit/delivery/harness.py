@@ -202,20 +202,24 @@ async def join(a: Node, b: Node) -> None:
 _SEED = os.urandom(16)
 
 
-def chunks(first: int, n: int) -> list[Chunk]:
-    """Chunks ``first`` .. ``first + n - 1`` of the stream, as both QKDMs store them."""
+def chunks(first: int, n: int, *, ksid: str = KSID) -> list[Chunk]:
+    """Chunks ``first`` .. ``first + n - 1`` of device key stream ``ksid`` (by default the
+    stream's base KSID, epoch 0), as both QKDMs store them."""
     return [
         Chunk(
-            chunk_id=chunk_id(KSID, i),
-            material=hashlib.sha256(_SEED + i.to_bytes(8, "big")).digest()[:CHUNK_BYTES],
+            chunk_id=chunk_id(ksid, i),
+            material=hashlib.sha256(_SEED + uuid.UUID(ksid).bytes + i.to_bytes(8, "big")).digest()[
+                :CHUNK_BYTES
+            ],
         )
         for i in range(first, first + n)
     ]
 
 
-async def feed(nodes: list[Node], first: int, n: int) -> list[Chunk]:
-    """The QKDMs store chunks ``first`` .. at the given nodes (the same material at each)."""
-    batch = chunks(first, n)
+async def feed(nodes: list[Node], first: int, n: int, *, ksid: str = KSID) -> list[Chunk]:
+    """The QKDMs store chunks ``first`` .. of ``ksid`` at the given nodes (the same material at
+    each), in the KSID each node's cursor counts in."""
+    batch = chunks(first, n, ksid=ksid)
     for node in nodes:
         await node.store.add_chunks(stream=STREAM, chunks=batch, first_index=first)
     return batch

@@ -137,7 +137,9 @@ async def test_the_peer_gives_a_dead_masters_block_back_when_it_returns_exactly_
         keys=tuple(
             BlockKeyRef(
                 key_id=k.key_id,
-                chunks=tuple(ChunkRef(id=c.chunk_id, index=c.index) for c in k.chunks),
+                chunks=tuple(
+                    ChunkRef(id=c.chunk_id, index=c.index, epoch=c.epoch) for c in k.chunks
+                ),
             )
             for k in block.keys
         ),

@@ -75,7 +75,7 @@ def valid(path: str) -> dict[str, Any]:
             "keys": [
                 {
                     "key_id": chunk_id(KSID, 5000 + i),
-                    "chunks": [{"id": chunk_id(KSID, 5000 + i), "index": 5000 + i}],
+                    "chunks": [{"id": chunk_id(KSID, 5000 + i), "index": 5000 + i, "epoch": 0}],
                 }
                 for i in range(3)
             ],
@@ -97,7 +97,7 @@ def valid(path: str) -> dict[str, Any]:
             "size_bits": 256,
             "key_ids": [_uuid(5), _uuid(6)],
         }
-    return {"stream": STREAM, "ranges": [{"start": 10_000, "end": 10_010}]}
+    return {"stream": STREAM, "ksid": KSID, "ranges": [{"start": 10_000, "end": 10_010}]}
 
 
 @st.composite

@@ -152,7 +152,7 @@ async def test_the_peer_says_never_for_indices_it_was_told_to_drop(
 ) -> None:
     chunks = indexed_chunks(uuid.uuid4(), 0, 10)
     await store.add_chunks(stream=STREAM, chunks=chunks, first_index=0)
-    await peer_store.drop_peer_indices(stream=STREAM, ranges=[(8, 12)], chunk_ids=[])
+    await peer_store.mark_peer_dropped(stream=STREAM, epoch=0, ranges=[(8, 12)])
     block = await reserve(store, "b", count=10)
     with pytest.raises(BlockRefusedError) as refused:
         await accept(peer_store, block)
