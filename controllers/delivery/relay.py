@@ -256,11 +256,22 @@ class Relay:
         stream, relay_id = message.stream, message.relay_id
         if await self.store.relay_aborted(stream=stream, hold_id=relay_id):
             raise RelayRefusal(409, "Aborted", f"relay {relay_id} was aborted here")
-        # A repeater first holds the next hop's pads: if it cannot, nothing is held here and
-        # nothing was sent, so the node before may try again (503).
-        onward = None if destination else await self._hold_pads(message)
         owner = pair_owner(message.master_sae, message.slave_sae)
         ids = message.sealed.pad_key_ids if message.sealed else message.key_ids
+        # What came in must be held here (or in this relay's hold already): a message about
+        # other keys is refused before anything changes.
+        if not await self.store.holds_for(stream=stream, owner=owner, key_ids=ids):
+            hold = await self.store.get_hold(stream=stream, hold_id=relay_id)
+            if hold is None or hold.owner != owner:
+                raise RelayRefusal(
+                    409,
+                    "KeysNotHeld",
+                    f"the {len(ids)} keys of relay {relay_id} are not held here for SAE"
+                    f" {message.master_sae!r} and SAE {message.slave_sae!r}",
+                )
+        # A repeater then holds the next hop's pads: if it cannot, nothing is held here and
+        # nothing was sent, so the node before may try again (503).
+        onward = None if destination else await self._hold_pads(message)
         try:
             held = await self.store.claim(
                 stream=stream,
@@ -315,6 +326,10 @@ class Relay:
             )
         except DeliveryError as exc:
             raise RelayRefusal(503, "Unavailable", f"node {self.node_id}: {exc.message}") from None
+        except BlockConflictError:
+            raise RelayRefusal(
+                409, "Conflict", f"relay {message.relay_id} was tried here with other keys"
+            ) from None
         except UnknownStreamError:
             raise RelayRefusal(
                 503,
