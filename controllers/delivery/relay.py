@@ -47,6 +47,7 @@ from controllers.delivery.api import (
     KeyConflict,
     NoRoute,
     PeerUnreachable,
+    RelayFailed,
 )
 from controllers.delivery.messages import HandOver, Reason
 from controllers.delivery.peer import KrpPeers, KrpRefused, KrpUnreachable
@@ -90,13 +91,6 @@ class RelayRefusal(Exception):
     def __init__(self, status: int, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
-
-
-class RelayFailed(DeliveryError):
-    """A node on the path refused the relay (a bad tag, keys not held there...)."""
-
-    reason = "RelayFailed"
-    retryable = True
 
 
 # (the hand-over, whether this node holds its keys for the pair, the node it came from) -> True

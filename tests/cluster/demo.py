@@ -1,15 +1,14 @@
 """The README's main job (``make demo``): a local QSS network, shown with kubectl.
 
-Two QSS nodes (node-a, node-b), each a real kube-apiserver with its Redis key store and
-controller, joined by one QKD link (a simulated device pair and a QKDM at each end). It shows
-the links and key streams filling on both clusters, registers the SAEs alice (node-a) and bob
-(node-b), applies the sample KeyRequest on node-a and shows that the Secrets on both clusters
-hold the same key IDs (never the keys). The network keeps running; ``make demo-down`` stops it.
-
-With ``--topology FILE`` (``make demo TOPOLOGY=examples/topologies/line3.yaml``) it builds the
-network that file describes instead (``tests.cluster.topology``) and shows every node's links,
-key streams and routing table (``kubectl get routes``) once every node has a Route to every SAE,
-and each node's picture of the network.
+By default three QSS nodes in a line (``examples/topologies/line3.yaml``: node-a - node-b -
+node-c, alice on node-a, carol on node-c), each a real kube-apiserver with its Redis key store
+and controller, joined by QKD links (a simulated device pair and a QKDM at each end). It shows
+every node's links, key streams and routing table (``kubectl get routes``) once every node has
+a Route to every SAE; then a KeyRequest on node-a for carol, relayed through node-b: the
+Secrets on node-a and node-c hold the same key IDs (never the keys are printed) and node-b holds
+none; last, each node's picture of the network with the Route to carol highlighted. The network
+keeps running; ``make demo-down`` stops it. ``--topology FILE`` (``make demo TOPOLOGY=...``)
+builds the network that file describes instead, and relays from its first SAE to its last.
 """
 
 from __future__ import annotations
@@ -24,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.cluster.localcluster import DEFAULT_STATE_DIR, REPO_ROOT, Cluster, stop_recorded
-from tests.cluster.network import QssNetwork, running_network
-from tests.cluster.topology import NetworkTopology, TopologyError, load_topology
+from tests.cluster.network import QssNetwork, apply, running_network
+from tests.cluster.topology import NetworkTopology, TopologyError, load_topology, sae_object_name
 
-SAMPLES = REPO_ROOT / "kustomize" / "samples"
+DEFAULT_TOPOLOGY = REPO_ROOT / "examples" / "topologies" / "line3.yaml"
 
 
 def show(cluster: Cluster, *args: str) -> str:
@@ -53,47 +52,62 @@ def key_ids(cluster: Cluster, secret: str, namespace: str) -> list[str]:
     return sorted(k for k in json.loads(out)["data"] if k != "keys.json")
 
 
-def run(network: QssNetwork) -> None:
-    a, b = network.nodes["node-a"].cluster, network.nodes["node-b"].cluster
-    network.add_link("node-a", "node-b", rate_bps=200_000, capacity=100_000)
-    network.register_sae("node-b", "default", "bob", "bob")
-    a.kubectl("apply", "--server-side", "-f", str(SAMPLES / "qss.dev_v1alpha1_sae.yaml"))
-    network.register_sae("node-a", "default", "alice", "alice")  # waits until it is Ready
-    time.sleep(3)
-    for cluster in (a, b):
-        show(cluster, "get", "qkdlinks,keystreams")
-    print("\n... three seconds later, the key streams have filled further:")
-    time.sleep(3)
-    for cluster in (a, b):
-        show(cluster, "get", "keystreams")
-
-    show(a, "apply", "--server-side", "-f", str(SAMPLES / "qss.dev_v1alpha1_keyrequest.yaml"))
-    status = wait_ready(a, "alice-to-bob", "default")
+def relayed_request(network: QssNetwork, topology: NetworkTopology) -> str:
+    """A KeyRequest from the first SAE of the first node for the last SAE of the last node (two
+    hops away on the line): its Secrets on both ends hold the same key IDs, the nodes between
+    hold none. Returns the slave SAE's ID."""
+    saes = [(node, sae) for node, ids in topology.nodes.items() for sae in ids]
+    (first, master), (last, slave) = saes[0], saes[-1]
+    namespace = topology.sae_namespace
+    a, z = network.nodes[first].cluster, network.nodes[last].cluster
+    name = f"{sae_object_name(master)}-to-{sae_object_name(slave)}"
+    request = {
+        "apiVersion": "qss.dev/v1alpha1",
+        "kind": "KeyRequest",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "sae": sae_object_name(master),
+            "slaveSaeID": slave,
+            "number": 10,
+            "size": 256,
+            "timeoutSeconds": 60,
+        },
+    }
+    print(f"\n[{first}] KeyRequest {namespace}/{name}: 10 keys shared with {slave} on {last}")
+    apply(a, request)
+    status = wait_ready(a, name, namespace, timeout=90)
     if status.get("phase") != "Ready":
         raise RuntimeError(f"the demo KeyRequest failed: {status.get('conditions')}")
-    uid = json.loads(
-        a.kubectl("get", "keyrequest", "alice-to-bob", "-n", "default", "-o", "json").stdout
-    )["metadata"]["uid"]
-    slave = f"bob-{uid}"
-    wait_ready(b, slave, "default")
-    show(a, "get", "sae,keyrequests")
-    show(b, "get", "sae,keyrequests")
-    ids_a = key_ids(a, "alice-to-bob-keys", "default")
-    ids_b = key_ids(b, f"{slave}-keys", "default")
-    print("\nKey IDs in Secret default/alice-to-bob-keys on node-a (the keys stay in the Secret):")
+    uid = json.loads(a.kubectl("get", "keyrequest", name, "-n", namespace, "-o", "json").stdout)[
+        "metadata"
+    ]["uid"]
+    slave_request = f"{sae_object_name(slave)}-{uid}"
+    wait_ready(z, slave_request, namespace)
+    for node in topology.nodes:
+        show(network.nodes[node].cluster, "get", "keyrequests,secrets", "-n", namespace)
+    ids_a = key_ids(a, f"{name}-keys", namespace)
+    ids_z = key_ids(z, f"{slave_request}-keys", namespace)
+    print(f"\nKey IDs in Secret {namespace}/{name}-keys on {first} (the keys stay in the Secret):")
     print("  " + "\n  ".join(ids_a))
-    same = "the same" if ids_a == ids_b else "DIFFERENT"
-    print(f"Secret default/{slave}-keys on node-b holds {same} {len(ids_b)} key IDs.")
-    if ids_a != ids_b:
+    same = "the same" if ids_a == ids_z else "DIFFERENT"
+    print(f"Secret {namespace}/{slave_request}-keys on {last} holds {same} {len(ids_z)} key IDs;")
+    path: list[str] = next(
+        (r["spec"]["path"] for r in items(a, "routes") if r["spec"]["saeID"] == slave), []
+    )
+    repeaters = ", ".join(path[1:-1]) or "none"
+    print(f"The path was {' -> '.join(path)}; the repeaters ({repeaters}) hold no Secret of it.")
+    if ids_a != ids_z:
         raise RuntimeError("the two Secrets hold different key IDs")
-    draw_network(network)
+    return slave
 
 
-def draw_network(network: QssNetwork) -> None:
-    """Each node's picture of the network (qss-netmap), as DOT and SVG next to the logs."""
+def draw_network(network: QssNetwork, *, route: str | None = None) -> None:
+    """Each node's picture of the network (qss-netmap), as DOT and SVG next to the logs, with
+    the Route to ``route`` highlighted."""
     print("\nPictures of the QKD network as each node sees it (qss-netmap):")
     for name, node in network.nodes.items():
         prefix = network.state_dir / f"netmap-{name}"
+        highlight = ["--route", route] if route else []
         subprocess.run(
             [
                 sys.executable,
@@ -105,6 +119,7 @@ def draw_network(network: QssNetwork) -> None:
                 name,
                 "--output",
                 str(prefix),
+                *highlight,
             ],
             check=True,
             capture_output=True,
@@ -140,30 +155,31 @@ def run_topology(network: QssNetwork, topology: NetworkTopology, timeout: float 
         show(cluster, "get", "qkdlinks,keystreams")
     for cluster in clusters:
         show(cluster, "get", "routes", "-o", "wide")
-    draw_network(network)
+    slave = relayed_request(network, topology)
+    draw_network(network, route=slave)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
-    parser.add_argument("--topology", type=Path, help="a topology file (see the README)")
+    parser.add_argument(
+        "--topology",
+        type=Path,
+        default=DEFAULT_TOPOLOGY,
+        help="a topology file (see the README); default: three nodes in a line",
+    )
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir
-    topology = None
-    if args.topology is not None:
-        try:
-            topology = load_topology(args.topology)
-        except TopologyError as exc:
-            print(f"demo: {exc}", file=sys.stderr)
-            return 2
+    try:
+        topology = load_topology(args.topology)
+    except TopologyError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
     if stop_recorded(state_dir):
         print("stopped the previous demo network")
     shutil.rmtree(state_dir, ignore_errors=True)
     with running_network(state_dir, detach=True, topology=topology) as network:
-        if topology is None:
-            run(network)
-        else:
-            run_topology(network, topology)
+        run_topology(network, topology)
         bin_dir = network.plane.bin_dir
         kubeconfigs = {n: node.cluster.kubeconfig for n, node in network.nodes.items()}
     print("\nThe network keeps running. Explore it with:")
