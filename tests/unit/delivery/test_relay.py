@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import uuid
 from typing import Any
 
 import pytest
@@ -266,3 +267,53 @@ async def test_a_repeater_without_pads_holds_nothing_and_the_source_retries_then
     )
     keys = await enc(line, number=3)
     assert [k.material for k in await fetched(line, keys)] == [k.material for k in keys]
+
+
+async def test_a_prepare_repeated_before_the_commit_is_answered_alike_and_changes_nothing(
+    line: Line,
+) -> None:
+    await warm(line)
+    recorder = RecordingPeers(line.b.clients)
+    recorder.sent = []
+    line.b.relay.peers = recorder
+    pool = await line.a.delivery.pool_for(
+        master_sae_id="alice", slave_sae_id="carol", number=2, size_bits=256
+    )
+    relay_id = str(uuid.uuid4())
+    placed = await line.a.delivery.hold(pool=pool, number=2, hold_id=relay_id, timeout=10)
+    await line.a.delivery.relay_prepare(pool=pool, hold=placed.hold, relay_id=relay_id, timeout=10)
+    [(_, message)] = recorder.sent
+    before = {
+        (n.node_id, s): await n.counts(s) for n in line.nodes for s in await n.store.streams()
+    }
+    answer = await KrpPeers(line.b.clients).relay_prepare("node-c", message)
+    assert answer.again
+    # The same relay ID with another tag is refused.
+    assert message.sealed is not None
+    forged = message.model_copy(
+        update={
+            "sealed": message.sealed.model_copy(
+                update={"tag": base64.b64encode(bytes(16)).decode()}
+            )
+        }
+    )
+    with pytest.raises(KrpRefused) as refused:
+        await KrpPeers(line.b.clients).relay_prepare("node-c", forged)
+    assert refused.value.reason == "BadTag"
+    # The source's own retry of the whole prepare is answered alike too.
+    await line.a.delivery.relay_prepare(pool=pool, hold=placed.hold, relay_id=relay_id, timeout=10)
+    after = {(n.node_id, s): await n.counts(s) for n in line.nodes for s in await n.store.streams()}
+    assert after == before
+    # Then committed: carol gets the keys.
+    await line.a.delivery.commit(
+        stream=pool.stream,
+        hold_id=relay_id,
+        notice=line.a.delivery.relay_commit_notice(
+            pool=pool, relay_id=relay_id, key_ids=placed.hold.key_ids, hand_over=True
+        ),
+    )
+    line.a.upkeep.kick()
+    keys = [DeliveredKey(key_id=k.key_id, material=k.material) for k in placed.hold.keys]
+    got = await fetched(line, keys)
+    assert {k.key_id: k.material for k in got} == {k.key_id: k.material for k in keys}
+    assert [h.key_ids for h in line.c.handovers.received] == [tuple(placed.hold.key_ids)]
