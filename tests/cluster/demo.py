@@ -84,7 +84,8 @@ def relayed_request(network: QssNetwork, topology: NetworkTopology) -> str:
     slave_request = f"{sae_object_name(slave)}-{uid}"
     wait_ready(z, slave_request, namespace)
     for node in topology.nodes:
-        show(network.nodes[node].cluster, "get", "keyrequests,secrets", "-n", namespace)
+        if not show(network.nodes[node].cluster, "get", "keyrequests,secrets", "-n", namespace):
+            print("(no KeyRequests, no Secrets)")
     ids_a = key_ids(a, f"{name}-keys", namespace)
     ids_z = key_ids(z, f"{slave_request}-keys", namespace)
     print(f"\nKey IDs in Secret {namespace}/{name}-keys on {first} (the keys stay in the Secret):")
