@@ -258,8 +258,8 @@ def results(timings: dict[str, list[float]], filled: float, rounds: int) -> list
     _NOTES.append(
         f"{rounds} rounds after {WARM_UP} warm-up, sequential; four nodes in a line on one machine"
         f" ({os.cpu_count()} CPUs), links {RATE_BPS / 1e6:g} Mbit/s, {CHUNK_BITS}-bit chunks,"
-        f" buffers filled to {FILL_CHUNKS:,} chunks in {filled:.0f} s; lower is better, x ="
-        " ours / baseline."
+        f" buffers filled to {FILL_CHUNKS:,} chunks in {filled:.0f} s; load average at the end"
+        f" {os.getloadavg()[0]:.1f}; lower is better, x = ours / baseline."
     )
     return rows
 
