@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -30,6 +30,7 @@ from controllers.delivery.messages import (
     Dropped,
     HandedOver,
     HandOver,
+    HandOverSink,
     Reason,
     Refusal,
     ReleaseBlock,
@@ -60,12 +61,6 @@ M = TypeVar("M", bound=BaseModel)
 
 class HandOverUnavailable(Exception):
     """The hand-over could not be recorded now (e.g. the API server is down); retry later."""
-
-
-# (the hand-over, whether this node holds its keys for the pair, the node it came from) -> True
-# once the slave SAE's request exists (created now or before), False if it does not and the
-# keys are not here.
-HandOverSink = Callable[[HandOver, bool, str], Awaitable[bool]]
 
 
 def refusal(status: int, reason: Reason, message: str, **details: Any) -> web.Response:

@@ -37,7 +37,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -49,7 +49,7 @@ from controllers.delivery.api import (
     PeerUnreachable,
     RelayFailed,
 )
-from controllers.delivery.messages import HandOver, Reason
+from controllers.delivery.messages import HandOver, HandOverSink, Reason
 from controllers.delivery.peer import KrpPeers, KrpRefused, KrpUnreachable
 from controllers.delivery.pools import PoolKey, Pools, pair_owner
 from controllers.delivery.relay_messages import (
@@ -80,9 +80,9 @@ log = logging.getLogger("controllers.delivery.relay")
 MAX_HOP_WAIT_SECONDS = 4.0
 # Outbox message IDs: a commit is remembered once acknowledged ('ho:', as hand-overs are).
 COMMIT_ID = "ho:{}"
+ABORT_ID = "ab:{}"
 # A prepare the next node could not serve yet (503: it held nothing) is tried again this often.
 RETRY_SECONDS = 0.2
-ABORT_ID = "ab:{}"
 
 
 class RelayRefusal(Exception):
@@ -91,11 +91,6 @@ class RelayRefusal(Exception):
     def __init__(self, status: int, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
-
-
-# (the hand-over, whether this node holds its keys for the pair, the node it came from) -> True
-# once the slave SAE's request exists; as ``controllers.delivery.krp.HandOverSink``.
-HandOverSink = Callable[[HandOver, bool, str], Awaitable[bool]]
 
 
 def _b64(data: bytes) -> str:
