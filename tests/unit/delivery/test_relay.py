@@ -8,6 +8,7 @@ aborts the relay and leaves nothing held."""
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import uuid
 from typing import Any
@@ -18,9 +19,16 @@ import redis.asyncio as aioredis
 from controllers.delivery.api import DeliveredKey, DeliveryError, InsufficientKeys, UnknownKeys
 from controllers.delivery.peer import KrpPeers, KrpRefused
 from controllers.delivery.relay_messages import RelayPrepare, RelayPrepared
+from controllers.delivery.settings import DeliverySettings
 from controllers.keystore import StreamCounts
 from tests.unit.delivery.conftest import Line
-from tests.unit.delivery.relay_harness import stream_name
+from tests.unit.delivery.relay_harness import (
+    feed_line,
+    join_line,
+    register_line,
+    start_line_node,
+    stream_name,
+)
 from tests.waiting import eventually_async
 
 AB, BC = stream_name("node-a", "node-b"), stream_name("node-b", "node-c")
@@ -317,3 +325,73 @@ async def test_a_prepare_repeated_before_the_commit_is_answered_alike_and_change
     got = await fetched(line, keys)
     assert {k.key_id: k.material for k in got} == {k.key_id: k.material for k in keys}
     assert [h.key_ids for h in line.c.handovers.received] == [tuple(placed.hold.key_ids)]
+
+
+async def test_three_hops_reseal_at_every_repeater_and_spend_pads_on_every_later_link(
+    redis_url: str, settings: DeliverySettings
+) -> None:
+    names = ("node-a", "node-b", "node-c", "node-d")
+    links = [stream_name(x, y) for x, y in itertools.pairwise(names)]
+    streams = {n: [s for s in links if n.removeprefix("node-") in _ends(s)] for n in names}
+    urls = {n: redis_url.rsplit("/", 1)[0] + f"/{10 + i}" for i, n in enumerate(names)}
+    nodes = [
+        await start_line_node(n, urls[n], settings, streams=streams[n], capacity=4000)
+        for n in names
+    ]
+    try:
+        await join_line(nodes)
+        register_line(nodes, nodes[0], "alice")
+        register_line(nodes, nodes[3], "dave")
+        await feed_line(nodes, 0, 2000)
+        a, d = nodes[0], nodes[3]
+
+        async def relay(number: int) -> list[DeliveredKey]:
+            keys = await a.delivery.get_keys(
+                request_id="r",
+                master_sae_id="alice",
+                slave_sae_id="dave",
+                number=number,
+                size_bits=256,
+                timeout=20,
+            )
+
+            async def claim() -> list[DeliveredKey] | None:
+                try:
+                    return await d.delivery.get_keys_with_ids(
+                        slave_sae_id="dave", master_sae_id="alice", key_ids=[k.key_id for k in keys]
+                    )
+                except UnknownKeys:
+                    return None
+
+            got: list[DeliveredKey] = await eventually_async(claim, what="the keys at node-d")
+            assert {k.key_id: k.material for k in got} == {k.key_id: k.material for k in keys}
+            return keys
+
+        await relay(1)
+        counts = {(n.node_id, s): await n.counts(s) for n in nodes for s in streams[n.node_id]}
+        keys = await relay(3)
+        after = {(n.node_id, s): await n.counts(s) for n in nodes for s in streams[n.node_id]}
+        spent = {k: after[k].consumed - counts[k].consumed for k in after}
+        assert spent == {
+            ("node-a", links[0]): 3,
+            ("node-b", links[0]): 3,
+            ("node-b", links[1]): 4,
+            ("node-c", links[1]): 4,
+            ("node-c", links[2]): 4,
+            ("node-d", links[2]): 4,
+        }
+        assert all(c.holding == 0 for c in after.values())
+        for repeater in ("node-b", "node-c"):
+            values = await stored_values(urls[repeater])
+            assert not any(k.material in v for k in keys for v in values), repeater
+    finally:
+        for node in nodes:
+            await node.stop_calling()
+        for node in nodes:
+            await node.stop()
+
+
+def _ends(stream: str) -> tuple[str, str]:
+    """The two node letters of a line stream's name ("node-a-node-b" -> ("a", "b"))."""
+    first, second = stream.removeprefix("node-").split("-node-")
+    return first, second
