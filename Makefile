@@ -25,7 +25,7 @@ setup: $(VENV)/.installed
 	fi
 	@bash tests/cluster/build-control-plane.sh >/dev/null
 
-## demo: start a local QSS network and show it with kubectl (TOPOLOGY=file: that network).
+## demo: three nodes in a line, a KeyRequest relayed across them, shown with kubectl (TOPOLOGY=file: that network).
 demo: setup
 	$(PY) -m tests.cluster.demo --state-dir $(STATE_DIR) $(if $(TOPOLOGY),--topology $(TOPOLOGY))
 
