@@ -489,7 +489,10 @@ class Relay:
         holding = [stream for stream, _ in await self._holds(relay_id)]
         if not set(holding) & set(incoming):
             return  # committed before, or not a relay that came from the caller
-        for stream in holding:
+        # The onward hold (with the commit for the next node) before the incoming one: a crash
+        # between the two leaves the incoming hold, so the sender's retry finds this relay
+        # here and finishes it.
+        for stream in sorted(holding, key=lambda s: s in incoming):
             if stream in incoming:
                 await self.store.commit_hold(stream=stream, hold_id=relay_id)
             else:
