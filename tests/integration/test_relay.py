@@ -136,12 +136,16 @@ async def test_keyrequest_for_an_sae_two_hops_away_gives_identical_secrets_and_n
     assert done.keys_c == keys_a
     assert sorted(keys_a) == sorted(status["keyIDs"])
     assert all(len(v) == 32 for v in keys_a.values())
-    # node-b, the repeater, has no KeyRequest and no Secret with these keys.
+    # node-b, the repeater, has no KeyRequest and no Secret of this pair or with these keys
+    # (other modules' requests may be there: node-b is a session node).
     b = line.nodes[B].cluster
-    assert not (kubectl_json(b, "get", "keyrequests", "-A") or {}).get("items")
+    requests = json.dumps(kubectl_json(b, "get", "keyrequests", "-A"))
+    assert ALICE not in requests
+    assert CAROL not in requests
     secrets = json.dumps(kubectl_json(b, "get", "secrets", "-A"))
     for key_id, material in keys_a.items():
         assert key_id not in secrets
+        assert key_id not in requests
         assert base64.b64encode(material).decode() not in secrets
     # Exactly the keys used: 10 keys on a-b at both ends, 10 pads and the tag key on b-c.
     after = await counts(stores)
