@@ -64,6 +64,7 @@ class Upkeep:
         self._in_flight: set[str] = set()
         self._attempts: dict[str, int] = {}
         self._sends = asyncio.Semaphore(CONCURRENT_SENDS)
+        self._closing = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="delivery upkeep")
@@ -73,6 +74,8 @@ class Upkeep:
         self._wake.set()
 
     async def aclose(self) -> None:
+        self._closing = True
+        self._wake.set()
         if self._task is not None:
             # Cancelled again until it ends: on Python 3.11 a cancellation that arrives as a
             # redis call or a timeout ends can be lost, and the task would run on.
@@ -83,7 +86,11 @@ class Upkeep:
                 await self._task
 
     async def _run(self) -> None:
-        while True:
+        # The flag, not only the cancellation, ends the loop: a library that turns a
+        # cancellation into an error of its own (a client timeout firing at the same moment)
+        # leaves this task cancelling but running, and on Python 3.11 every later
+        # asyncio.timeout below then ends in TimeoutError, so the loop would never stop.
+        while not self._closing:
             self._wake.clear()
             try:
                 await self.run_once()
