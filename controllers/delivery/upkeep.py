@@ -77,11 +77,7 @@ class Upkeep:
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            # Cancelled again until it ends: on Python 3.11 a cancellation that arrives as a
-            # redis call or a timeout ends can be lost, and the task would run on.
-            while not self._task.done():
-                self._task.cancel()
-                await asyncio.wait([self._task], timeout=1.0)
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
