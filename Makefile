@@ -11,7 +11,7 @@ STATE_DIR ?= /tmp/kube-qss
 NODE_PACKAGES := containerd runc containernetworking-plugins iptables buildah mmdebstrap \
   busybox-static util-linux
 
-.PHONY: setup demo demo-down demo-processes test lint unit bench image clean
+.PHONY: setup demo demo-down demo-processes demo-relay test lint unit bench image clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,13 +32,17 @@ setup: $(VENV)/.installed
 	@$(PY) -m tests.cluster.images build >/dev/null
 
 ## demo: start a local QSS network (kube-qss as pods on real nodes) and show it with kubectl
-## (TOPOLOGY=file: the network that file describes, as local processes).
+## (TOPOLOGY=file: the network that file describes, as local processes, with a relayed KeyRequest).
 demo: setup
 	$(PY) -m tests.cluster.demo --state-dir $(STATE_DIR) $(if $(TOPOLOGY),--topology $(TOPOLOGY))
 
 ## demo-processes: the demo's network as local processes (no kubelet, no images).
 demo-processes: setup
 	$(PY) -m tests.cluster.demo --processes --state-dir $(STATE_DIR)
+
+## demo-relay: three nodes in a line as local processes, a KeyRequest relayed across the middle one.
+demo-relay: setup
+	$(PY) -m tests.cluster.demo --state-dir $(STATE_DIR) --topology examples/topologies/line3.yaml
 
 ## demo-down: stop the local network that `make demo` started.
 demo-down:

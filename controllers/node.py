@@ -3,8 +3,9 @@
 ``start_node`` (called by the controller's kopf startup handler) builds, in order: the node's
 identity (CA and certificate Secrets), the key store client, the in-memory topology and SAE
 registry/directory, the peer registry with its clients, key delivery (pools, the background
-upkeep of deadlines and messages, the KeyRequest service), routing (the protocol and the Route
-writer), the inter-node channel (KRP, routing) and the ETSI GS QKD 014 key API.
+upkeep of deadlines and messages, the key relay, the KeyRequest service), routing (the protocol
+and the Route writer), the inter-node channel (KRP, the relay, routing) and the ETSI GS QKD 014
+key API.
 ``NodeRuntime.aclose`` stops them in reverse. QKDLink changes reach ``links_changed``, which
 refreshes the peers and their trust. Handlers get the runtime with ``runtime_of(memo)``.
 """
@@ -28,6 +29,8 @@ from controllers.delivery.handover import slave_request_creator
 from controllers.delivery.krp import krp_routes
 from controllers.delivery.peer import KrpPeers
 from controllers.delivery.pools import Pools
+from controllers.delivery.relay import Relay
+from controllers.delivery.relay_routes import relay_routes
 from controllers.delivery.requests import KeyRequestService
 from controllers.delivery.service import NodeKeyDelivery
 from controllers.delivery.settings import DeliverySettings
@@ -146,6 +149,18 @@ async def start_node(
     upkeep = Upkeep(
         store=store, topology=topology, peers=krp, pools=pools, settings=delivery_settings
     )
+    relay = Relay(
+        node_id=settings.node_id,
+        store=store,
+        topology=topology,
+        pools=pools,
+        peers=krp,
+        hand_over=slave_request_creator(kube, local_saes),
+        is_local_sae=lambda sae_id: local_saes.lookup(sae_id) is not None,
+        settings=delivery_settings,
+        kick=upkeep.kick,
+    )
+    delivery.relay = relay
     requests = KeyRequestService(
         delivery=delivery,
         kube=kube,
@@ -161,6 +176,7 @@ async def start_node(
         local=local_saes,
         directory=directory,
     )
+    delivery.routes = routing
     app = init_channel_app(
         identity=identity,
         registry=registry,
@@ -172,7 +188,9 @@ async def start_node(
                 local_saes=local_saes,
                 handover=slave_request_creator(kube, local_saes),
                 settings=delivery_settings,
+                relays_to=lambda sae_id: routing.route_to(sae_id) is not None,
             ),
+            relay_routes(relay),
             routing.channel_routes(),
         ],
     )

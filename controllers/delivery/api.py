@@ -76,6 +76,14 @@ class PeerUnreachable(DeliveryError):
     retryable = True
 
 
+class RelayFailed(DeliveryError):
+    """A node on a multi-hop path refused the relay (a bad tag, keys not held there, the relay
+    aborted); nothing was delivered and nothing stays held, so a new request may succeed."""
+
+    reason = "RelayFailed"
+    retryable = True
+
+
 class UnknownKeys(DeliveryError):
     """Some key IDs are not reserved for this SAE pair (never were, or already delivered)."""
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from controllers.delivery.krp import HandOverSink, HandOverUnavailable
-from controllers.delivery.messages import HandOver
+from controllers.delivery.krp import HandOverUnavailable
+from controllers.delivery.messages import HandOver, HandOverSink
 from controllers.delivery.service import SaeLookup
 from controllers.kube import AlreadyExistsError, Kube, NotFoundError
 from qss_api import API_VERSION, KEYREQUESTS, KIND_KEYREQUEST, LABEL_PART_OF, PART_OF

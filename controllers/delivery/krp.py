@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -30,6 +30,7 @@ from controllers.delivery.messages import (
     Dropped,
     HandedOver,
     HandOver,
+    HandOverSink,
     Reason,
     Refusal,
     ReleaseBlock,
@@ -62,12 +63,6 @@ class HandOverUnavailable(Exception):
     """The hand-over could not be recorded now (e.g. the API server is down); retry later."""
 
 
-# (the hand-over, whether this node holds its keys for the pair, the node it came from) -> True
-# once the slave SAE's request exists (created now or before), False if it does not and the
-# keys are not here.
-HandOverSink = Callable[[HandOver, bool, str], Awaitable[bool]]
-
-
 def refusal(status: int, reason: Reason, message: str, **details: Any) -> web.Response:
     """A KRP error: ``{"message", "details": [Refusal]}``."""
     body = Refusal(reason=reason, **details).model_dump(mode="json", exclude_defaults=True)
@@ -85,7 +80,11 @@ def krp_routes(
     local_saes: SaeLookup,
     handover: HandOverSink,
     settings: DeliverySettings,
+    relays_to: Callable[[str], bool] = lambda sae_id: False,
 ) -> web.RouteTableDef:
+    """The KRP routes. ``relays_to(sae_id)``: whether this node relays keys on towards an SAE
+    of another node (a route leads there), so that a neighbour's pool for a multi-hop pair may
+    hold its blocks here."""
     routes = web.RouteTableDef()
 
     async def read(request: web.Request, model: type[M]) -> M | web.Response:
@@ -114,7 +113,7 @@ def krp_routes(
         message = await read(request, ReserveBlock)
         if isinstance(message, web.Response):
             return message
-        if local_saes.lookup(message.slave_sae) is None:
+        if local_saes.lookup(message.slave_sae) is None and not relays_to(message.slave_sae):
             return refusal(
                 404, "UnknownSae", f"SAE {message.slave_sae!r} is not registered with this node"
             )

@@ -31,6 +31,7 @@ Every node may be either side. Any request may also get 400 ``BadMessage`` (with
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Final, Literal, Self
 
 from pydantic import Field, StringConstraints, model_validator
@@ -69,6 +70,12 @@ Reason = Literal[
     "Conflict",
     "KeysNotHeld",
     "Unavailable",
+    # the key relay's (``relay_messages``)
+    "BadTag",
+    "InsufficientKeys",
+    "NoRoute",
+    "PeerUnreachable",
+    "Aborted",
 ]
 
 
@@ -157,6 +164,13 @@ class HandOver(WireModel):
 
 class HandedOver(WireModel):
     accepted: int
+
+
+# What receives a hand-over on the slave SAE's node (``controllers.delivery.handover``): (the
+# hand-over, whether this node holds its keys for the pair, the node it came from) -> True once
+# the slave SAE's request exists (created now or before), False if it does not and the keys are
+# not here. The KRP hand-over route and the relay's commit call it.
+HandOverSink = Callable[[HandOver, bool, str], Awaitable[bool]]
 
 
 class IndexRange(WireModel):

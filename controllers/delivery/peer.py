@@ -2,7 +2,7 @@
 exceptions: ``KrpRefused`` (the peer answered with an error; ``refusal`` says why, and for a
 refused block which chunks) or ``KrpUnreachable`` (no answer, or not one the protocol allows:
 the outcome is unknown). Used by the pools (reserve), the outbox worker (release, hand-over,
-drop) and the tests of the protocol.
+drop), the key relay (prepare, commit, abort) and the tests of the protocol.
 """
 
 from __future__ import annotations
@@ -27,6 +27,17 @@ from controllers.delivery.messages import (
     ReleaseBlock,
     Released,
     ReserveBlock,
+)
+from controllers.delivery.relay_messages import (
+    ABORT_PATH,
+    COMMIT_PATH,
+    PREPARE_PATH,
+    RelayAbort,
+    RelayAborted,
+    RelayCommit,
+    RelayCommitted,
+    RelayPrepare,
+    RelayPrepared,
 )
 from qss_api.wire import BadMessage, check
 
@@ -93,6 +104,15 @@ class KrpPeers:
 
     async def drop(self, node_id: str, message: DropIndices) -> Dropped:
         return await self._post(node_id, DROP_PATH, message, Dropped)
+
+    async def relay_prepare(self, node_id: str, message: RelayPrepare) -> RelayPrepared:
+        return await self._post(node_id, PREPARE_PATH, message, RelayPrepared)
+
+    async def relay_commit(self, node_id: str, message: RelayCommit) -> RelayCommitted:
+        return await self._post(node_id, COMMIT_PATH, message, RelayCommitted)
+
+    async def relay_abort(self, node_id: str, message: RelayAbort) -> RelayAborted:
+        return await self._post(node_id, ABORT_PATH, message, RelayAborted)
 
     async def _post(self, node_id: str, path: str, message: BaseModel, answer: type[A]) -> A:
         try:

@@ -76,6 +76,9 @@ class PoolKey:
     master_sae_id: str
     slave_sae_id: str
     size_bits: int
+    # The nodes from here to the slave SAE's when it is not on ``peer`` (the key relay's path,
+    # from routing); the pool is the same whichever path its keys then take.
+    path: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def owner(self) -> str:

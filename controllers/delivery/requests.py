@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 from controllers.delivery.api import DeliveryError, KeyConflict
 from controllers.delivery.messages import HandOver
+from controllers.delivery.pools import PoolKey
 from controllers.delivery.service import NodeKeyDelivery, Placed, delivered
 from controllers.delivery.upkeep import Upkeep
 from controllers.keyrequests import (
@@ -171,6 +172,12 @@ class KeyRequestService:
         placed = await self._delivery.hold(
             pool=pool, number=request.number, hold_id=request.uid, timeout=self._left(request)
         )
+        if pool.path:
+            # Not a neighbour: every node of the path holds its part before the Secret exists.
+            await self._delivery.relay_prepare(
+                pool=pool, hold=placed.hold, relay_id=request.uid, timeout=self._left(request)
+            )
+            placed = Placed(stream=placed.stream, peer_node=pool.path[-1], hold=placed.hold)
         secret = await self._write_secret(request, placed, list(placed.hold.keys))
         return await self._finish(request, sae_id, secret)
 
@@ -196,7 +203,25 @@ class KeyRequestService:
             # A second hold, taken when the first was committed already: never written.
             await self._delivery.cancel(stream=stream, hold_id=request.uid)
         notice = None
-        if request.role == "Master":
+        neighbour = self._delivery.topology.peer_of_stream(stream)
+        if request.role == "Master" and neighbour is None:
+            # After a restart, before the stream's KeyStream is known: try again shortly.
+            raise RuntimeError(f"key stream {stream} is not known yet")
+        if request.role == "Master" and peer != neighbour:
+            # Relayed (the Secret names the far node): the commit goes along the path.
+            notice = self._delivery.relay_commit_notice(
+                pool=PoolKey(
+                    stream=stream,
+                    peer=neighbour or "",
+                    master_sae_id=sae_id,
+                    slave_sae_id=request.slave_sae_id,
+                    size_bits=request.size,
+                ),
+                relay_id=request.uid,
+                key_ids=key_ids,
+                hand_over=True,
+            )
+        elif request.role == "Master":
             handover = HandOver(
                 request_id=request.uid,
                 stream=stream,

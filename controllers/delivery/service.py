@@ -1,6 +1,8 @@
-"""Key delivery between a local SAE and one on a neighbour node, over the node's key store, its
-pools and the inter-node channel: ``NodeKeyDelivery`` implements ``KeyDelivery`` (the ETSI 014
-API's view) and the steps the KeyRequest service takes (``controllers.delivery.keyrequests``).
+"""Key delivery between a local SAE and one on another node, over the node's key store, its
+pools and the inter-node channel (through trusted repeaters, ``controllers.delivery.relay``,
+when the other node is not a neighbour): ``NodeKeyDelivery`` implements ``KeyDelivery`` (the
+ETSI 014 API's view) and the steps the KeyRequest service takes
+(``controllers.delivery.keyrequests``).
 
 Master side: the pair's pool on a stream towards the slave SAE's node serves the keys (``take``
 deletes them, ``hold`` sets them aside for a request until ``commit`` or ``cancel``); the slave's
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -32,6 +35,8 @@ from controllers.delivery.api import (
     UnknownSae,
 )
 from controllers.delivery.pools import PoolKey, Pools, pair_owner
+from controllers.delivery.relay import Relay
+from controllers.delivery.relay_messages import MAX_RELAY_BYTES
 from controllers.delivery.settings import DeliverySettings
 from controllers.delivery.topology import Topology
 from controllers.keystore import (
@@ -43,6 +48,7 @@ from controllers.keystore import (
     UnknownKeysError,
     UnknownStreamError,
 )
+from controllers.routing.table import RouteFinder
 
 log = logging.getLogger("controllers.delivery")
 
@@ -97,6 +103,10 @@ class NodeKeyDelivery:
     pools: Pools
     settings: DeliverySettings
     clock: Callable[[], float] = field(default=time.monotonic)
+    # Multi-hop: routing's paths, and the relay that carries keys along them (None: neighbours
+    # only).
+    routes: RouteFinder | None = None
+    relay: Relay | None = None
 
     # -- where the keys come from --------------------------------------------------------------
 
@@ -126,15 +136,29 @@ class NodeKeyDelivery:
                 " between two nodes, so ask for keys shared with an SAE of another node"
             )
         streams = self.topology.streams_towards(node)
-        if not streams:
-            raise NoRoute(f"no key stream leads from node {self.node_id} to node {node}")
-        return PoolKey(
-            stream=streams[0].name,
-            peer=node,
-            master_sae_id=master_sae_id,
-            slave_sae_id=slave_sae_id,
-            size_bits=0,
-        )
+        if streams:
+            return PoolKey(
+                stream=streams[0].name,
+                peer=node,
+                master_sae_id=master_sae_id,
+                slave_sae_id=slave_sae_id,
+                size_bits=0,
+            )
+        # Not a neighbour: the keys are relayed along the routing path, from the pair's pool on
+        # the path's first link.
+        found = self.routes.route_to(slave_sae_id) if self.routes and self.relay else None
+        if found is not None and found.next_hop is not None and found.destination == node:
+            streams = self.topology.streams_towards(found.next_hop)
+            if streams:
+                return PoolKey(
+                    stream=streams[0].name,
+                    peer=found.next_hop,
+                    master_sae_id=master_sae_id,
+                    slave_sae_id=slave_sae_id,
+                    size_bits=0,
+                    path=found.path,
+                )
+        raise NoRoute(f"no key stream nor route leads from node {self.node_id} to node {node}")
 
     async def _counts(self, stream: str) -> StreamCounts:
         known = self.pools.capacity_of(stream)
@@ -161,12 +185,19 @@ class NodeKeyDelivery:
                 f" {route.stream}, whose buffer holds at most {counts.capacity}; ask for fewer"
                 " or smaller keys"
             )
+        if route.path and number * size_bits // 8 > MAX_RELAY_BYTES:
+            raise RequestTooLarge(
+                f"{number} keys of {size_bits} bits are more than a relay to node"
+                f" {route.path[-1]} carries at once ({MAX_RELAY_BYTES} bytes); ask for fewer"
+                " or smaller keys"
+            )
         return PoolKey(
             stream=route.stream,
             peer=route.peer,
             master_sae_id=master_sae_id,
             slave_sae_id=slave_sae_id,
             size_bits=size_bits,
+            path=route.path,
         )
 
     async def pair_status(self, *, master_sae_id: str, slave_sae_id: str) -> PairStatus:
@@ -176,7 +207,7 @@ class NodeKeyDelivery:
         level = await self.store.pool_level(stream=route.stream, owner=route.owner, size_bits=size)
         return PairStatus(
             source_node=self.node_id,
-            target_node=route.peer,
+            target_node=route.path[-1] if route.path else route.peer,
             key_size=size,
             stored_key_count=counts.available + level.keys,
             max_key_count=counts.capacity,
@@ -200,8 +231,47 @@ class NodeKeyDelivery:
             number=number,
             size_bits=size_bits,
         )
-        keys = await self.pools.take(pool, count=number, deadline=self.clock() + timeout)
-        return delivered(keys)
+        if not pool.path:
+            keys = await self.pools.take(pool, count=number, deadline=self.clock() + timeout)
+            return delivered(keys)
+        # Relayed: held, relayed, then committed with the commit for the path in one step.
+        deadline = self.clock() + timeout
+        relay_id = str(uuid.uuid4())
+        placed = await self.hold(pool=pool, number=number, hold_id=relay_id, timeout=timeout)
+        await self.relay_prepare(
+            pool=pool, hold=placed.hold, relay_id=relay_id, timeout=deadline - self.clock()
+        )
+        await self.commit(
+            stream=pool.stream,
+            hold_id=relay_id,
+            notice=self.relay_commit_notice(
+                pool=pool, relay_id=relay_id, key_ids=placed.hold.key_ids, hand_over=False
+            ),
+        )
+        return delivered(placed.hold.keys)
+
+    async def relay_prepare(
+        self, *, pool: PoolKey, hold: Hold, relay_id: str, timeout: float
+    ) -> None:
+        """Relay the hold's keys along ``pool.path`` (``controllers.delivery.relay``): once
+        this returns, every node on the path holds its part; on failure nothing stays held."""
+        assert self.relay is not None  # route() finds no path without it
+        await self.relay.prepare(
+            relay_id=relay_id, request_id=relay_id, pool=pool, hold=hold, timeout=timeout
+        )
+
+    def relay_commit_notice(
+        self, *, pool: PoolKey, relay_id: str, key_ids: Sequence[str], hand_over: bool
+    ) -> Notice:
+        """The commit for the relay's path, to queue with the source's own commit."""
+        assert self.relay is not None
+        return self.relay.commit_notice(
+            relay_id=relay_id,
+            request_id=relay_id,
+            pool=pool,
+            key_ids=key_ids,
+            hand_over=hand_over,
+        )
 
     async def hold(self, *, pool: PoolKey, number: int, hold_id: str, timeout: float) -> Placed:
         """``number`` keys of the pool set aside for the request ``hold_id`` (idempotent)."""

@@ -3,9 +3,10 @@
 and send the outbox's due messages to the stream's peer; then give back idle pools.
 
 Messages (queued by the store in the same step as the change they report) are retried with
-backoff until the peer answers: a release's answer is applied (``finish_release``), a hand-over
-or a drop notice is done once acknowledged. A hand-over the peer refuses for good (its keys are
-not held there) or that outlived the slave's fetch window is dropped with a warning.
+backoff until the peer answers: a release's answer is applied (``finish_release``); a hand-over,
+a drop notice, or a relay's commit or abort (``controllers.delivery.relay``) is done once
+acknowledged. A hand-over the peer refuses for good (its keys are not held there) or that
+outlived the slave's fetch window is dropped with a warning.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from controllers.delivery.messages import (
 )
 from controllers.delivery.peer import KrpPeers, KrpRefused, KrpUnreachable
 from controllers.delivery.pools import Pools
+from controllers.delivery.relay_messages import RelayAbort, RelayCommit
 from controllers.delivery.settings import DeliverySettings
 from controllers.delivery.topology import Topology
 from controllers.keystore import KeyStore, OutboxMessage
@@ -179,6 +181,26 @@ class Upkeep:
                             peer,
                             exc.message,
                         )
+                await self._store.outbox_done(stream=stream, message_id=message.message_id)
+                return True
+            if kind == "relay_commit" or kind == "relay_abort":
+                # Retried until the next node on the relay's path answers; a refusal means it
+                # has nothing (more) to do for the relay.
+                try:
+                    if kind == "relay_commit":
+                        await self._peers.relay_commit(peer, check(RelayCommit, body["message"]))
+                    else:
+                        await self._peers.relay_abort(peer, check(RelayAbort, body["message"]))
+                except KrpRefused as exc:
+                    if exc.reason == "Unavailable":
+                        raise
+                    log.warning(
+                        "%s %s refused by node %s: %s",
+                        kind,
+                        message.message_id,
+                        peer,
+                        exc.message,
+                    )
                 await self._store.outbox_done(stream=stream, message_id=message.message_id)
                 return True
             if kind == "drop":

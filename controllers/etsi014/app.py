@@ -39,6 +39,7 @@ from controllers.delivery.api import (
     KeyDelivery,
     NoRoute,
     PeerUnreachable,
+    RelayFailed,
     SaeAuthenticator,
     UnknownKeys,
     UnknownSae,
@@ -72,7 +73,7 @@ REQUEST_ID: Final = web.RequestKey("qss_etsi014_request_id", str)
 # says it is retryable (an SAE not known *yet*, while some neighbour has not told us its SAEs)
 # is a 503 too: 014 clients treat a 400 as final.
 _CLIENT_ERRORS: Final = (InvalidRequest, UnknownKeys, UnknownSae)
-_UNAVAILABLE: Final = (InsufficientKeys, KeyConflict, NoRoute, PeerUnreachable)
+_UNAVAILABLE: Final = (InsufficientKeys, KeyConflict, NoRoute, PeerUnreachable, RelayFailed)
 # The largest request body read: a dec_keys body naming MAX_KEYS_PER_REQUEST keys takes about
 # 70 kB, so this leaves room for extensions while keeping junk from filling memory.
 MAX_BODY_BYTES: Final = 256 * 1024

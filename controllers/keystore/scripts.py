@@ -50,6 +50,7 @@ class Scripts:
     outbox: AsyncScript
     drop_peer: AsyncScript
     pool: AsyncScript
+    relay: AsyncScript
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:

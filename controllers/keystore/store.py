@@ -507,6 +507,75 @@ class KeyStore:
         self._raise_for(reply, stream=stream)
         return int(reply[1])
 
+    # -- the key relay (controllers.delivery.relay) ------------------------------------------
+
+    async def drop_hold(self, *, stream: str, hold_id: str, notice: Notice | None = None) -> int:
+        """A relay was aborted after the hold's keys may have left this node: drop them (never
+        served again) and, in the same step, queue ``notice`` for the peer (unless queued
+        already). Idempotent; returns the keys dropped now."""
+        check_stream_name(stream)
+        check_token("hold ID", hold_id)
+        args: list[str | int] = ["drop", hold_id, "", "", "", 0]
+        if notice is not None:
+            check_token("message ID", notice.message_id)
+            args[2:] = [notice.message_id, notice.kind, json.dumps(notice.payload), notice.valid_ms]
+        reply = await self._run(self._scripts.relay, stream, args)
+        self._raise_for(reply, stream=stream)
+        return int(reply[1])
+
+    async def relay_aborted(self, *, stream: str, hold_id: str) -> bool:
+        """Whether the relay ``hold_id`` was aborted here (``drop_hold``) within the last day."""
+        check_stream_name(stream)
+        check_token("hold ID", hold_id)
+        reply = await self._run(self._scripts.relay, stream, ["aborted", hold_id])
+        self._raise_for(reply, stream=stream)
+        return bool(int(reply[1]))
+
+    async def open_relayed(
+        self,
+        *,
+        stream: str,
+        hold_id: str,
+        owner: str,
+        tag: str,
+        consumed: Sequence[str],
+        relayed: Sequence[tuple[str, Key]],
+    ) -> str | None:
+        """At a relay's destination: the hold's pad keys become the relayed keys (each
+        ``(pad key ID, relayed key)``), its ``consumed`` keys (the tag's) are consumed, and the
+        hold remembers ``tag``. None when opened now; the tag it was opened with before
+        otherwise. ``UnknownKeysError`` if a pad key is not in the hold (or no hold for
+        ``owner``), ``BlockConflictError`` if a relayed key ID is in use here."""
+        check_stream_name(stream)
+        check_token("hold ID", hold_id)
+        check_token("owner", owner)
+        check_token("tag", tag)
+        args: list[str | int | bytes] = ["open", hold_id, owner, tag, len(consumed), *consumed]
+        for pad_id, key in relayed:
+            args.extend((pad_id, key.key_id, key.material))
+        named = [*consumed, *(p for p, _ in relayed), *(k.key_id for _, k in relayed)]
+        if named:  # none: a retry, asking for the tag it was opened with
+            check_key_ids(named)
+        reply = await self._run(self._scripts.relay, stream, args)
+        if reply[0] == Status.E_UNKNOWN_BLOCK:
+            raise UnknownKeysError(stream=stream, owner=owner, missing=len(relayed), examples=())
+        if reply[0] == Status.E_UNKNOWN_KEYS:
+            raise UnknownKeysError(stream=stream, owner=owner, missing=int(reply[1]), examples=())
+        if reply[0] == Status.E_CONFLICT:
+            raise BlockConflictError(stream=stream, block_id=hold_id)
+        self._raise_for(reply, stream=stream)
+        return None if _text(reply[1]) == "new" else _text(reply[2])
+
+    async def deliver_relayed(self, *, stream: str, hold_id: str, lease_ms: int) -> int:
+        """At a relay's destination, once committed: the opened hold's keys are held for the
+        slave SAE for ``lease_ms`` (claimed by ID as any). Idempotent; returns the keys."""
+        check_stream_name(stream)
+        check_token("hold ID", hold_id)
+        _check_positive("lease", lease_ms)
+        reply = await self._run(self._scripts.relay, stream, ["deliver", hold_id, lease_ms])
+        self._raise_for(reply, stream=stream)
+        return int(reply[1])
+
     # -- the peer side of blocks ---------------------------------------------------------------
 
     async def accept_block(

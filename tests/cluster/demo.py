@@ -18,7 +18,10 @@ network with qss-netmap.
 With ``--topology FILE`` (``make demo TOPOLOGY=examples/topologies/line3.yaml``) it builds the
 network that file describes instead (``tests.cluster.topology``), as local processes, and shows
 every node's links, key streams and routing table (``kubectl get routes``) once every node has a
-Route to every SAE, and each node's picture of the network.
+Route to every SAE; then a KeyRequest from the file's first SAE for its last, relayed through the
+trusted repeaters between them: the Secrets at both ends hold the same key IDs (never the keys
+are printed) and the repeaters hold none; last, each node's picture of the network with that
+Route highlighted.
 """
 
 from __future__ import annotations
@@ -43,9 +46,9 @@ from tests.cluster.localcluster import (
     control_plane_binaries,
     stop_recorded,
 )
-from tests.cluster.network import running_network
+from tests.cluster.network import QssNetwork, apply, running_network
 from tests.cluster.realnetwork import DEMO_NETWORK, deploy
-from tests.cluster.topology import NetworkTopology, TopologyError, load_topology
+from tests.cluster.topology import NetworkTopology, TopologyError, load_topology, sae_object_name
 
 KEYREQUEST = REPO_ROOT / "kustomize" / "samples" / "qss.dev_v1alpha1_keyrequest.yaml"
 SAMPLE_PODS = REPO_ROOT / "kustomize" / "samples" / "pods"
@@ -196,11 +199,65 @@ def _last_listing(cluster: Cluster, pod: str) -> list[str]:
     return lines[start : ends[-1] + 1]
 
 
-def draw_network(clusters: dict[str, Cluster], state_dir: Path) -> None:
-    """Each node's picture of the network (qss-netmap), as DOT and SVG next to the logs."""
+def relayed_request(network: QssNetwork, topology: NetworkTopology) -> str:
+    """A KeyRequest from the first SAE of the first node for the last SAE of the last node (two
+    hops away on the line): its Secrets on both ends hold the same key IDs, the nodes between
+    hold none. Returns the slave SAE's ID."""
+    saes = [(node, sae) for node, ids in topology.nodes.items() for sae in ids]
+    (first, master), (last, slave) = saes[0], saes[-1]
+    namespace = topology.sae_namespace
+    a, z = network.nodes[first].cluster, network.nodes[last].cluster
+    name = f"{sae_object_name(master)}-to-{sae_object_name(slave)}"
+    request = {
+        "apiVersion": "qss.dev/v1alpha1",
+        "kind": "KeyRequest",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "sae": sae_object_name(master),
+            "slaveSaeID": slave,
+            "number": 10,
+            "size": 256,
+            "timeoutSeconds": 60,
+        },
+    }
+    print(f"\n[{first}] KeyRequest {namespace}/{name}: 10 keys shared with {slave} on {last}")
+    apply(a, request)
+    status = wait_ready(a, name, namespace, timeout=90)
+    if status.get("phase") != "Ready":
+        raise RuntimeError(f"the demo KeyRequest failed: {status.get('conditions')}")
+    uid = json.loads(a.kubectl("get", "keyrequest", name, "-n", namespace, "-o", "json").stdout)[
+        "metadata"
+    ]["uid"]
+    slave_request = f"{sae_object_name(slave)}-{uid}"
+    wait_ready(z, slave_request, namespace)
+    for node in topology.nodes:
+        if not show(network.nodes[node].cluster, "get", "keyrequests,secrets", "-n", namespace):
+            print("(no KeyRequests, no Secrets)")
+    ids_a = key_ids(a, f"{name}-keys", namespace)
+    ids_z = key_ids(z, f"{slave_request}-keys", namespace)
+    print(f"\nKey IDs in Secret {namespace}/{name}-keys on {first} (the keys stay in the Secret):")
+    print("  " + "\n  ".join(ids_a))
+    same = "the same" if ids_a == ids_z else "DIFFERENT"
+    print(f"Secret {namespace}/{slave_request}-keys on {last} holds {same} {len(ids_z)} key IDs;")
+    path: list[str] = next(
+        (r["spec"]["path"] for r in items(a, "routes") if r["spec"]["saeID"] == slave), []
+    )
+    repeaters = ", ".join(path[1:-1]) or "none"
+    print(f"The path was {' -> '.join(path)}; the repeaters ({repeaters}) hold no Secret of it.")
+    if ids_a != ids_z:
+        raise RuntimeError("the two Secrets hold different key IDs")
+    return slave
+
+
+def draw_network(
+    clusters: dict[str, Cluster], state_dir: Path, *, route: str | None = None
+) -> None:
+    """Each node's picture of the network (qss-netmap), as DOT and SVG next to the logs, with
+    the Route to the SAE ``route`` highlighted."""
     print("\nPictures of the QKD network as each node sees it (qss-netmap):")
     for name, cluster in clusters.items():
         prefix = state_dir / f"netmap-{name}"
+        highlight = ["--route", route] if route else []
         subprocess.run(
             [
                 sys.executable,
@@ -212,6 +269,7 @@ def draw_network(clusters: dict[str, Cluster], state_dir: Path) -> None:
                 name,
                 "--output",
                 str(prefix),
+                *highlight,
             ],
             check=True,
             capture_output=True,
@@ -251,7 +309,8 @@ def run_topology(
             show(cluster, "get", "qkdlinks,keystreams")
         for cluster in clusters.values():
             show(cluster, "get", "routes", "-o", "wide")
-        draw_network(clusters, state_dir)
+        slave = relayed_request(network, topology)
+        draw_network(clusters, state_dir, route=slave)
     return clusters
 
 

@@ -1,5 +1,6 @@
 """Fixtures for the key delivery tests: two nodes joined by one stream (``harness.py``), with
-SAE ``alice`` on node-a and ``bob`` on node-b, each store holding chunks 0..1999."""
+SAE ``alice`` on node-a and ``bob`` on node-b, each store holding chunks 0..1999; and three in
+a line for the relay's tests (``relay_harness.py``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ import pytest
 
 from controllers.delivery.settings import DeliverySettings
 from tests.unit.delivery.harness import Node, feed, join, register, start_node
+from tests.unit.delivery.relay_harness import (
+    LineNode,
+    feed_line,
+    join_line,
+    register_line,
+    start_line_node,
+    stream_name,
+)
 
 CAPACITY = 4000
 
@@ -52,4 +61,39 @@ async def pair(redis_url: str, settings: DeliverySettings) -> AsyncIterator[Pair
     await feed([a, b], 0, 2000)
     yield p
     for node in p.started:
+        await node.stop()
+
+
+@dataclass
+class Line:
+    """Three nodes in a line for the relay tests (``relay_harness``): alice on node-a, carol on
+    node-c, node-b between them; each store holding chunks 0..1999 of its links."""
+
+    a: LineNode
+    b: LineNode
+    c: LineNode
+    urls: dict[str, str] = field(default_factory=dict)  # each node's Redis database
+
+    @property
+    def nodes(self) -> list[LineNode]:
+        return [self.a, self.b, self.c]
+
+
+@pytest.fixture
+async def line(redis_url: str, settings: DeliverySettings) -> AsyncIterator[Line]:
+    urls = {"node-a": db(redis_url, 6), "node-b": db(redis_url, 7), "node-c": db(redis_url, 8)}
+    ab, bc = stream_name("node-a", "node-b"), stream_name("node-b", "node-c")
+    streams = {"node-a": [ab], "node-b": [ab, bc], "node-c": [bc]}
+    nodes = [
+        await start_line_node(n, urls[n], settings, streams=streams[n], capacity=CAPACITY)
+        for n in ("node-a", "node-b", "node-c")
+    ]
+    await join_line(nodes)
+    register_line(nodes, nodes[0], "alice")
+    register_line(nodes, nodes[2], "carol")
+    await feed_line(nodes, 0, 2000)
+    yield Line(a=nodes[0], b=nodes[1], c=nodes[2], urls=urls)
+    for node in nodes:
+        await node.stop_calling()
+    for node in nodes:
         await node.stop()
