@@ -14,10 +14,10 @@ warm-up:
   SAE's authentication, the store's counts, no key work).
 
 The two alternate in halves so that load from elsewhere on the machine falls on both alike.
-The pool is warm when measuring starts: the warm-up's enc_keys (at the same concurrency) created
-it and raised its demand estimate, so it is refilled ahead of the demand it sees; the pool's
-level on node-a is sampled every 0.1 s while enc_keys is measured, and the notes say how often
-it was found empty (a request then waits for a block to be agreed with node-b).
+The pool is warm when measuring starts: both controllers run with ``POOL_MIN_KEYS`` keys as the
+pools' floor (``QSS_DELIVERY_POOL_MIN_KEYS``), and the warm-up's enc_keys created the pool; the
+pool's level on node-a is sampled every 0.1 s while enc_keys is measured, and the notes say how
+often it was found empty (a request then waits for a block to be agreed with node-b).
 The keys taken are fetched by ID on node-b afterwards (dec_keys, untimed), which checks that
 they are shared and keeps node-b's buffer from filling with reservations.
 
@@ -61,6 +61,12 @@ KEY_BITS = 256
 # Clients at once -> requests measured (per kind of call), after the warm-up.
 REQUESTS = {1: 300, 16: 1600}
 WARM_UP_PER_CLIENT = 10
+# Warm pools: each pair's pool holds at least this many keys (an operator setting, see
+# docs/key-delivery.md), enough for a burst of the 16 clients while a refill is agreed with
+# node-b on this loaded machine. With the default (32) the pool ran dry in about one sample in
+# six at 16 clients, and requests then waited for a KRP round trip.
+POOL_MIN_KEYS = 1024
+POOL_ENV = {"QSS_DELIVERY_POOL_MIN_KEYS": str(POOL_MIN_KEYS)}
 CLIENT_TIMEOUT = 60.0
 FIRST_KEY_TIMEOUT = 90.0
 DEC_KEYS_BATCH = 1000  # the KME's max_key_per_request
@@ -298,7 +304,7 @@ def results(figures: dict[int, Measured], fill: Fill, drained: int) -> list[Resu
 
 
 def run(*, scale: float = 1.0) -> list[Result]:
-    with bench_network("bench-etsi014-") as network:
+    with bench_network("bench-etsi014-", controller_env=POOL_ENV) as network:
         figures, fill, drained = asyncio.run(measure(network, scale))
     return results(figures, fill, drained)
 
@@ -308,7 +314,8 @@ def notes(*, scale: float = 1.0) -> list[str]:
     return [
         *_LAST_NOTES,
         f"requests measured: {counts} client(s), after {WARM_UP_PER_CLIENT} per client of each"
-        " kind; each client one kept-alive mTLS connection, one request at a time; clients in"
+        f" kind; pools' floor QSS_DELIVERY_POOL_MIN_KEYS={POOL_MIN_KEYS};"
+        " each client one kept-alive mTLS connection, one request at a time; clients in"
         f" the benchmark's process; link {RATE_BPS / 1e6:g} Mbit/s, {CHUNK_BITS}-bit chunks,"
         f" buffer {CAPACITY:,} chunks; two nodes on one machine ({os.cpu_count()} CPUs); for"
         " the p99 rows lower is better and x = ours / baseline.",

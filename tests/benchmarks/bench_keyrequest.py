@@ -80,10 +80,16 @@ TARGET_P50_MS = {SMALL: 20.0, LARGE: 50.0}
 
 
 @contextmanager
-def bench_network(prefix: str) -> Iterator[QssNetwork]:
+def bench_network(
+    prefix: str, *, controller_env: dict[str, str] | None = None
+) -> Iterator[QssNetwork]:
     """A two-node network with the fast ``bench`` link and SAEs ``bench-sae-a`` (node-a,
-    namespace bench-a) and ``bench-sae-b`` (node-b, namespace bench-b); removed on exit."""
+    namespace bench-a) and ``bench-sae-b`` (node-b, namespace bench-b); removed on exit.
+    ``controller_env`` is added to both controllers' environment (e.g. delivery settings)."""
     state_dir = Path(tempfile.mkdtemp(dir="/tmp", prefix=prefix))
+    # The network's processes inherit this process's environment.
+    saved = {name: os.environ.get(name) for name in controller_env or {}}
+    os.environ.update(controller_env or {})
     try:
         with running_network(state_dir) as network:
             network.add_link(
@@ -99,6 +105,11 @@ def bench_network(prefix: str) -> Iterator[QssNetwork]:
             network.register_sae(B, NS_B, SAE_B, SAE_B)
             yield network
     finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
