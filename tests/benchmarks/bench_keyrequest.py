@@ -317,7 +317,13 @@ class Served:
 
 
 async def keyrequest_round_trip(
-    api: client.ApiClient, watches: Watches, *, number: int, size: int, timeout: float
+    api: client.ApiClient,
+    watches: Watches,
+    *,
+    number: int,
+    size: int,
+    timeout: float,
+    request_timeout_seconds: int | None = None,
 ) -> Served:
     """Seconds from creating a master KeyRequest to seeing it Ready in the watch; then waits
     (untimed) for the automatic slave request on node-b."""
@@ -328,6 +334,8 @@ async def keyrequest_round_trip(
         "metadata": {"name": name},
         "spec": {"sae": SAE_A, "slaveSaeID": SAE_B, "number": number, "size": size},
     }
+    if request_timeout_seconds is not None:
+        body["spec"]["timeoutSeconds"] = request_timeout_seconds  # type: ignore[index]
     started = time.perf_counter()
     created = await read_json(
         await client.CustomObjectsApi(api).create_namespaced_custom_object(
