@@ -65,9 +65,9 @@ test: setup lint
 	@rc=0; $(VENV)/bin/pytest -p no:cacheprovider || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; fi; exit $$rc
 
-## bench: the benchmarks, each beside its baseline measured in the same run.
+## bench: the benchmarks, each beside its baseline measured in the same run (BENCH=etsi014 for one).
 bench: setup
-	$(PY) -m tests.benchmarks
+	$(PY) -m tests.benchmarks $(BENCH)
 
 ## image: build the kube-qss image from the Containerfile with the builder this machine has:
 ## buildah (here: on a Debian base made from Debian's packages, no registry needed), else podman

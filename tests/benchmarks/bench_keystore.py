@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from controllers.keystore import Chunk, KeyStore
-from tests.benchmarks.report import Result, table
+from tests.benchmarks.report import Result, machine_load, table
 from tests.fixtures.redis import RedisServer
 
 KEY_BYTES = 16  # 128-bit keys, as the paper measured
@@ -83,6 +83,7 @@ async def ingest_one_by_one(store: KeyStore, chunks: Sequence[Chunk]) -> float:
     for chunk in chunks:
         await store.add_chunks(stream=stream, chunks=[chunk])
     elapsed = time.perf_counter() - started
+    assert (await store.counts(stream=stream)).available == len(chunks)
     await store.drop_stream(stream=stream)
     return len(chunks) / elapsed
 
@@ -97,9 +98,11 @@ async def _run(keys: int, naive_keys: int) -> list[Result]:
         async with KeyStore.from_url(server.url) as store:
             # Warm up: connections, script cache.
             await ingest_batched(store, chunks[:BATCH])
+            _LOAD[:] = [machine_load()]
             for _ in range(REPEATS):
                 figures["ours"].append(await ingest_batched(store, chunks))
                 figures["naive"].append(await ingest_one_by_one(store, chunks[:naive_keys]))
+            _LOAD.append(machine_load())
     ours, naive = (statistics.median(figures[k]) for k in figures)
     return [
         Result(
@@ -113,6 +116,8 @@ async def _run(keys: int, naive_keys: int) -> list[Result]:
 
 
 DEFAULT_KEYS = 300_000
+# The machine's load at the start and the end of measuring, for the notes.
+_LOAD: list[str] = []
 
 
 def run(*, keys: int = DEFAULT_KEYS, naive_keys: int = 10_000) -> list[Result]:
@@ -123,7 +128,7 @@ def notes(*, keys: int = DEFAULT_KEYS) -> list[str]:
     return [
         f"ingest: {keys:,} keys in batches of {BATCH:,}, {IN_FLIGHT} in flight; redis-server"
         f" with AOF, appendfsync always; each figure the median of {REPEATS} runs;"
-        f" {os.cpu_count()} CPUs.",
+        f" {os.cpu_count()} CPUs; machine at start / end: {' -> '.join(_LOAD)}.",
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,3 +37,13 @@ def table(results: Sequence[Result], *, notes: Sequence[str] = ()) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     footnotes = [f"baseline of '{r.what}': {r.baseline_is}" for r in results]
     return "\n".join([*lines, "", *footnotes, *notes])
+
+
+def machine_load() -> str:
+    """The machine's load averages now: every benchmark notes them beside its figures, as the
+    machine is shared and its load moves the figures."""
+    one, five, fifteen = os.getloadavg()
+    return (
+        f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min,"
+        f" {os.cpu_count()} CPUs)"
+    )
