@@ -16,6 +16,7 @@ import pytest
 from device_plugin.config import DeviceConfig, DeviceEntry, DeviceKind, Settings
 from device_plugin.main import parse_settings
 from tests.unit.device_plugin.harness import SOON, StubKubelet, fast_settings, start_plugin
+from tests.waiting import eventually_async
 
 SCRIPT = Path(sys.executable).parent / "qss-device-plugin"
 
@@ -179,8 +180,13 @@ async def test_serve_answers_metrics_on_the_metrics_address(
     try:
         await kubelet.next_registration()
         url = f"http://127.0.0.1:{port}/metrics"
-        async with aiohttp.ClientSession() as session, session.get(url) as response:
-            text = await response.text()
-        assert 'qss_device_plugin_registered{resource="qss.dev/qkd-a-b"} 1' in text
+        registered = 'qss_device_plugin_registered{resource="qss.dev/qkd-a-b"} 1'
+
+        async def shows_registered() -> bool:
+            # The kubelet sees the registration before the plugin's Register call returns.
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                return registered in await response.text()
+
+        await eventually_async(shows_registered, timeout=10, what="registered=1 in /metrics")
     finally:
         await plugin.stop()
