@@ -6,7 +6,8 @@ components must read alike; and the QKD device protocol that the QKDM (controlle
 simulated device and device plugin (device_plugin) both speak: its messages
 (``qss_api.qkd004``) and its one client (``qss_api.qkd004_client``); and the few mechanisms
 two components would otherwise write twice: how certificates are built
-(``qss_api.certificates``). Nothing else, so the components stay independent.
+(``qss_api.certificates``) and how an HTTP server answers errors (``qss_api.http_errors``).
+Nothing else, so the components stay independent.
 The CRDs in ``crds/*.yaml`` are the source of truth for the schemas; these constants must match
 them (a unit test checks that they do).
 """
