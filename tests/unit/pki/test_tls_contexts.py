@@ -12,17 +12,7 @@ import pytest
 
 from controllers import pki
 from controllers.identity import NodeIdentity
-
-
-def _identity(ca: pki.Credentials, node_id: str) -> NodeIdentity:
-    node = pki.issue_node_certificate(ca, node_id, ip_addresses=["127.0.0.1"])
-    return NodeIdentity(
-        node_id=node_id,
-        ca_cert_pem=ca.cert_pem,
-        cert_pem=node.cert_pem,
-        key_pem=node.key_pem,
-        ca_key_pem=ca.key_pem,
-    )
+from tests.unit.identities import node_identity
 
 
 @asynccontextmanager
@@ -60,7 +50,7 @@ def nodes() -> Callable[[str], NodeIdentity]:
 
     def make(node_id: str) -> NodeIdentity:
         ca = cas.setdefault(node_id, pki.create_ca(f"{node_id} CA"))
-        return _identity(ca, node_id)
+        return node_identity(ca, node_id)
 
     return make
 
