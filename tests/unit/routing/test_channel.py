@@ -24,7 +24,7 @@ from controllers.channel import (
 )
 from controllers.identity import NodeIdentity
 from controllers.routing.channel import RoutingService
-from controllers.routing.messages import FLOOD_PATH, HELLO_PATH
+from controllers.routing.messages import EXCHANGE_PATH, FLOOD_PATH, HELLO_PATH
 from controllers.routing.settings import RoutingSettings
 from controllers.saes.directory import SaeDirectory
 from controllers.saes.registry import LocalSaes
@@ -227,6 +227,10 @@ async def test_a_node_may_only_speak_for_itself(start: StartNode) -> None:
         )
     assert refused.value.status == 403
     assert "node node-b may only speak for itself" in refused.value.message
+    hello = {"version": 1, "node": "node-c", "key": b.routing.router.hello.key}
+    with pytest.raises(PeerRefused) as refused:
+        await b.clients.post_json("node-a", EXCHANGE_PATH, {"hello": hello, "lsas": []})
+    assert refused.value.status == 403
     with pytest.raises(PeerRefused) as refused:
         await b.clients.post_json("node-a", FLOOD_PATH, {"forwarder": "node-c", "lsas": []})
     assert refused.value.status == 403
