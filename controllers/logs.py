@@ -1,7 +1,7 @@
 """Logging set-up shared by the controller's and the QKDM's ``main``.
 
-Two choices live here: kubernetes_asyncio's REST logger stays at INFO even under ``--verbose``
-(at DEBUG it logs whole response bodies, Secrets' data included), and kopf's per-run success
+The format, and kubernetes_asyncio's REST logger kept at INFO even under ``--verbose``, are every
+command's (``qss_api.process``); what is the controllers' own lives here: kopf's per-run success
 lines for timers, daemons and watch-event handlers ("Timer 'sample_link' succeeded.", every
 few seconds per object) are dropped, so the log shows what changed rather than that nothing did.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
+
+from qss_api import process
 
 # Timers and daemons, and the watch-event handlers (named *_event by convention), which run on
 # every status change of every stream.
@@ -24,10 +26,6 @@ class DropRoutineSuccess(logging.Filter):
 
 
 def configure_logging(*, verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)
+    process.configure_logging(logging.DEBUG if verbose else logging.INFO)
     for handler in logging.getLogger().handlers:
         handler.addFilter(DropRoutineSuccess())

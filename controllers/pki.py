@@ -5,7 +5,8 @@ Called by ``controllers.identity`` (the node's CA and certificate, created on fi
 inter-node channel (``controllers.channel``: which node is on the other end of a connection), and
 by the Sae reconciler and the ETSI 014 server (an SAE's credentials; which SAE is calling).
 
-Every certificate is EC P-256 signed with SHA-256. A node certificate names its node three ways
+Every certificate is EC P-256 signed with SHA-256, built by ``qss_api.certificates`` (which the
+webhook's TLS shares). A node certificate names its node three ways
 (CN, a DNS SAN and the URI SAN ``spiffe://qss.dev/node/<node ID>``) and may serve and connect
 (EKU serverAuth + clientAuth); an SAE certificate carries ``spiffe://qss.dev/sae/<SAE ID>`` and
 may only connect (EKU clientAuth). The URI SAN is what tells the two apart, so an SAE whose ID
@@ -30,8 +31,7 @@ from typing import Final
 from urllib.parse import quote, unquote
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import (
     Criticality,
@@ -43,6 +43,12 @@ from cryptography.x509.verification import (
 )
 
 from qss_api import NODE_ID_PATTERN
+from qss_api.certificates import CertificateError as CertificateError
+from qss_api.certificates import cert_pem as cert_pem
+from qss_api.certificates import create_ca as _create_ca
+from qss_api.certificates import issue_leaf
+from qss_api.certificates import key_pem as key_pem
+from qss_api.certificates import load_private_key as load_private_key
 
 SPIFFE_TRUST_DOMAIN: Final = "qss.dev"
 NODE_URI_PREFIX: Final = f"spiffe://{SPIFFE_TRUST_DOMAIN}/node/"
@@ -58,10 +64,6 @@ _BACKDATE: Final = dt.timedelta(minutes=5)
 
 _DNS_LABEL = re.compile(NODE_ID_PATTERN)
 _MAX_CN: Final = 64  # RFC 5280 ub-common-name
-
-
-class CertificateError(ValueError):
-    """A certificate or key is not what it must be; the message says what and what to do."""
 
 
 class NotANodeCertificate(CertificateError):
@@ -119,29 +121,6 @@ def load_certificates(pem: bytes) -> list[x509.Certificate]:
     return certs
 
 
-def load_private_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
-    """An EC private key from unencrypted PEM. The error never quotes the input."""
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError):
-        raise CertificateError("not an unencrypted PEM private key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise CertificateError("the private key is not an EC key; kube-qss uses EC P-256")
-    return key
-
-
-def cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def fingerprint(cert: bytes | x509.Certificate) -> str:
     """SHA-256 fingerprint (hex) of a certificate, for logs and messages."""
     return load_certificate(cert).fingerprint(hashes.SHA256()).hex()
@@ -183,51 +162,17 @@ def load_cert_chain_pem(context: ssl.SSLContext, cert_pem_: bytes, key_pem_: byt
 # --- issuing -------------------------------------------------------------------------------
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _builder(
-    *, subject: x509.Name, key: ec.EllipticCurvePrivateKey, validity: dt.timedelta
-) -> x509.CertificateBuilder:
+def _validity(validity: dt.timedelta) -> tuple[dt.datetime, dt.datetime]:
     now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + validity)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
+    return now - _BACKDATE, now + validity
 
 
 def create_ca(name: str, *, validity: dt.timedelta = CA_VALIDITY) -> Credentials:
     """A new self-signed CA called ``name`` (its CN) with a fresh P-256 key."""
     if not 0 < len(name) <= _MAX_CN:
         raise CertificateError(f"CA name must be 1 to {_MAX_CN} characters, got {len(name)}")
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        _builder(subject=_name(name), key=key, validity=validity)
-        .issuer_name(_name(name))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    not_before, not_after = _validity(validity)
+    cert, key = _create_ca(name, not_before=not_before, not_after=not_after)
     return Credentials(cert_pem=cert_pem(cert), key_pem=key_pem(key))
 
 
@@ -239,21 +184,15 @@ def _issue_leaf(
     usages: list[x509.ObjectIdentifier],
     validity: dt.timedelta,
 ) -> Credentials:
-    ca_cert = ca.certificate
-    ca_key = load_private_key(ca.key_pem)
-    key = ec.generate_private_key(ec.SECP256R1())
-    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
-        _builder(subject=_name(common_name), key=key, validity=validity)
-        .issuer_name(ca_cert.subject)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+    not_before, not_after = _validity(validity)
+    cert, key = issue_leaf(
+        ca.certificate,
+        load_private_key(ca.key_pem),
+        common_name=common_name,
+        sans=sans,
+        usages=usages,
+        not_before=not_before,
+        not_after=not_after,
     )
     return Credentials(cert_pem=cert_pem(cert), key_pem=key_pem(key))
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from aiohttp import web
@@ -41,12 +41,12 @@ from qss_api.etsi014 import (
     KeyRequest,
     Status,
 )
+from qss_api.http_errors import BadRequest, error_response, json_errors
 from qss_api.wire import SAE_ID_PATTERN, BadMessage, check, decode
 from sidecar.node014 import NodeKeyApi, NodeUnreachable
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 NODE: Final[web.AppKey[NodeKeyApi]] = web.AppKey("qss_sidecar_node")
 # A dec_keys body naming 1,000 key IDs is about 70 kB.
@@ -60,25 +60,14 @@ def _json(document: Any, status: int = 200) -> web.Response:
     return web.json_response(document, status=status, headers=_HEADERS)
 
 
-def error(status: int, message: str, details: Sequence[Mapping[str, Any]] = ()) -> web.Response:
-    document: dict[str, Any] = {"message": message}
-    if details:
-        document["details"] = list(details)
-    return _json(document, status)
-
-
-class Refused(Exception):
-    """A request that is not a 014 request: answered 400 with its problems."""
-
-    def __init__(self, message: str, details: Sequence[Mapping[str, Any]] = ()) -> None:
-        super().__init__(message)
-        self.message, self.details = message, list(details)
+def _error(status: int, message: str, details: Sequence[Mapping[str, Any]] = ()) -> web.Response:
+    return error_response(status, message, details, headers=_HEADERS)
 
 
 def _sae(request: web.Request, parameter: str) -> str:
     value = request.match_info[parameter]
     if not _SAE_ID.match(value):
-        raise Refused(
+        raise BadRequest(
             f"{parameter} must be an SAE ID (letters, digits, '.', '_' and '-', at most 64)",
             [{"parameter": parameter, "error": "not an SAE ID"}],
         )
@@ -89,7 +78,7 @@ def _read(model: type[BaseModel], body: bytes) -> Any:
     try:
         return decode(model, body, what=f"014 {model.__name__}")
     except BadMessage as exc:
-        raise Refused(exc.message, exc.problems) from None
+        raise BadRequest(exc.message, exc.problems) from None
 
 
 def _query_integers(request: web.Request, names: Sequence[str]) -> dict[str, int]:
@@ -97,7 +86,7 @@ def _query_integers(request: web.Request, names: Sequence[str]) -> dict[str, int
     for name in names:
         values = request.query.getall(name, [])
         if len(values) > 1 or (values and not _DIGITS.match(values[0])):
-            raise Refused(
+            raise BadRequest(
                 f"{name} must be given once, as a whole number",
                 [{"parameter": name, "error": "not a whole number"}],
             )
@@ -123,7 +112,7 @@ async def _forward(
         )
     except NodeUnreachable as exc:
         log.warning("014 %s %s %s: node unreachable: %s", request_id, method, request.path, exc)
-        return error(503, str(exc), [{"reason": "NodeUnreachable", "retryable": True}])
+        return _error(503, str(exc), [{"reason": "NodeUnreachable", "retryable": True}])
     model: type[BaseModel] = answer_model if answer.status == 200 else Error
     try:
         document = decode(model, answer.body, what=f"node's {model.__name__}")
@@ -133,7 +122,7 @@ async def _forward(
                 "014 %s %s %s: node failed with %d", request_id, method, request.path, answer.status
             )
             said = document.model_dump().get("message")
-            return error(
+            return _error(
                 503,
                 f"the node's key API failed ({answer.status}): {said}",
                 [{"reason": "NodeFailed", "retryable": True}],
@@ -147,7 +136,7 @@ async def _forward(
             answer.status,
             model.__name__,
         )
-        return error(
+        return _error(
             503,
             f"the node answered {answer.status} with something that is not a 014 "
             f"{model.__name__}: {exc.message}",
@@ -174,7 +163,7 @@ async def _enc_keys(request: web.Request) -> web.Response:
     try:
         check(KeyRequest, values, what="014 KeyRequest")
     except BadMessage as exc:
-        raise Refused(exc.message, exc.problems) from None
+        raise BadRequest(exc.message, exc.problems) from None
     params = [(k, str(v)) for k, v in values.items()]
     return await _forward(request, "GET", slave, ENC_KEYS, KeyContainer, params=params)
 
@@ -189,31 +178,14 @@ async def _dec_keys(request: web.Request) -> web.Response:
     try:
         check(KeyIds, {"key_IDs": [{"key_ID": i} for i in ids]}, what="014 key_ID query")
     except BadMessage as exc:
-        raise Refused(exc.message, exc.problems) from None
+        raise BadRequest(exc.message, exc.problems) from None
     params = [("key_ID", i) for i in ids]
     return await _forward(request, "GET", master, DEC_KEYS, KeyContainer, params=params)
 
 
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except Refused as exc:
-        return error(400, exc.message, exc.details)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        if isinstance(exc, web.HTTPNotFound):
-            message = f"no such resource {request.path}; this sidecar serves {API_PREFIX}/..."
-        elif isinstance(exc, web.HTTPMethodNotAllowed):
-            message = f"{request.method} is not allowed on {request.path}"
-        else:
-            message = f"{exc.status} {exc.reason}"
-        return error(exc.status, message)
-
-
 def init(*, node: NodeKeyApi) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+    errors = json_errors(serves=f"this sidecar serves {API_PREFIX}/...", headers=_HEADERS)
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY_BYTES)
     app[NODE] = node
     prefix = API_PREFIX
     # allow_head=False: a HEAD on enc_keys would take keys and throw them away.

@@ -33,6 +33,7 @@ def run(environ: dict[str, str], *, verbose: bool) -> int:
     import asyncio
     import logging
 
+    from qss_api.process import configure_logging
     from sidecar.keyring import RingError
     from sidecar.service import serve
     from sidecar.settings import SettingsError, SidecarSettings
@@ -43,12 +44,7 @@ def run(environ: dict[str, str], *, verbose: bool) -> int:
     except SettingsError as exc:
         print(f"qss-sidecar: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Off even with --verbose: it would log the bodies of key Secrets.
-    logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
     try:
         asyncio.run(serve(settings))
     except (VolumeError, RingError) as exc:

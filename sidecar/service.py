@@ -3,13 +3,12 @@ signal. Called by ``sidecar.main`` (``qss-sidecar run``) with the settings it re
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from typing import Final
 
 from aiohttp import web
 
+from qss_api.process import stop_on_signals
 from sidecar import keyapi
 from sidecar.agent import Agent
 from sidecar.kube import KubeKeyRequests, connect
@@ -36,10 +35,7 @@ async def serve(settings: SidecarSettings) -> None:
     try:
         agent = Agent(settings, KubeKeyRequests(api, settings.pod_namespace), volume)
         agent.restore()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        stop = stop_on_signals()
         await runner.setup()
         await web.TCPSite(runner, LISTEN_HOST, settings.listen_port).start()
         log.info(

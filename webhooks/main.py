@@ -20,6 +20,7 @@ from typing import Final
 from aiohttp import web
 from kubernetes_asyncio import client, config
 
+from qss_api.process import configure_logging, stop_on_signals
 from webhooks.certificates import (
     RETRY_SECONDS,
     CertificateSource,
@@ -80,11 +81,8 @@ async def serve(settings: WebhookSettings) -> None:
             lifetimes=settings.lifetimes,
             check_interval=settings.check_interval,
         )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, source.force_rotation)
+    stop = stop_on_signals()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, source.force_rotation)
     reviewer = functools.partial(mutate, saes=ApiSaeDirectory(api), config=settings.injector)
     runner = web.AppRunner(
         init(reviewer=reviewer),
@@ -119,12 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"qss-webhook: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Off even with --verbose: it would log Secret bodies, the TLS Secret's CA key among them.
-    logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         asyncio.run(serve(settings))
     except TimeoutError:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Final
 
 from aiohttp import web
 
+from qss_api.http_errors import error_response, json_errors
 from qss_api.wire import BadMessage
 from qss_api.wire import decode as decode_wire
 from webhooks.mutate import deny
@@ -33,7 +34,6 @@ from webhooks.review import AdmissionResponse, AdmissionReview, encode_review
 log = logging.getLogger(__name__)
 
 Reviewer = Callable[[AdmissionReview], Awaitable[AdmissionResponse]]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MUTATE_PATH: Final = "/mutate"
 # The API server admits objects up to 3 MiB; a review carries the object (CREATE has no old one)
@@ -43,15 +43,6 @@ MAX_BODY_BYTES: Final = 6 * 1024 * 1024
 CODE_INTERNAL: Final = 500
 
 REVIEWER: Final[web.AppKey[Reviewer]] = web.AppKey("qss_webhook_reviewer")
-
-
-def error_response(
-    status: int, message: str, details: Sequence[Mapping[str, Any]] = ()
-) -> web.Response:
-    body: dict[str, Any] = {"message": message}
-    if details:
-        body["details"] = list(details)
-    return web.json_response(body, status=status)
 
 
 async def _review(request: web.Request) -> web.Response:
@@ -82,27 +73,9 @@ async def _healthy(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-@web.middleware
-async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own errors (no such route, wrong method, body too large) as JSON."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        if isinstance(exc, web.HTTPNotFound):
-            message = f"no such resource {request.path}; POST AdmissionReviews to {MUTATE_PATH}"
-        elif isinstance(exc, web.HTTPMethodNotAllowed):
-            message = f"{request.method} is not allowed on {request.path}"
-        elif isinstance(exc, web.HTTPRequestEntityTooLarge):
-            message = f"the body is larger than {MAX_BODY_BYTES} bytes"
-        else:
-            message = f"{exc.status} {exc.reason}"
-        return error_response(exc.status, message)
-
-
 def init(*, reviewer: Reviewer) -> web.Application:
-    app = web.Application(middlewares=[_json_errors], client_max_size=MAX_BODY_BYTES)
+    errors = json_errors(serves=f"POST AdmissionReviews to {MUTATE_PATH}")
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY_BYTES)
     app[REVIEWER] = reviewer
     app.router.add_post(MUTATE_PATH, _review)
     app.router.add_get("/healthz", _healthy, allow_head=False)

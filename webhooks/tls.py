@@ -17,7 +17,8 @@ breaks a handshake:
 4. ``overlap`` later (every replica serves the new certificate), the old CA leaves the bundle.
 
 A serving certificate that is merely due is reissued from the same CA: nothing to publish.
-Every certificate is EC P-256 with SHA-256. Private keys stay out of ``repr``.
+Every certificate is EC P-256 with SHA-256, built by ``qss_api.certificates`` (which the node's
+PKI shares). Private keys stay out of ``repr``.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from qss_api import certificates
 
 # Certificates start this long before they are made, against small clock differences between
 # the webhook and the API server; a certificate's "made at" is its not-before plus this.
@@ -111,77 +112,30 @@ class TlsMaterial:
         return self.ca.cert_pem + (self.previous_ca_pem or b"")
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _name(text: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-
-def _usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def create_ca(*, now: dt.datetime, validity: dt.timedelta) -> KeyPair:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(CA_NAME))
-        .issuer_name(_name(CA_NAME))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_usage(ca=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return KeyPair(cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=_key_pem(key))
+    cert, key = certificates.create_ca(CA_NAME, not_before=now - BACKDATE, not_after=now + validity)
+    return KeyPair(cert_pem=certificates.cert_pem(cert), key_pem=certificates.key_pem(key))
 
 
 def issue_serving(
     ca: KeyPair, names: ServingNames, *, now: dt.datetime, validity: dt.timedelta
 ) -> KeyPair:
     ca_cert = ca.certificate
-    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise TlsError("the stored CA key is not an EC key")
-    key = ec.generate_private_key(ec.SECP256R1())
-    not_after = min(now + validity, ca_cert.not_valid_after_utc)
-    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    try:
+        ca_key = certificates.load_private_key(ca.key_pem)
+    except certificates.CertificateError as exc:
+        raise TlsError(f"the stored CA key is unusable: {exc}") from None
     common_name = names.dns_names[0] if names.dns_names else names.ips[0]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name[:64]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_usage(ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(names.sans()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+    cert, key = certificates.issue_leaf(
+        ca_cert,
+        ca_key,
+        common_name=common_name[:64],
+        sans=names.sans(),
+        usages=[ExtendedKeyUsageOID.SERVER_AUTH],
+        not_before=now - BACKDATE,
+        not_after=min(now + validity, ca_cert.not_valid_after_utc),
     )
-    return KeyPair(cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=_key_pem(key))
+    return KeyPair(cert_pem=certificates.cert_pem(cert), key_pem=certificates.key_pem(key))
 
 
 def made_at(cert: x509.Certificate) -> dt.datetime:

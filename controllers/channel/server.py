@@ -38,6 +38,7 @@ from controllers.channel.refusals import PeerRefusals, Refusal
 from controllers.channel.trust import PeerRejected, authenticate_peer
 from controllers.https import HttpsServer
 from controllers.identity import NodeIdentity
+from qss_api.http_errors import error_response as error_response
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +54,6 @@ PEER_NODE: Final = web.RequestKey("qss_channel_peer_node", str)
 def peer_node(request: web.Request) -> str:
     """The node ID of the authenticated peer that sent ``request``."""
     return request[PEER_NODE]
-
-
-def error_response(
-    status: int, message: str, details: Iterable[Mapping[str, Any]] = ()
-) -> web.Response:
-    """An error in ETSI GS QKD 014's shape: ``{"message": ..., "details": [...]}``."""
-    body: dict[str, Any] = {"message": message}
-    details = list(details)
-    if details:
-        body["details"] = details
-    return web.json_response(body, status=status)
 
 
 def register(app: web.Application, method: str, path: str, handler: Handler) -> None:

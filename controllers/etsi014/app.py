@@ -52,8 +52,9 @@ from controllers.etsi014.requests import (
     parse_enc_keys_query,
     parse_sae_id,
 )
-from controllers.etsi014.responses import error_document, key_container, status_document
+from controllers.etsi014.responses import key_container, status_document
 from controllers.etsi014.settings import Etsi014Settings
+from qss_api.http_errors import error_response, http_error_response
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ _UNAVAILABLE: Final = (InsufficientKeys, KeyConflict, NoRoute, PeerUnreachable, 
 # The largest request body read: a dec_keys body naming MAX_KEYS_PER_REQUEST keys takes about
 # 70 kB, so this leaves room for extensions while keeping junk from filling memory.
 MAX_BODY_BYTES: Final = 256 * 1024
+# What a caller who found no route is told this server answers.
+_SERVES: Final = "the ETSI 014 API serves /api/v1/keys/{SAE_ID}/status, /enc_keys and /dec_keys"
 # Key material must not linger in HTTP caches between the KME and the SAE.
 _HEADERS: Final = {"Cache-Control": "no-store"}
 
@@ -85,19 +88,12 @@ class DeliveryContractError(RuntimeError):
     """The delivery layer returned something other than what was asked for (a bug there)."""
 
 
-def _json(
-    document: Any, *, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.json_response(document, status=status, headers={**_HEADERS, **(headers or {})})
+def _json(document: Any) -> web.Response:
+    return web.json_response(document, headers=_HEADERS)
 
 
-def _error(
-    status: int,
-    message: str,
-    details: Sequence[Mapping[str, Any]] = (),
-    headers: dict[str, str] | None = None,
-) -> web.Response:
-    return _json(error_document(message, details), status=status, headers=headers)
+def _error(status: int, message: str, details: Sequence[Mapping[str, Any]] = ()) -> web.Response:
+    return error_response(status, message, details, headers=_HEADERS)
 
 
 def _unauthorized(message: str) -> web.Response:
@@ -129,25 +125,6 @@ def _authenticate(request: web.Request) -> str | web.Response:
             "credentials Secret"
         )
     return sae_id
-
-
-def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
-    """aiohttp's own errors (no route, wrong method, body too large) as 014 JSON errors."""
-    headers = {}
-    if isinstance(exc, web.HTTPMethodNotAllowed):
-        allowed = ", ".join(sorted(exc.allowed_methods))
-        headers["Allow"] = allowed
-        message = f"{request.method} is not allowed on {request.path}; use {allowed}"
-    elif isinstance(exc, web.HTTPNotFound):
-        message = (
-            f"no such resource {request.path}; the ETSI 014 API serves "
-            "/api/v1/keys/{SAE_ID}/status, /enc_keys and /dec_keys"
-        )
-    elif isinstance(exc, web.HTTPRequestEntityTooLarge):
-        message = f"the request body is too large: {exc.text}"
-    else:
-        message = f"{exc.status} {exc.reason}"
-    return _error(exc.status, message, headers=headers)
 
 
 def _delivery_error(request: web.Request, exc: DeliveryError) -> web.Response:
@@ -183,7 +160,7 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _http_error(request, exc)
+        return http_error_response(request, exc, serves=_SERVES, headers=_HEADERS)
     except Exception:
         # The cause goes to our log only. Delivery errors and our own messages never carry key
         # material (the delivery contract says so), and tracebacks hold no local variables.

@@ -1,16 +1,16 @@
 """The JSON documents the ETSI GS QKD 014 API answers with, under the standard's field names.
 
-Pure builders called by the 014 handlers (``controllers.etsi014.app``): the Status document,
-the Key container and the Error document. Optional members the standard marks as extensions
-(``status_extension``, ``key_ID_extension``, ``key_extension``, ``key_container_extension``)
-are left out, since this KME implements none.
+Pure builders called by the 014 handlers (``controllers.etsi014.app``): the Status document and
+the Key container (the Error document is ``qss_api.http_errors``'s, shared by every server).
+Optional members the standard marks as extensions (``status_extension``, ``key_ID_extension``,
+``key_extension``, ``key_container_extension``) are left out, since this KME implements none.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NotRequired, TypedDict
+from collections.abc import Sequence
+from typing import TypedDict
 
 from controllers.delivery.api import (
     MAX_KEY_SIZE,
@@ -45,11 +45,6 @@ class KeyContainer(TypedDict):
     keys: list[KeyDocument]
 
 
-class ErrorDocument(TypedDict):
-    message: str
-    details: NotRequired[list[Mapping[str, Any]]]
-
-
 def status_document(status: PairStatus, *, master_sae_id: str, slave_sae_id: str) -> StatusDocument:
     """The Status of the key supply from ``master_sae_id`` (the caller) to ``slave_sae_id``."""
     return {
@@ -76,12 +71,3 @@ def key_container(keys: Sequence[DeliveredKey]) -> KeyContainer:
             for key in keys
         ]
     }
-
-
-def error_document(message: str, details: Iterable[Mapping[str, Any]] = ()) -> ErrorDocument:
-    """An Error: ``message``, and ``details`` (a list of objects) when there are any."""
-    document: ErrorDocument = {"message": message}
-    details = list(details)
-    if details:
-        document["details"] = details
-    return document

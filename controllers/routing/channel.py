@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol, TypeVar
 
 from aiohttp import web
@@ -212,38 +212,32 @@ class RoutingService:
 
     def channel_routes(self) -> web.RouteTableDef:
         routes = web.RouteTableDef()
-
-        @routes.post(HELLO_PATH)
-        async def hello(request: web.Request) -> web.StreamResponse:
-            peer = peer_node(request)
-            message = await self._read(request, Hello, peer)
-            if isinstance(message, web.StreamResponse):
-                return message
-            if message.node != peer:
-                return _not_the_sender(peer, message.node)
-            return self._answer(self.router.on_hello(peer, message, self.now()))
-
-        @routes.post(EXCHANGE_PATH)
-        async def exchange(request: web.Request) -> web.StreamResponse:
-            peer = peer_node(request)
-            message = await self._read(request, Exchange, peer)
-            if isinstance(message, web.StreamResponse):
-                return message
-            if message.hello.node != peer:
-                return _not_the_sender(peer, message.hello.node)
-            return self._answer(self.router.on_exchange(peer, message, self.now()))
-
-        @routes.post(FLOOD_PATH)
-        async def flood(request: web.Request) -> web.StreamResponse:
-            peer = peer_node(request)
-            message = await self._read(request, Flood, peer)
-            if isinstance(message, web.StreamResponse):
-                return message
-            if message.forwarder != peer:
-                return _not_the_sender(peer, message.forwarder)
-            return self._answer(self.router.on_flood(peer, message, self.now()))
-
+        routes.post(HELLO_PATH)(self._handler(Hello, lambda m: m.node, self.router.on_hello))
+        routes.post(EXCHANGE_PATH)(
+            self._handler(Exchange, lambda m: m.hello.node, self.router.on_exchange)
+        )
+        routes.post(FLOOD_PATH)(self._handler(Flood, lambda m: m.forwarder, self.router.on_flood))
         return routes
+
+    def _handler(
+        self,
+        model: type[M],
+        sender: Callable[[M], str],
+        on_message: Callable[[str, M, float], BaseModel],
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The route for one routing message: read it, check that the peer speaks for itself
+        (``sender`` names who the message says sent it), hand it to the router, answer."""
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            peer = peer_node(request)
+            message = await self._read(request, model, peer)
+            if isinstance(message, web.StreamResponse):
+                return message
+            if sender(message) != peer:
+                return _not_the_sender(peer, sender(message))
+            return self._answer(on_message(peer, message, self.now()))
+
+        return handle
 
     async def _read(
         self, request: web.Request, model: type[M], peer: str

@@ -4,8 +4,11 @@ This is the one package that every component (controllers, webhooks, sidecar, de
 may import; it holds names; in ``qss_api.wire``, the base of the wire-message types that two
 components must read alike; and the QKD device protocol that the QKDM (controllers) and the
 simulated device and device plugin (device_plugin) both speak: its messages
-(``qss_api.qkd004``) and its one client (``qss_api.qkd004_client``). Nothing else, so the
-components stay independent.
+(``qss_api.qkd004``) and its one client (``qss_api.qkd004_client``); and the few mechanisms
+two components would otherwise write twice: how certificates are built
+(``qss_api.certificates``), how an HTTP server answers errors (``qss_api.http_errors``) and
+how a command logs and stops (``qss_api.process``). Nothing else, so the components stay
+independent.
 The CRDs in ``crds/*.yaml`` are the source of truth for the schemas; these constants must match
 them (a unit test checks that they do).
 """

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from device_plugin.lifecycle import Lifecycle
 from device_plugin.metrics import Counters, init
 from device_plugin.resources import resources_for
 from device_plugin.servicer import DevicePluginServicer
+from qss_api.process import configure_logging, stop_on_signals
 
 PROG = "qss-device-plugin"
 EXIT_CONFIG = 2
@@ -164,11 +164,7 @@ def parse_settings(argv: Sequence[str]) -> Settings:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the device plugin; exit 0 on SIGTERM, 2 on a bad command line or configuration."""
     settings = parse_settings(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=settings.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
     try:
         config = load_device_config(settings.config_path)
         resources_for(config, prefix=settings.resource_prefix, socket_prefix=settings.socket_prefix)
@@ -180,10 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 async def _run_until_signalled(settings: Settings, config: DeviceConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     logger.info(
         "starting with %d configured devices, %d discovery rules",
         len(config.devices),

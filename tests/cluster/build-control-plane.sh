@@ -20,13 +20,15 @@ CACHE_ROOT="${KUBE_QSS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-qss}"
 
 case "$TARGET" in
   control-plane)
-    BIN_DIR="$CACHE_ROOT/control-plane/k8s-$K8S_VERSION-etcd-$ETCD_VERSION/bin"
-    BINARIES=(etcd kube-apiserver kube-controller-manager kubectl)
+    SET="k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
+    K8S_COMMANDS=(kube-apiserver kube-controller-manager kubectl)
+    OTHER=etcd
     LOCK="$CACHE_ROOT/.build.lock"
     ;;
   node)
-    BIN_DIR="$CACHE_ROOT/node/k8s-$K8S_VERSION-coredns-$COREDNS_VERSION/bin"
-    BINARIES=(kubelet kube-scheduler kube-proxy coredns)
+    SET="k8s-$K8S_VERSION-coredns-$COREDNS_VERSION"
+    K8S_COMMANDS=(kubelet kube-scheduler kube-proxy)
+    OTHER=coredns
     LOCK="$CACHE_ROOT/.build-node.lock"
     ;;
   *)
@@ -34,6 +36,8 @@ case "$TARGET" in
     exit 2
     ;;
 esac
+BIN_DIR="$CACHE_ROOT/$TARGET/$SET/bin"
+BINARIES=("$OTHER" "${K8S_COMMANDS[@]}")
 
 missing() {
   local b
@@ -114,27 +118,36 @@ k8s_module() {
   echo "build-control-plane: prepared module in $dir in $(( $(date +%s) - t0 ))s" >&2
 }
 
+# own_module DIR NAME REQUIREMENT FILE: a module of its own requiring REQUIREMENT (so its
+# dependency versions do not bend Kubernetes' ones), whose one source FILE is read from stdin.
+own_module() {
+  local dir="$1" name="$2" requirement="$3" file="$4"
+  mkdir -p "$dir"
+  cd "$dir"
+  [[ -f go.sum ]] && return 0
+  rm -f go.mod
+  go mod init "kube-qss.local/$name" >/dev/null 2>&1
+  echo "require $requirement" >> go.mod
+  cat > "$file"
+  go mod tidy
+}
+
 version_pkg=k8s.io/component-base/version
 minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
 k8s_ldflags="-s -w -X $version_pkg.gitVersion=$K8S_VERSION -X $version_pkg.gitMajor=1 -X $version_pkg.gitMinor=$minor"
 k8s_ldflags="$k8s_ldflags -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
 
-if [[ "$TARGET" == control-plane ]]; then
-  work="$CACHE_ROOT/control-plane/src-k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
-  k8s_module "$work/k8s" kube-apiserver kube-controller-manager kubectl
-  for cmd in kube-apiserver kube-controller-manager kubectl; do
-    wanted "$cmd" && build "$cmd" "k8s.io/kubernetes/cmd/$cmd" -ldflags "$k8s_ldflags"
-  done
+# Each set's Kubernetes commands come from the same pinned k8s.io/kubernetes, in a module of
+# the set's own: one set's cached module is never touched by the other, and the Go build cache
+# still shares every package the two have in common.
+work="$CACHE_ROOT/$TARGET/src-$SET"
+k8s_module "$work/k8s" "${K8S_COMMANDS[@]}"
+for cmd in "${K8S_COMMANDS[@]}"; do
+  wanted "$cmd" && build "$cmd" "k8s.io/kubernetes/cmd/$cmd" -ldflags "$k8s_ldflags"
+done
 
-  # etcd: its own module, so its dependency versions do not bend Kubernetes' ones.
-  if wanted etcd; then
-    mkdir -p "$work/etcd"
-    cd "$work/etcd"
-    if [[ ! -f go.sum ]]; then
-      rm -f go.mod
-      go mod init kube-qss.local/etcd >/dev/null 2>&1
-      echo "require go.etcd.io/etcd/server/v3 $ETCD_VERSION" >> go.mod
-      cat > tools.go <<'GO'
+if wanted etcd; then
+  own_module "$work/etcd" etcd "go.etcd.io/etcd/server/v3 $ETCD_VERSION" tools.go <<'GO'
 //go:build tools
 
 // Package tools names the command this module builds, so `go mod tidy` keeps its deps.
@@ -142,31 +155,14 @@ package tools
 
 import _ "go.etcd.io/etcd/server/v3"
 GO
-      go mod tidy
-    fi
-    build etcd go.etcd.io/etcd/server/v3 -ldflags "-s -w"
-  fi
-else
-  # The node's commands come from the same pinned k8s.io/kubernetes as the control plane, in a
-  # module of their own: the control plane's cached module is never touched, and the Go build
-  # cache still shares every package the two have in common.
-  work="$CACHE_ROOT/node/src-k8s-$K8S_VERSION-coredns-$COREDNS_VERSION"
-  k8s_module "$work/k8s" kubelet kube-scheduler kube-proxy
-  for cmd in kubelet kube-scheduler kube-proxy; do
-    wanted "$cmd" && build "$cmd" "k8s.io/kubernetes/cmd/$cmd" -ldflags "$k8s_ldflags"
-  done
+  build etcd go.etcd.io/etcd/server/v3 -ldflags "-s -w"
+fi
 
-  # CoreDNS with only the plugins a test node's cluster DNS uses (the documented way to build
-  # a smaller CoreDNS): Services and Pods from the API server, a hosts file for the QSS nodes'
-  # names, and nothing that forwards queries off the machine.
-  if wanted coredns; then
-    mkdir -p "$work/coredns"
-    cd "$work/coredns"
-    if [[ ! -f go.sum ]]; then
-      rm -f go.mod
-      go mod init kube-qss.local/coredns >/dev/null 2>&1
-      echo "require github.com/coredns/coredns $COREDNS_VERSION" >> go.mod
-      cat > main.go <<'GO'
+# CoreDNS with only the plugins a test node's cluster DNS uses (the documented way to build a
+# smaller CoreDNS): Services and Pods from the API server, a hosts file for the QSS nodes' names,
+# and nothing that forwards queries off the machine.
+if wanted coredns; then
+  own_module "$work/coredns" coredns "github.com/coredns/coredns $COREDNS_VERSION" main.go <<'GO'
 // Command coredns is CoreDNS with the plugins a kube-qss test node's cluster DNS needs.
 package main
 
@@ -190,10 +186,7 @@ func init() {
 
 func main() { coremain.Run() }
 GO
-      go mod tidy
-    fi
-    build coredns kube-qss.local/coredns -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
-  fi
+  build coredns kube-qss.local/coredns -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
 fi
 
 echo "build-control-plane: $TARGET built in $(( $(date +%s) - started ))s" >&2

@@ -65,52 +65,42 @@ def test_sample_applies_server_side_and_reads_back_unchanged(
     assert _is_subset(obj["metadata"]["labels"], stored["metadata"]["labels"])
 
 
-def _qkdlink(**spec: Any) -> dict[str, Any]:
-    base = {"peerNodeID": "node-b", "peerEndpoint": "https://127.0.0.1:9443"}
-    base.update(spec)
+def _bad(kind: str, defaults: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """A ``kind`` object with a fresh name: ``defaults`` overridden by ``spec``, whose None
+    values leave that field out."""
+    namespaced = {k: n for k, n in RESOURCES.values()}[kind]
+    metadata = {"name": f"bad-{uuid.uuid4().hex[:8]}"}
+    if namespaced:
+        metadata["namespace"] = "default"
+    fields = {**defaults, **spec}
     return {
         "apiVersion": API_VERSION,
-        "kind": "QKDLink",
-        "metadata": {"name": f"bad-{uuid.uuid4().hex[:8]}"},
-        "spec": {k: v for k, v in base.items() if v is not None},
+        "kind": kind,
+        "metadata": metadata,
+        "spec": {k: v for k, v in fields.items() if v is not None},
     }
+
+
+def _qkdlink(**spec: Any) -> dict[str, Any]:
+    defaults = {"peerNodeID": "node-b", "peerEndpoint": "https://127.0.0.1:9443"}
+    return _bad("QKDLink", defaults, spec)
 
 
 def _keystream(**spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"link": "node-b"}
-    base.update(spec)
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "KeyStream",
-        "metadata": {"name": f"bad-{uuid.uuid4().hex[:8]}"},
-        "spec": base,
-    }
+    return _bad("KeyStream", {"link": "node-b"}, spec)
 
 
 def _sae(**spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"saeID": "alice"}
-    base.update(spec)
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "Sae",
-        "metadata": {"name": f"bad-{uuid.uuid4().hex[:8]}", "namespace": "default"},
-        "spec": {k: v for k, v in base.items() if v is not None},
-    }
+    return _bad("Sae", {"saeID": "alice"}, spec)
 
 
 def _keyrequest(**spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"sae": "alice", "slaveSaeID": "bob", "number": 1, "size": 256}
-    base.update(spec)
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "KeyRequest",
-        "metadata": {"name": f"bad-{uuid.uuid4().hex[:8]}", "namespace": "default"},
-        "spec": {k: v for k, v in base.items() if v is not None},
-    }
+    defaults = {"sae": "alice", "slaveSaeID": "bob", "number": 1, "size": 256}
+    return _bad("KeyRequest", defaults, spec)
 
 
 def _route(**spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
+    defaults = {
         "saeID": "bob",
         "destinationNodeID": "node-b",
         "nextHopNodeID": "node-b",
@@ -118,13 +108,7 @@ def _route(**spec: Any) -> dict[str, Any]:
         "cost": 50,
         "length": 1,
     }
-    base.update(spec)
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "Route",
-        "metadata": {"name": f"bad-{uuid.uuid4().hex[:8]}"},
-        "spec": {k: v for k, v in base.items() if v is not None},
-    }
+    return _bad("Route", defaults, spec)
 
 
 SOME_ID = "0b0e7c7e-5d0c-4a4e-9a8e-2f2b7c1d9e01"

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import secrets
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from device_plugin.simdevice.link import Link
 from device_plugin.simdevice.protocol import Device
 from device_plugin.simdevice.server import EndServer, SocketInUseError
 from device_plugin.simdevice.settings import PROG, SimSettings, UsageError, parse_args
+from qss_api.process import configure_logging, stop_on_signals
 
 log = logging.getLogger("device_plugin.simdevice")
 
@@ -48,10 +48,7 @@ def build_servers(
 
 async def run(settings: SimSettings) -> None:
     servers = build_servers(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         for server in servers:
             await server.start()
@@ -74,9 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     try:
         asyncio.run(run(settings))
     except SocketInUseError as exc:

@@ -26,6 +26,7 @@ from controllers.channel import (
     peer_node,
 )
 from controllers.identity import NodeIdentity
+from tests.unit.identities import node_identity
 
 # Short enough that the failure tests stay fast, long enough for a loaded CI machine.
 TIMEOUT = 10.0  # generous: the suite shares 2 cores with clusters and devices
@@ -51,17 +52,6 @@ async def bad(request: web.Request) -> web.Response:
 @routes.get("/test/text")
 async def text(request: web.Request) -> web.Response:
     return web.Response(text="not json")
-
-
-def make_identity(ca: pki.Credentials, node_id: str) -> NodeIdentity:
-    node = pki.issue_node_certificate(ca, node_id, ip_addresses=["127.0.0.1"])
-    return NodeIdentity(
-        node_id=node_id,
-        ca_cert_pem=ca.cert_pem,
-        cert_pem=node.cert_pem,
-        key_pem=node.key_pem,
-        ca_key_pem=ca.key_pem,
-    )
 
 
 @dataclass
@@ -131,7 +121,7 @@ async def start_node() -> AsyncIterator[StartNode]:
         extra_routes: Iterable[web.RouteTableDef] = (),
     ) -> Node:
         ca = ca or pki.create_ca(f"{node_id} CA")
-        identity = make_identity(ca, node_id)
+        identity = node_identity(ca, node_id)
         registry = PeerRegistry(local_node_id=node_id)
         refusals = PeerRefusals()
         app = init_channel_app(

@@ -22,7 +22,8 @@ from controllers.channel import (
     init_channel_app,
 )
 from controllers.identity import NodeIdentity
-from tests.unit.channel.conftest import TIMEOUT, Node, StartNode, make_identity
+from tests.unit.channel.conftest import TIMEOUT, Node, StartNode
+from tests.unit.identities import node_identity
 
 
 def _impostor_client(identity: NodeIdentity, target: Node) -> PeerClient:
@@ -71,7 +72,7 @@ async def test_client_with_a_certificate_from_an_unknown_ca_is_refused(
     a, b = await start_node("node-a"), await start_node("node-b")
     await a.link(b)
     # Same node ID as the real neighbour, but a CA no QKDLink of node-a names.
-    forged = make_identity(pki.create_ca("someone's CA"), "node-b")
+    forged = node_identity(pki.create_ca("someone's CA"), "node-b")
     async with _impostor_client(forged, a) as impostor:
         # TLS refuses it (the server does not know the CA), so the client sees a failed
         # connection, not an HTTP answer.
@@ -87,7 +88,7 @@ async def test_ca_of_node_b_cannot_vouch_for_node_c(
     await a.link(b)
     await a.link(c)
     # node-b's CA (trusted by node-a for node-b) signs a certificate claiming to be node-c.
-    forged = make_identity(b.ca, "node-c")
+    forged = node_identity(b.ca, "node-c")
     async with _impostor_client(forged, a) as impostor:
         with pytest.raises(PeerRefused) as excinfo:
             await impostor.post_json("/test/echo", {"n": 1})
@@ -186,7 +187,7 @@ async def test_rotated_peer_ca_replaces_the_old_one(start_node: StartNode) -> No
     await a.link(b)  # same link, the Secret now holds node-b's current CA
     assert (await b.clients.ping("node-a"))["peer_node_id"] == "node-b"
     # A certificate from the old CA is not accepted any more, although TLS still knows it.
-    old = make_identity(old_ca, "node-b")
+    old = node_identity(old_ca, "node-b")
     async with _impostor_client(old, a) as stale:
         with pytest.raises(PeerRefused, match="not trusted by the CA of QKDLink"):
             await stale.ping()
@@ -194,7 +195,7 @@ async def test_rotated_peer_ca_replaces_the_old_one(start_node: StartNode) -> No
 
 async def test_plain_http_never_reaches_a_handler(aiohttp_client: AiohttpClient) -> None:
     # Without TLS there is no peer certificate: the middleware refuses before any route runs.
-    a = make_identity(pki.create_ca("node-a CA"), "node-a")
+    a = node_identity(pki.create_ca("node-a CA"), "node-a")
     app = init_channel_app(identity=a, registry=PeerRegistry(local_node_id="node-a"))
     client = await aiohttp_client(app)
     response = await client.post("/test/echo", json={})

@@ -7,12 +7,15 @@ from controllers.linkcost import CostWeights, link_cost, link_state
 W = CostWeights()
 
 
-def test_empty_link_costs_c0() -> None:
-    assert link_cost(available=0, previous=0, capacity=100, weights=W) == 100.0
-
-
-def test_full_steady_link_costs_c0_minus_w1() -> None:
-    assert link_cost(available=100, previous=100, capacity=100, weights=W) == 50.0
+@pytest.mark.parametrize(
+    ("available", "previous", "cost"),
+    [
+        pytest.param(0, 0, 100.0, id="empty-costs-c0"),
+        pytest.param(100, 100, 50.0, id="full-and-steady-costs-c0-minus-w1"),
+    ],
+)
+def test_link_cost_at_the_ends_of_the_buffer(available: int, previous: int, cost: float) -> None:
+    assert link_cost(available=available, previous=previous, capacity=100, weights=W) == cost
 
 
 def test_filling_link_is_cheaper_than_draining_link_at_same_fill() -> None:

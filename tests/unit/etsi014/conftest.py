@@ -35,6 +35,7 @@ from controllers.delivery.api import (
 from controllers.etsi014 import Etsi014Server, Etsi014Settings, init
 from controllers.identity import NodeIdentity
 from tests.etsi014_client import Etsi014Client
+from tests.unit.identities import node_identity
 
 NODE_ID = "node-a"
 PEER_NODE_ID = "node-b"
@@ -235,17 +236,6 @@ class Kme:
         await self.server.close()
 
 
-def make_identity(ca: pki.Credentials, node_id: str = NODE_ID) -> NodeIdentity:
-    node = pki.issue_node_certificate(ca, node_id, ip_addresses=["127.0.0.1"])
-    return NodeIdentity(
-        node_id=node_id,
-        ca_cert_pem=ca.cert_pem,
-        cert_pem=node.cert_pem,
-        key_pem=node.key_pem,
-        ca_key_pem=ca.key_pem,
-    )
-
-
 @pytest.fixture(scope="session")
 def node_ca() -> pki.Credentials:
     return pki.create_ca(f"{NODE_ID} CA")
@@ -255,7 +245,7 @@ def node_ca() -> pki.Credentials:
 async def kme(node_ca: pki.Credentials) -> AsyncIterator[Kme]:
     """A 014 server on a free loopback port; SAEs sae-a and sae-b registered, with key supply
     both ways (100 keys of 256 bits each way)."""
-    identity = make_identity(node_ca)
+    identity = node_identity(node_ca, NODE_ID)
     delivery = InMemoryDelivery()
     delivery.link("sae-a", "sae-b")
     delivery.link("sae-b", "sae-a")

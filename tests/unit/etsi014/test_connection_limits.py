@@ -17,7 +17,8 @@ import pytest
 from controllers import pki
 from controllers.etsi014 import Etsi014Server, Etsi014Settings, init
 from controllers.https import ConnectionLimits
-from tests.unit.etsi014.conftest import FingerprintAuthenticator, InMemoryDelivery, make_identity
+from tests.unit.etsi014.conftest import NODE_ID, FingerprintAuthenticator, InMemoryDelivery
+from tests.unit.identities import node_identity
 
 LIMITS = ConnectionLimits(handshake_timeout=0.5, idle_timeout=0.5, max_connections_per_client=3)
 # How long a test waits for the server to act on a limit: the limit plus ample slack.
@@ -31,7 +32,7 @@ async def server(node_ca: pki.Credentials) -> AsyncIterator[Etsi014Server]:
         delivery=InMemoryDelivery(), authenticator=FingerprintAuthenticator(), settings=settings
     )
     async with Etsi014Server(
-        app, identity=make_identity(node_ca), settings=settings, limits=LIMITS
+        app, identity=node_identity(node_ca, NODE_ID), settings=settings, limits=LIMITS
     ) as server:
         yield server
 

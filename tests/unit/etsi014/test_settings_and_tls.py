@@ -17,7 +17,8 @@ from controllers.etsi014 import (
     server_ssl_context,
 )
 from tests.etsi014_client import Etsi014Client
-from tests.unit.etsi014.conftest import FingerprintAuthenticator, InMemoryDelivery, make_identity
+from tests.unit.etsi014.conftest import NODE_ID, FingerprintAuthenticator, InMemoryDelivery
+from tests.unit.identities import node_identity
 
 
 def test_defaults_and_environment() -> None:
@@ -56,7 +57,7 @@ def test_the_tls_context_asks_for_a_client_certificate_without_requiring_one(
     node_ca: pki.Credentials,
 ) -> None:
     context = server_ssl_context(
-        make_identity(node_ca), extra_client_ca_pems=[pki.create_ca("extra").cert_pem]
+        node_identity(node_ca, NODE_ID), extra_client_ca_pems=[pki.create_ca("extra").cert_pem]
     )
     assert context.verify_mode == ssl.CERT_OPTIONAL
     assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
@@ -64,7 +65,7 @@ def test_the_tls_context_asks_for_a_client_certificate_without_requiring_one(
 
 
 async def test_serve_runs_until_cancelled(node_ca: pki.Credentials) -> None:
-    identity = make_identity(node_ca)
+    identity = node_identity(node_ca, NODE_ID)
     delivery, authenticator = InMemoryDelivery(), FingerprintAuthenticator()
     delivery.link("sae-a", "sae-b")
     sae = pki.issue_sae_certificate(node_ca, "sae-a")

@@ -129,33 +129,27 @@ def _hand_made(
 BOTH = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
 
 
-def test_node_certificate_whose_cn_disagrees_with_its_uri_is_refused(
-    ca: pki.Credentials,
+@pytest.mark.parametrize(
+    ("cn", "usages", "refusal"),
+    [
+        pytest.param("node-c", BOTH, "CN and a DNS SAN must both be", id="cn-disagrees-with-uri"),
+        pytest.param(
+            "node-b",
+            [ExtendedKeyUsageOID.CLIENT_AUTH],
+            "serverAuth and clientAuth",
+            id="without-server-auth",
+        ),
+    ],
+)
+def test_node_certificate_for_node_b_that_is_not_consistent_is_refused(
+    ca: pki.Credentials, cn: str, usages: list[x509.ObjectIdentifier], refusal: str
 ) -> None:
-    cert = _hand_made(
-        ca,
-        cn="node-c",
-        sans=[
-            x509.DNSName("node-b"),
-            x509.UniformResourceIdentifier(pki.NODE_URI_PREFIX + "node-b"),
-        ],
-        usages=BOTH,
-    )
-    with pytest.raises(pki.NotANodeCertificate, match="CN and a DNS SAN must both be"):
-        pki.node_id_of(cert)
-
-
-def test_node_certificate_without_server_auth_is_refused(ca: pki.Credentials) -> None:
-    cert = _hand_made(
-        ca,
-        cn="node-b",
-        sans=[
-            x509.DNSName("node-b"),
-            x509.UniformResourceIdentifier(pki.NODE_URI_PREFIX + "node-b"),
-        ],
-        usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
-    )
-    with pytest.raises(pki.NotANodeCertificate, match="serverAuth and clientAuth"):
+    sans: list[x509.GeneralName] = [
+        x509.DNSName("node-b"),
+        x509.UniformResourceIdentifier(pki.NODE_URI_PREFIX + "node-b"),
+    ]
+    cert = _hand_made(ca, cn=cn, sans=sans, usages=usages)
+    with pytest.raises(pki.NotANodeCertificate, match=refusal):
         pki.node_id_of(cert)
 
 

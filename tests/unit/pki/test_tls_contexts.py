@@ -12,17 +12,7 @@ import pytest
 
 from controllers import pki
 from controllers.identity import NodeIdentity
-
-
-def _identity(ca: pki.Credentials, node_id: str) -> NodeIdentity:
-    node = pki.issue_node_certificate(ca, node_id, ip_addresses=["127.0.0.1"])
-    return NodeIdentity(
-        node_id=node_id,
-        ca_cert_pem=ca.cert_pem,
-        cert_pem=node.cert_pem,
-        key_pem=node.key_pem,
-        ca_key_pem=ca.key_pem,
-    )
+from tests.unit.identities import node_identity
 
 
 @asynccontextmanager
@@ -60,7 +50,7 @@ def nodes() -> Callable[[str], NodeIdentity]:
 
     def make(node_id: str) -> NodeIdentity:
         ca = cas.setdefault(node_id, pki.create_ca(f"{node_id} CA"))
-        return _identity(ca, node_id)
+        return node_identity(ca, node_id)
 
     return make
 
@@ -77,24 +67,22 @@ async def test_mutual_tls_between_two_nodes_with_their_own_cas(
     assert pki.node_id_of(seen[0]) == "node-b"
 
 
-async def test_client_refuses_a_server_that_is_not_the_expected_node(
-    nodes: Callable[[str], NodeIdentity],
+@pytest.mark.parametrize(
+    ("trusted_ca_of", "expected_node", "refusal"),
+    [
+        pytest.param("node-a", "node-c", r"[Hh]ostname mismatch", id="not-the-expected-node"),
+        pytest.param("node-b", "node-a", "unable to get local issuer", id="signed-by-another-ca"),
+    ],
+)
+async def test_client_refuses_a_server_it_cannot_verify(
+    nodes: Callable[[str], NodeIdentity], trusted_ca_of: str, expected_node: str, refusal: str
 ) -> None:
     a, b = nodes("node-a"), nodes("node-b")
+    trusted = {"node-a": a, "node-b": b}[trusted_ca_of].ca_cert_pem
     seen: list[bytes | None] = []
     async with _server(a.server_ssl_context(client_ca_pems=[b.ca_cert_pem]), seen) as port:
-        with pytest.raises(ssl.SSLCertVerificationError, match=r"[Hh]ostname mismatch"):
-            await _talk(port, b.client_ssl_context(server_ca_pem=a.ca_cert_pem), "node-c")
-
-
-async def test_client_refuses_a_server_signed_by_another_ca(
-    nodes: Callable[[str], NodeIdentity],
-) -> None:
-    a, b = nodes("node-a"), nodes("node-b")
-    seen: list[bytes | None] = []
-    async with _server(a.server_ssl_context(client_ca_pems=[b.ca_cert_pem]), seen) as port:
-        with pytest.raises(ssl.SSLCertVerificationError, match="unable to get local issuer"):
-            await _talk(port, b.client_ssl_context(server_ca_pem=b.ca_cert_pem), "node-a")
+        with pytest.raises(ssl.SSLCertVerificationError, match=refusal):
+            await _talk(port, b.client_ssl_context(server_ca_pem=trusted), expected_node)
 
 
 async def test_a_server_presenting_an_sae_certificate_is_refused(

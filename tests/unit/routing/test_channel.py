@@ -24,10 +24,11 @@ from controllers.channel import (
 )
 from controllers.identity import NodeIdentity
 from controllers.routing.channel import RoutingService
-from controllers.routing.messages import FLOOD_PATH, HELLO_PATH
+from controllers.routing.messages import EXCHANGE_PATH, FLOOD_PATH, HELLO_PATH
 from controllers.routing.settings import RoutingSettings
 from controllers.saes.directory import SaeDirectory
 from controllers.saes.registry import LocalSaes
+from tests.unit.identities import node_identity
 
 FAST = RoutingSettings(
     hello_interval=0.2,
@@ -99,14 +100,7 @@ async def start() -> AsyncIterator[StartNode]:
 
     async def start_node(node_id: str, *, ca: pki.Credentials | None = None) -> Node:
         ca = ca or pki.create_ca(f"{node_id} CA")
-        cert = pki.issue_node_certificate(ca, node_id, ip_addresses=["127.0.0.1"])
-        identity = NodeIdentity(
-            node_id=node_id,
-            ca_cert_pem=ca.cert_pem,
-            cert_pem=cert.cert_pem,
-            key_pem=cert.key_pem,
-            ca_key_pem=ca.key_pem,
-        )
+        identity = node_identity(ca, node_id)
         local = LocalSaes()
         directory = SaeDirectory(local_node_id=node_id, local=local)
         registry = PeerRegistry(local_node_id=node_id)
@@ -233,6 +227,10 @@ async def test_a_node_may_only_speak_for_itself(start: StartNode) -> None:
         )
     assert refused.value.status == 403
     assert "node node-b may only speak for itself" in refused.value.message
+    hello = {"version": 1, "node": "node-c", "key": b.routing.router.hello.key}
+    with pytest.raises(PeerRefused) as refused:
+        await b.clients.post_json("node-a", EXCHANGE_PATH, {"hello": hello, "lsas": []})
+    assert refused.value.status == 403
     with pytest.raises(PeerRefused) as refused:
         await b.clients.post_json("node-a", FLOOD_PATH, {"forwarder": "node-c", "lsas": []})
     assert refused.value.status == 403

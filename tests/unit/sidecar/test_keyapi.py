@@ -20,7 +20,8 @@ from controllers.delivery.api import InsufficientKeys
 from controllers.etsi014 import Etsi014Server, Etsi014Settings, init
 from sidecar import keyapi
 from sidecar.node014 import NodeKeyApi
-from tests.unit.etsi014.conftest import FingerprintAuthenticator, InMemoryDelivery, make_identity
+from tests.unit.etsi014.conftest import NODE_ID, FingerprintAuthenticator, InMemoryDelivery
+from tests.unit.identities import node_identity
 
 ClientMaker = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
 PREFIX = "/api/v1/keys"
@@ -58,7 +59,7 @@ async def node() -> AsyncIterator[Node]:
     settings = Etsi014Settings(host="127.0.0.1", port=0, get_keys_timeout=0.3)
     server = Etsi014Server(
         init(delivery=delivery, authenticator=authenticator, settings=settings),
-        identity=make_identity(ca),
+        identity=node_identity(ca, NODE_ID),
         settings=settings,
     )
     await server.start()
