@@ -11,7 +11,7 @@ refreshes the peers and their trust.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,15 +29,17 @@ from controllers.delivery.service import NodeKeyDelivery
 from controllers.delivery.topology import Topology
 from controllers.etsi014 import Etsi014Server, Etsi014Settings
 from controllers.etsi014 import init as init_key_api
+from controllers.events import EventRecorder, Regarding
 from controllers.identity import NodeIdentity, ensure_node_identity, peer_ca_reader
 from controllers.keystore import KeyStore
 from controllers.kube import Kube
+from controllers.metrics import watch_routing
 from controllers.routing.channel import RoutingService
 from controllers.routing.settings import RoutingSettings
-from controllers.routing.writer import KubeRoutes, RouteWriter
+from controllers.routing.writer import KubeRoutes, RouteWriter, Spec
 from controllers.saes import LocalSaes, SaeDirectory
 from controllers.settings import ControllerSettings
-from qss_api import QKDLINKS
+from qss_api import KIND_ROUTE, QKDLINKS
 
 log = logging.getLogger("controllers.node")
 
@@ -96,6 +98,8 @@ async def start_node(
     kube: Kube,
     key_api_settings: Etsi014Settings,
     routing_settings: RoutingSettings | None = None,
+    *,
+    events: EventRecorder | None = None,
 ) -> NodeRuntime:
     routing_settings = routing_settings or RoutingSettings()
     identity = await ensure_node_identity(
@@ -154,8 +158,10 @@ async def start_node(
         api=KubeRoutes(kube),
         desired=routing.route_objects,
         grace=routing_settings.dead_interval,
+        on_write=route_events(events) if events is not None else None,
     )
     routing.subscribe(route_writer.changed)
+    watch_routing(routing, route_writer)
     node = NodeRuntime(
         settings=settings,
         kube=kube,
@@ -189,3 +195,35 @@ async def start_node(
         key_api.port,
     )
     return node
+
+
+def route_events(events: EventRecorder) -> Callable[[str, Spec | None, Spec | None], None]:
+    """What the Route writer tells of its writes, as Events on the Routes: one when a route
+    appears, takes another path, or goes (its cost moving alone is no news)."""
+
+    def on_write(name: str, before: Spec | None, after: Spec | None) -> None:
+        route = Regarding(kind=KIND_ROUTE, name=name)
+        if after is None:
+            sae = (before or {}).get("saeID", name)
+            events.record(
+                route,
+                type="Warning",
+                reason="RouteRemoved",
+                note=f"SAE {sae} is no longer reachable from this node",
+                action="Route",
+            )
+            return
+        path = list(after.get("path") or [])
+        if before is not None and list(before.get("path") or []) == path:
+            return
+        where = " -> ".join(path) if path else "this node"
+        events.record(
+            route,
+            type="Normal",
+            reason="RouteAdded" if before is None else "RouteChanged",
+            note=f"SAE {after.get('saeID')} is reached via {where} (cost {after.get('cost')}, "
+            f"{after.get('length', 0)} hops)",
+            action="Route",
+        )
+
+    return on_write

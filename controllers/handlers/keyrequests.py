@@ -4,6 +4,8 @@ Each step is idempotent under the request's UID, and the Secret is the proof of 
 exists, the keys it names are delivered, so a restarted controller only finishes the step it was
 in (consume, status) and never reserves or delivers a second set. Waiting for keys is bounded by
 the request's timeoutSeconds; then it fails with a condition that says why, holding nothing.
+Served and failed requests are counted in ``controllers.metrics``; a request that failed for
+want of keys is also a Warning Event (InsufficientKeys) on it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any
 
 import kopf
 
+from controllers import metrics
 from controllers.delivery.api import DeliveredKey, DeliveryError
 from controllers.delivery.service import NodeKeyDelivery, Ticket
+from controllers.events import EventRecorder, Regarding
 from controllers.keyrequests import (
     Role,
     deadline_of,
@@ -56,6 +60,7 @@ def _remaining(meta: kopf.Meta, spec: kopf.Spec) -> float:
 
 @kopf.on.create(KEYREQUESTS)
 async def serve_keyrequest(
+    body: kopf.Body,
     name: str,
     namespace: str | None,
     uid: str,
@@ -71,6 +76,7 @@ async def serve_keyrequest(
     kube: Kube = memo["kube"]
     delivery: NodeKeyDelivery = memo["delivery"]
     role = role_of(spec)
+    peer_sae = str(spec.get("masterSaeID", ""))
     generation = int(meta.get("generation", 0))
     started = status.get("startTime") or now_precise()
     reserving = started_status(role=role, generation=generation, at=started)
@@ -111,6 +117,7 @@ async def serve_keyrequest(
     except (DeliveryError, RequestFailed) as exc:
         if isinstance(exc, DeliveryError) and exc.retryable and _remaining(meta, spec) > 0:
             raise kopf.TemporaryError(exc.message, delay=0.5) from None
+        _count_failure(memo, body, role, exc.reason, exc.message)
         await _fail(
             kube,
             delivery,
@@ -135,6 +142,15 @@ async def serve_keyrequest(
     )
     await kube.apply_status(KEYREQUESTS, name, done, namespace=namespace)
     logger.info("%d keys delivered in Secret %s", len(key_ids), target)
+    master, slave = (sae_id, spec["slaveSaeID"]) if role == "Master" else (peer_sae, sae_id)
+    metrics.keys_served(
+        interface="keyrequest",
+        operation=_OPERATION[role],
+        master_sae=str(master),
+        slave_sae=str(slave),
+        keys=len(key_ids),
+        seconds=(dt.datetime.now(dt.UTC) - _parse_time(started)).total_seconds(),
+    )
     if ticket is not None:
         # After the status, so the master does not wait on the peer's API server; a failed
         # hand-over leaves the slave to fetch the keys by ID (014 dec_keys or its own request).
@@ -142,6 +158,21 @@ async def serve_keyrequest(
             await delivery.handover(ticket, key_ids=key_ids)
         except DeliveryError as exc:
             logger.warning("hand-over to node %s failed: %s", ticket.peer_node, exc.message)
+
+
+_OPERATION: dict[Role, metrics.Operation] = {"Master": "get_key", "Slave": "get_key_with_ids"}
+
+
+def _parse_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _count_failure(memo: Any, body: kopf.Body, role: Role, reason: str, message: str) -> None:
+    """A failed request: counted by reason; a shortage of keys is also an Event on it."""
+    metrics.request_failed(interface="keyrequest", operation=_OPERATION[role], reason=reason)
+    if reason == "InsufficientKeys":
+        events: EventRecorder = memo["events"]
+        events.record(Regarding.of(body), type="Warning", reason="InsufficientKeys", note=message)
 
 
 async def _serve_master(
