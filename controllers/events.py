@@ -9,8 +9,9 @@ scarcity, SAE credentials issued or revoked, route changes.
 The rule (also in docs/observability.md): the first occurrence of a (regarding object, type,
 reason) creates an Event. A repeat less than ``burst_window`` (10 minutes) after the previous
 occurrence creates none: it is counted into that Event's ``series`` (``count``,
-``lastObservedTime``) and its note becomes the latest, written at once for the first repeat and
-then at most every ``series_interval`` (30 s, client-go's series heartbeat). After a quiet
+``lastObservedTime``; the note stays the first occurrence's, as the API server keeps it), written
+at once for the first repeat and then at most every ``series_interval`` (30 s, client-go's
+series heartbeat). After a quiet
 ``burst_window`` the next occurrence starts a new Event. A link flapping a hundred times in a
 minute is so two Events (LinkDown, LinkUp) whose counts say how often, not two hundred.
 
@@ -150,10 +151,7 @@ class EventRecorder:
             )
         else:
             series.count += 1
-            series.note = note[:MAX_NOTE]
             series.last, series.last_seen = wall, now
-            if series.regarding.uid is None:
-                series.regarding = regarding
         self._wake.set()
 
     async def _run(self) -> None:
@@ -200,11 +198,12 @@ class EventRecorder:
             if exc.status == 404 and series.name is not None:
                 series.name = None  # deleted (expired) meanwhile: start it again
             log.warning(
-                "Event %s on %s %s not written (HTTP %s)",
+                "Event %s on %s %s not written (HTTP %s): %s",
                 series.reason,
                 series.regarding.kind,
                 series.regarding.name,
                 exc.status,
+                str(exc.body)[:300],
             )
             return
         except Exception as exc:  # the API server may be unreachable; try with the next change
@@ -231,10 +230,8 @@ class EventRecorder:
         return body
 
     def _patch(self, series: _Series) -> dict[str, Any]:
-        return {
-            "note": series.note,
-            "series": {"count": series.count, "lastObservedTime": _micro(series.last)},
-        }
+        # Only the series: the API server keeps an Event's note (and all else) as created.
+        return {"series": {"count": series.count, "lastObservedTime": _micro(series.last)}}
 
 
 def _micro(at: dt.datetime) -> str:
