@@ -108,6 +108,7 @@ class EventRecorder:
     _series: dict[tuple[str, str, str, str, str], _Series] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
+    _closing: bool = False
 
     def start(self) -> None:
         if self._task is None:
@@ -116,13 +117,20 @@ class EventRecorder:
     async def aclose(self, *, timeout: float = 5.0) -> None:
         """Write what is pending (bounded by ``timeout``), then stop."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        with contextlib.suppress(TimeoutError):
+        self._closing = True
+        self._wake.set()
+        try:
             async with asyncio.timeout(timeout):
+                if task is not None:
+                    await task  # it ends after its current flush, never half way through a write
                 await self.flush(final=True)
+        except TimeoutError:
+            log.warning("some Events were not written before the recorder stopped")
+        finally:
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def record(
         self,
@@ -155,9 +163,11 @@ class EventRecorder:
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
+            if self._closing:
+                return
             delay = await self.flush()
             if delay is not None:
                 with contextlib.suppress(TimeoutError):
