@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from typing import Any
@@ -45,9 +44,9 @@ def configure_kopf(kopf_settings: Any, settings: ControllerSettings) -> None:
     kopf_settings.watching.server_timeout = settings.watch_server_timeout
     kopf_settings.watching.client_timeout = settings.watch_client_timeout
     kopf_settings.watching.connect_timeout = 30
-    # Only warnings and our own explicit events become Kubernetes events; kopf's per-handler
-    # "succeeded" messages every few seconds would flood them.
-    kopf_settings.posting.level = logging.WARNING
+    # Events are ours alone (controllers.events, deduplicated): kopf would post one per handler
+    # retry (a KeyRequest waiting for keys retries twice a second). Its messages stay in the log.
+    kopf_settings.posting.enabled = False
 
 
 @kopf.on.startup()

@@ -46,7 +46,7 @@ async def _startup(settings: Any, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/qkdm-{qkdm.node_id}"
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.posting.level = logging.WARNING
+    settings.posting.enabled = False  # Events are controllers.events', deduplicated
     memo["kube"] = Kube(api=await connect(qkdm.kubeconfig), field_manager=FIELD_MANAGER)
     memo["events"] = EventRecorder(
         api=memo["kube"].api,

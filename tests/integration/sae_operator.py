@@ -38,7 +38,7 @@ async def _startup(settings: Any, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/controller"
     settings.watching.server_timeout = node.watch_server_timeout
     settings.watching.client_timeout = node.watch_client_timeout
-    settings.posting.level = logging.WARNING
+    settings.posting.enabled = False
     api = await connect(node.kubeconfig)
     memo["kube"] = Kube(api=api, field_manager="qss-controller")
     memo["identity"] = await ensure_node_identity(
