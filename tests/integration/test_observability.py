@@ -14,7 +14,9 @@ real API servers. What is checked:
 - per link and stream end: cost, state and trust; ingest moves; routing counters move;
 - no exposition carries a key ID, key material or any UUID-like label value (request IDs);
 - a flapping device link makes one Event per (object, reason), repeats counted in its series;
-- a Sae deleted is a CredentialRevoked Event, a reachable SAE a RouteAdded Event.
+- a Sae deleted is a CredentialRevoked Event, a reachable SAE a RouteAdded Event;
+- a stream aborted for QBER is counted and an Event, and so is its move to a new KSID;
+- a link whose peer's CA is missing is a PeerUntrusted Event and untrusted in the metrics.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.localcluster import Cluster
-from tests.cluster.network import QssNetwork
+from tests.cluster.network import QssNetwork, apply
 from tests.etsi014_client import Etsi014Client, Etsi014Error, key_map
 from tests.integration.helpers import keyrequest as apply_keyrequest
 from tests.integration.helpers import kubectl_json
@@ -417,3 +419,80 @@ async def test_deleting_a_sae_is_a_CredentialRevoked_event_and_reachable_saes_Ro
         ),
         what="RouteAdded Event for obs-b on node-a",
     )
+
+
+def ksid_and_state(cluster: Cluster, stream: str) -> tuple[str | None, str | None]:
+    obj = kubectl_json(cluster, "get", "keystream", stream)
+    status = {} if obj is None else obj.get("status", {})
+    return status.get("ksid"), status.get("state")
+
+
+async def test_a_qber_abort_is_counted_and_an_event_with_the_ksid_change(obs: Obs) -> None:
+    stream = obs.network.add_link(A, B, name="obs-qber", rate_bps=64_000).stream
+    cluster = obs.cluster(A)
+    await eventually(lambda: ksid_and_state(cluster, stream)[1] == "Up", what="stream Up")
+    first, _ = await asyncio.to_thread(ksid_and_state, cluster, stream)
+    url = obs.network.nodes[A].qkdm_metrics_url(stream)
+    labels = {"stream": stream, "node": A}
+    assert (await asyncio.to_thread(scrape, url)).value("qss_stream_up", **labels) == 1
+
+    obs.network.device_fault(stream, qber=0.2)
+    await eventually(lambda: ksid_and_state(cluster, stream)[1] == "Down", what="stream Down")
+    obs.network.device_fault(stream, qber=0.02, rate_bps=64_000)
+    await eventually(
+        lambda: (k := ksid_and_state(cluster, stream))[1] == "Up" and k[0] != first,
+        what="stream Up on a new KSID",
+    )
+
+    page = await asyncio.to_thread(scrape, url)
+    assert page.value("qss_stream_qber_aborts_total", **labels) >= 1
+    assert page.value("qss_stream_ksid_changes_total", **labels) >= 1
+    found = await eventually(
+        lambda: (
+            {
+                e["reason"]: e
+                for e in regarding(cluster, "KeyStream", stream)
+                if e["reason"] in ("StreamAborted", "KsidChanged")
+            }
+            if {"StreamAborted", "KsidChanged"}
+            <= {e["reason"] for e in regarding(cluster, "KeyStream", stream)}
+            else None
+        ),
+        what="StreamAborted and KsidChanged Events",
+    )
+    assert found["StreamAborted"]["type"] == "Warning"
+    assert "QBER" in found["StreamAborted"]["note"]
+    assert first is not None
+    assert first in found["KsidChanged"]["note"]
+
+
+async def test_a_link_to_a_peer_without_a_trusted_ca_is_a_PeerUntrusted_event(obs: Obs) -> None:
+    cluster = obs.cluster(A)
+    link = f"obs-ghost-{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(
+        apply,
+        cluster,
+        {
+            "apiVersion": "qss.dev/v1alpha1",
+            "kind": "QKDLink",
+            "metadata": {"name": link},
+            "spec": {
+                "peerNodeID": "node-ghost",
+                "peerEndpoint": "https://127.0.0.1:9",
+                "peerCASecretName": "node-ghost-ca-missing",
+            },
+        },
+    )
+    try:
+        events_found = await eventually(
+            lambda: [
+                e for e in regarding(cluster, "QKDLink", link) if e["reason"] == "PeerUntrusted"
+            ],
+            what="PeerUntrusted Event",
+        )
+        assert events_found[0]["type"] == "Warning"
+        assert "node-ghost-ca-missing" in events_found[0]["note"]
+        page = await asyncio.to_thread(obs.controller, A)
+        assert page.value("qss_link_peer_trusted", link=link, peer="node-ghost") == 0
+    finally:
+        await asyncio.to_thread(cluster.kubectl, "delete", "qkdlink", link, "--wait=false")
