@@ -166,6 +166,7 @@ class RouteWrites(Protocol):
     deletes: int
 
 
+# RoutingStats.as_dict() keys; its dropped_* totals are exported per neighbour instead.
 _ROUTING_COUNTERS: Final = (
     (
         "originated",
@@ -198,8 +199,9 @@ class RoutingCollector(Collector):
         if routing is None:
             return
         stats = routing.stats
+        flat = stats.as_dict()
         for field, name, documentation in _ROUTING_COUNTERS:
-            yield CounterMetricFamily(name, documentation, value=getattr(stats, field))
+            yield CounterMetricFamily(name, documentation, value=flat[field])
         dropped = CounterMetricFamily(
             "qss_routing_lsas_dropped",
             "LSAs dropped, by the neighbour that sent them and reason (bad_signature, "
