@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from controllers.keystore import KeyStore, UnknownStreamError
 from tests.cluster.localcluster import Cluster
 from tests.cluster.network import QssNetwork, apply
 from tests.etsi014_client import Etsi014Client, Etsi014Error, key_map
@@ -244,28 +246,68 @@ async def test_keyrequests_count_served_keys_on_both_nodes(obs: Obs) -> None:
     )
 
 
+@contextlib.asynccontextmanager
+async def drained(obs: Obs, node: str, towards: str) -> AsyncIterator[None]:
+    """Hold every available key of ``node``'s streams towards ``towards`` in a reservation of
+    the test's own, so a request finds none (other test modules' links keep their stored keys
+    after they stop); given back afterwards."""
+    cluster = obs.cluster(node)
+    links = kubectl_json(cluster, "get", "qkdlinks")
+    streams = kubectl_json(cluster, "get", "keystreams")
+    assert links is not None
+    assert streams is not None
+    to_peer = {x["metadata"]["name"] for x in links["items"] if x["spec"]["peerNodeID"] == towards}
+    names = [x["metadata"]["name"] for x in streams["items"] if x["spec"]["link"] in to_peer]
+    store = KeyStore.from_url(obs.network.nodes[node].redis_url)
+    held: list[tuple[str, str]] = []
+    try:
+        for stream in names:
+            try:
+                counts = await store.counts(stream=stream)
+            except UnknownStreamError:
+                continue
+            if counts.available:
+                reservation = f"obs-drain-{uuid.uuid4()}"
+                await store.reserve(
+                    stream=stream,
+                    reservation_id=reservation,
+                    owner="obs-drain",
+                    count=counts.available,
+                    size_bits=counts.chunk_bytes * 8,
+                )
+                held.append((stream, reservation))
+        yield
+    finally:
+        for stream, reservation in held:
+            await store.release(stream=stream, reservation_id=reservation)
+        await store.aclose()
+
+
 async def test_a_keyrequest_short_of_keys_counts_InsufficientKeys_and_is_an_Event(
     obs: Obs,
 ) -> None:
     before = await asyncio.to_thread(obs.controller, A)
-    # More key bits than the buffer can ever hold (CAPACITY chunks of CHUNK_BITS), within the
-    # CRD's bound of 4 Mibit per request.
-    name = await asyncio.to_thread(
-        apply_keyrequest,
-        obs.cluster(A),
-        NS_A,
-        sae=SAE_A,
-        slaveSaeID=SAE_B,
-        number=128,
-        size=32768,
-        timeoutSeconds=2,
-    )
+    async with drained(obs, A, towards=B):
+        # More key bits than this module's link buffers (CAPACITY chunks of CHUNK_BITS), within
+        # the CRD's bound of 4 Mibit per request; every other stream towards node-b is held.
+        name = await asyncio.to_thread(
+            apply_keyrequest,
+            obs.cluster(A),
+            NS_A,
+            sae=SAE_A,
+            slaveSaeID=SAE_B,
+            number=128,
+            size=32768,
+            timeoutSeconds=2,
+        )
 
-    def failed() -> dict[str, Any] | None:
-        obj = kubectl_json(obs.cluster(A), "get", "keyrequest", name, "-n", NS_A)
-        return obj if obj and obj.get("status", {}).get("phase") == "Failed" else None
+        def failed() -> dict[str, Any] | None:
+            obj = kubectl_json(obs.cluster(A), "get", "keyrequest", name, "-n", NS_A)
+            phase = obj.get("status", {}).get("phase") if obj else None
+            return obj if phase in ("Ready", "Failed") else None
 
-    done = await eventually(failed, what=f"KeyRequest {name} Failed")
+        done = await eventually(failed, what=f"KeyRequest {name} finished")
+    assert done["status"]["phase"] == "Failed", done["status"]
     ready = next(c for c in done["status"]["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "InsufficientKeys"
     after = await asyncio.to_thread(obs.controller, A)
@@ -300,6 +342,15 @@ async def test_link_stream_and_routing_metrics_move(obs: Obs) -> None:
     labels = {"stream": LINK, "node": A}
     assert first.value("qss_stream_capacity_keys", **labels) == CAPACITY
     assert first.has("qss_stream_keys", state="available", **labels)
+    # Take keys from this stream end, so that a full buffer has room and the QKDM ingests.
+    store = KeyStore.from_url(obs.network.nodes[A].redis_url)
+    try:
+        taken = await store.reserve(
+            stream=LINK, reservation_id=str(uuid.uuid4()), owner="obs", count=50, size_bits=256
+        )
+        await store.consume(stream=LINK, owner="obs", key_ids=list(taken.key_ids))
+    finally:
+        await store.aclose()
     await eventually(
         lambda: (
             obs.qkdm(A).value("qss_stream_ingested_bits_total", **labels)
