@@ -10,6 +10,8 @@ Routes:
   large) with a JSON ``{message, details}`` body, never a 5xx.
 - ``GET /healthz``, ``GET /readyz``: liveness and readiness (ready once a certificate is loaded,
   which ``main`` ensures before it listens).
+- ``GET /metrics``: Prometheus metrics (``webhooks.metrics``): admissions by outcome, their
+  latency, refused requests.
 
 If the reviewer itself fails (a bug), the review is denied with a message naming a request ID
 and the cause goes to the log only: an opted-in pod is never admitted without keys, and the API
@@ -19,14 +21,17 @@ server never sees a 500.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from qss_api.wire import BadMessage
 from qss_api.wire import decode as decode_wire
+from webhooks import metrics
 from webhooks.mutate import deny
 from webhooks.review import AdmissionResponse, AdmissionReview, encode_review
 
@@ -48,6 +53,7 @@ REVIEWER: Final[web.AppKey[Reviewer]] = web.AppKey("qss_webhook_reviewer")
 def error_response(
     status: int, message: str, details: Sequence[Mapping[str, Any]] = ()
 ) -> web.Response:
+    metrics.refused(status)
     body: dict[str, Any] = {"message": message}
     if details:
         body["details"] = list(details)
@@ -55,6 +61,7 @@ def error_response(
 
 
 async def _review(request: web.Request) -> web.Response:
+    started = time.monotonic()
     if request.content_type != "application/json":
         return error_response(
             415, f"send an AdmissionReview as application/json, not {request.content_type!r}"
@@ -64,9 +71,12 @@ async def _review(request: web.Request) -> web.Response:
         review = decode_wire(AdmissionReview, body, what="AdmissionReview")
     except BadMessage as exc:
         return error_response(400, exc.message, exc.problems)
+    outcome: metrics.Outcome
     try:
         answer = await request.app[REVIEWER](review)
+        outcome = ("injected" if answer.patch else "allowed") if answer.allowed else "denied"
     except Exception:
+        outcome = "error"
         incident = str(uuid.uuid4())
         log.exception("review %s (uid %s) failed", incident, review.request.uid)
         answer = deny(
@@ -75,6 +85,7 @@ async def _review(request: web.Request) -> web.Response:
             "and report it if it persists",
             code=CODE_INTERNAL,
         )
+    metrics.reviewed(outcome, time.monotonic() - started)
     return web.Response(body=encode_review(answer), content_type="application/json")
 
 
@@ -107,4 +118,5 @@ def init(*, reviewer: Reviewer) -> web.Application:
     app.router.add_post(MUTATE_PATH, _review)
     app.router.add_get("/healthz", _healthy, allow_head=False)
     app.router.add_get("/readyz", _healthy, allow_head=False)
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.REGISTRY, disable_compression=True))
     return app

@@ -15,6 +15,7 @@ import pytest
 
 from device_plugin.config import DeviceConfig, DeviceEntry, DeviceKind, Settings
 from device_plugin.main import parse_settings
+from tests.metrics import parse
 from tests.unit.device_plugin.harness import SOON, StubKubelet, fast_settings, start_plugin
 
 SCRIPT = Path(sys.executable).parent / "qss-device-plugin"
@@ -181,6 +182,8 @@ async def test_serve_answers_metrics_on_the_metrics_address(
         url = f"http://127.0.0.1:{port}/metrics"
         async with aiohttp.ClientSession() as session, session.get(url) as response:
             text = await response.text()
-        assert 'qss_device_plugin_registered{resource="qss.dev/qkd-a-b"} 1' in text
+        page = parse(text)
+        assert page.value("qss_device_plugin_registered", resource="qss.dev/qkd-a-b") == 1
+        assert page.value("qss_device_plugin_registrations_total") == 1
     finally:
         await plugin.stop()
