@@ -30,7 +30,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -77,6 +77,20 @@ class Regarding:
         if self.uid:
             ref["uid"] = self.uid
         return ref
+
+
+class EventSink(Protocol):
+    """What the services that post Events need of the recorder (``EventRecorder.record``)."""
+
+    def record(
+        self,
+        regarding: Regarding,
+        *,
+        type: EventType,
+        reason: str,
+        note: str,
+        action: str = "Reconcile",
+    ) -> None: ...
 
 
 @dataclass(slots=True)

@@ -46,7 +46,7 @@ from controllers.delivery.pools import pair_owner
 from controllers.delivery.service import SaeLookup
 from controllers.delivery.settings import DeliverySettings
 from controllers.delivery.topology import Topology
-from controllers.events import EventRecorder, Regarding
+from controllers.events import EventSink, Regarding
 from controllers.keystore import (
     BlockChunk,
     BlockConflictError,
@@ -88,7 +88,7 @@ def krp_routes(
     handover: HandOverSink,
     settings: DeliverySettings,
     relays_to: Callable[[str], bool] = lambda sae_id: False,
-    events: EventRecorder | None = None,
+    events: EventSink | None = None,
 ) -> web.RouteTableDef:
     """The KRP routes. ``relays_to(sae_id)``: whether this node relays keys on towards an SAE
     of another node (a route leads there), so that a neighbour's pool for a multi-hop pair may

@@ -32,12 +32,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from controllers import metrics
-from controllers.delivery.api import DeliveryError, KeyConflict
+from controllers.delivery.api import SCARCITY_REASONS, DeliveryError, KeyConflict
 from controllers.delivery.messages import HandOver
 from controllers.delivery.pools import PoolKey
 from controllers.delivery.service import NodeKeyDelivery, Placed, delivered
 from controllers.delivery.upkeep import Upkeep
-from controllers.events import EventRecorder, Regarding
+from controllers.events import EventSink, Regarding
 from controllers.keyrequests import (
     ANNOTATION_PEER,
     ANNOTATION_STREAM,
@@ -63,8 +63,6 @@ REMEMBERED = 20_000
 RETRY_SECONDS = 0.5
 GRACE_SECONDS = 60.0
 POLL_SECONDS = 0.1
-# Failures an operator must notice on the request itself (a shortage of keys).
-SCARCITY_REASONS = frozenset({"InsufficientKeys", "SlaveBacklog"})
 
 
 class Registration(Protocol):
@@ -110,7 +108,7 @@ class KeyRequestService:
         saes: Iterable[Registration],
         upkeep: Upkeep,
         fetch_window_seconds: float,
-        events: EventRecorder | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self._delivery = delivery
         self._events = events

@@ -35,6 +35,7 @@ from aiohttp import web
 
 from controllers import metrics
 from controllers.delivery.api import (
+    SCARCITY_REASONS,
     DeliveredKey,
     DeliveryError,
     InsufficientKeys,
@@ -73,7 +74,6 @@ SETTINGS: Final = web.AppKey("qss_etsi014_settings", Etsi014Settings)
 # Told of a request refused for want of keys: (the calling SAE's ID, reason, message).
 ScarcityHook = Callable[[str, str, str], None]
 ON_SCARCITY: Final[web.AppKey[ScarcityHook]] = web.AppKey("qss_etsi014_on_scarcity")
-SCARCITY_REASONS: Final = frozenset({"InsufficientKeys", "SlaveBacklog"})
 CALLER: Final = web.RequestKey("qss_etsi014_caller", str)
 REQUEST_ID: Final = web.RequestKey("qss_etsi014_request_id", str)
 STARTED: Final = web.RequestKey("qss_etsi014_started", float)

@@ -12,7 +12,9 @@ real API servers. What is checked:
 - a refused request increments the error counter with its reason (UnknownKeys, BadRequest,
   Unauthorized; InsufficientKeys for a KeyRequest, which is also an Event);
 - per link and stream end: cost, state and trust; ingest moves; routing counters move;
-- no exposition carries a key ID, key material or any UUID-like label value (request IDs);
+- the pool's keys agreed on node-a are the keys node-b holds for its slave SAE;
+- no exposition carries a key ID, key material or any UUID-like label value (request IDs), and
+  no Event a key ID or key material;
 - a flapping device link makes one Event per (object, reason), repeats counted in its series;
 - a Sae deleted is a CredentialRevoked Event, a reachable SAE a RouteAdded Event;
 - a stream aborted for QBER is counted and an Event, and so is its move to a new KSID;
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import re
 import time
 import uuid
@@ -289,16 +292,19 @@ async def test_a_keyrequest_short_of_keys_counts_InsufficientKeys_and_is_an_Even
     obs: Obs,
 ) -> None:
     before = await asyncio.to_thread(obs.controller, A)
+    # The device slowed to a key a second, so that the drained buffer stays nearly empty.
+    obs.network.device_fault(LINK, rate_bps=CHUNK_BITS)
     async with drained(obs, A, towards=B):
-        # Far more than the pair's pool holds after this module's few requests (its target
-        # is 32 keys then); every available key of every stream towards node-b is held.
+        # A quarter of the link's buffer: far more than the pair's pool holds after this
+        # module's few requests, and than the slowed device makes in the request's 2 s;
+        # every available key of every stream towards node-b is held.
         name = await asyncio.to_thread(
             apply_keyrequest,
             obs.cluster(A),
             NS_A,
             sae=SAE_A,
             slaveSaeID=SAE_B,
-            number=200,
+            number=1000,
             size=CHUNK_BITS,
             timeoutSeconds=2,
         )
@@ -308,7 +314,10 @@ async def test_a_keyrequest_short_of_keys_counts_InsufficientKeys_and_is_an_Even
             phase = obj.get("status", {}).get("phase") if obj else None
             return obj if phase in ("Ready", "Failed") else None
 
-        done = await eventually(failed, what=f"KeyRequest {name} finished")
+        try:
+            done = await eventually(failed, what=f"KeyRequest {name} finished")
+        finally:
+            obs.network.device_fault(LINK, rate_bps=RATE_BPS)
     assert done["status"]["phase"] == "Failed", done["status"]
     ready = next(c for c in done["status"]["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "InsufficientKeys"
@@ -385,6 +394,41 @@ async def test_no_exposition_carries_key_ids_key_material_or_request_ids(obs: Ob
         for sample in page.samples:
             for value in sample.labels.values():
                 assert not UUID_LIKE.search(value), (sample.name, sample.labels)
+
+
+async def test_pool_keys_agreed_on_the_master_node_are_the_keys_held_on_the_slave_node(
+    obs: Obs,
+) -> None:
+    await enc_keys(obs, 1)  # warm: the pair's pool exists
+    pool = {"peer": B, "master_sae": SAE_A, "slave_sae": SAE_B}
+    held = {"peer": A, "master_sae": SAE_A, "slave_sae": SAE_B}
+    before_a = await asyncio.to_thread(obs.controller, A)
+    before_b = await asyncio.to_thread(obs.controller, B)
+    assert before_a.has("qss_pool_keys", **pool)
+    in_pool = before_a.value("qss_pool_keys", **pool)
+    wanted = int(in_pool) + 8  # more than the pool has: it must agree another block
+
+    await enc_keys(obs, wanted)
+
+    def agreed_and_held() -> tuple[float, float] | None:
+        a, b = obs.controller(A), obs.controller(B)
+        agreed = a.value("qss_pool_keys_agreed_total", **pool) - before_a.value(
+            "qss_pool_keys_agreed_total", **pool
+        )
+        kept = b.value("qss_slave_keys_held_total", **held) - before_b.value(
+            "qss_slave_keys_held_total", **held
+        )
+        # A refill may still be under way: wait until both nodes have counted it.
+        return (agreed, kept) if agreed == kept and agreed > 0 else None
+
+    agreed, _ = await eventually(agreed_and_held, what="node-b holding what node-a agreed")
+    # The keys served came from what the pool had and what was agreed since.
+    assert agreed >= wanted - in_pool
+    after_a = await asyncio.to_thread(obs.controller, A)
+    blocks = after_a.value("qss_pool_blocks_agreed_total", **pool) - before_a.value(
+        "qss_pool_blocks_agreed_total", **pool
+    )
+    assert 1 <= blocks <= agreed
 
 
 def events(cluster: Cluster, namespace: str = "default") -> list[dict[str, Any]]:
@@ -549,3 +593,17 @@ async def test_a_link_to_a_peer_without_a_trusted_ca_is_a_PeerUntrusted_event(ob
         assert page.value("qss_link_peer_trusted", link=link, peer="node-ghost") == 0
     finally:
         await asyncio.to_thread(cluster.kubectl, "delete", "qkdlink", link, "--wait=false")
+
+
+async def test_no_event_carries_key_ids_or_key_material(obs: Obs) -> None:
+    await enc_keys(obs, 2)
+    found = 0
+    for node in (A, B):
+        for namespace in ("default", NS_A, NS_B):
+            text = json.dumps(await asyncio.to_thread(events, obs.cluster(node), namespace))
+            found += text.count('"regarding"')
+            for key_id, material in obs.delivered.items():
+                assert key_id not in text
+                for form in (base64.b64encode(material).decode(), material.hex()):
+                    assert form not in text
+    assert found > 0  # the scan read Events (this module's tests posted some)
