@@ -10,7 +10,8 @@ real API servers. What is checked:
   (enc_keys on node-a, dec_keys on node-b) and through KeyRequests (master on node-a, the
   automatic slave request on node-b), each with a latency observation;
 - a refused request increments the error counter with its reason (UnknownKeys, BadRequest,
-  Unauthorized; InsufficientKeys for a KeyRequest, which is also an Event);
+  Unauthorized; InsufficientKeys for a KeyRequest or a 014 enc_keys, each also an Event, on
+  the KeyRequest or on the calling SAE's Sae);
 - per link and stream end: cost, state and trust; ingest moves; routing counters move;
 - the pool's keys agreed on node-a are the keys node-b holds for its slave SAE;
 - no exposition carries a key ID, key material or any UUID-like label value (request IDs), and
@@ -335,6 +336,39 @@ async def test_a_keyrequest_short_of_keys_counts_InsufficientKeys_and_is_an_Even
     )
     assert event[0]["type"] == "Warning"
     assert event[0]["regarding"]["kind"] == "KeyRequest"
+
+
+async def test_an_014_request_short_of_keys_counts_InsufficientKeys_and_is_an_Event_on_its_Sae(
+    obs: Obs,
+) -> None:
+    await enc_keys(obs, 1)  # node-a knows obs-b: the refusal below is for want of keys
+    before = await asyncio.to_thread(obs.controller, A)
+    obs.network.device_fault(LINK, rate_bps=CHUNK_BITS)
+    try:
+        async with drained(obs, A, towards=B), obs.client(A) as alice:
+            with pytest.raises(Etsi014Error) as short:
+                # Keys of four chunks: a pool of its own, empty (the 256-bit pool may hold
+                # what earlier tests' requests made it agree).
+                await alice.enc_keys(SAE_B, number=500, size=4 * CHUNK_BITS)
+    finally:
+        obs.network.device_fault(LINK, rate_bps=RATE_BPS)
+    assert short.value.status == 503
+    assert short.value.details[0]["reason"] == "InsufficientKeys"
+    after = await asyncio.to_thread(obs.controller, A)
+    assert errors(after, "etsi014", "enc_keys", "InsufficientKeys") == (
+        errors(before, "etsi014", "enc_keys", "InsufficientKeys") + 1
+    )
+    assert served(after, "etsi014", "enc_keys") == served(before, "etsi014", "enc_keys")
+    event = await eventually(
+        lambda: [
+            e
+            for e in regarding(obs.cluster(A), "Sae", SAE_A, NS_A)
+            if e["reason"] == "InsufficientKeys"
+        ],
+        what="InsufficientKeys Event on the Sae",
+    )
+    assert event[0]["type"] == "Warning"
+    assert SAE_A in event[0]["note"]
 
 
 async def test_link_stream_and_routing_metrics_move(obs: Obs) -> None:
