@@ -1,14 +1,15 @@
 """The ``qss-controller`` command: the QSS node's kopf operator.
 
 Loads the settings once, configures kopf (progress storage under our own prefix, both watch
-timeouts, a health endpoint) and runs every reconciler registered by the handler modules until
-SIGTERM or SIGINT, then exits 0.
+timeouts) and runs every reconciler registered by the handler modules until SIGTERM or SIGINT,
+then exits 0. Its health port (``controllers.health``) serves ``/healthz`` and the Prometheus
+``/metrics`` of ``controllers.metrics``.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import asyncio
 import os
 import sys
 from typing import Any
@@ -17,12 +18,15 @@ import kopf
 
 from controllers.delivery.settings import DeliverySettings, DeliverySettingsError
 from controllers.etsi014 import Etsi014Settings, Etsi014SettingsError
+from controllers.events import EventRecorder
 
 # Importing the handler modules registers the reconcilers with kopf.
 from controllers.handlers import keyrequests, links, qkdms, routes, saes, topology  # noqa: F401
+from controllers.health import serving_health
 from controllers.identity import IdentityError
 from controllers.kube import Kube, connect
 from controllers.logs import configure_logging
+from controllers.metrics import REGISTRY, refresh
 from controllers.node import NodeRuntime, start_node
 from controllers.routing.settings import RoutingSettings, RoutingSettingsError
 from controllers.settings import ControllerSettings, SettingsError
@@ -41,9 +45,9 @@ def configure_kopf(kopf_settings: Any, settings: ControllerSettings) -> None:
     kopf_settings.watching.server_timeout = settings.watch_server_timeout
     kopf_settings.watching.client_timeout = settings.watch_client_timeout
     kopf_settings.watching.connect_timeout = 30
-    # Only warnings and our own explicit events become Kubernetes events; kopf's per-handler
-    # "succeeded" messages every few seconds would flood them.
-    kopf_settings.posting.level = logging.WARNING
+    # Events are ours alone (controllers.events, deduplicated): kopf would post one per handler
+    # retry (a KeyRequest waiting for keys retries twice a second). Its messages stay in the log.
+    kopf_settings.posting.enabled = False
 
 
 @kopf.on.startup()
@@ -52,6 +56,11 @@ async def _startup(settings: Any, memo: kopf.Memo, logger: Any, **_: Any) -> Non
     configure_kopf(settings, node)
     kube = Kube(api=await connect(node.kubeconfig), field_manager=FIELD_MANAGER)
     memo["kube"] = kube
+    events = EventRecorder(
+        api=kube.api, controller=f"{GROUP}/controller", instance=f"qss-controller-{node.node_id}"
+    )
+    events.start()
+    memo["events"] = events
     try:
         runtime = await start_node(
             node,
@@ -59,6 +68,7 @@ async def _startup(settings: Any, memo: kopf.Memo, logger: Any, **_: Any) -> Non
             key_api_settings=memo["key_api_settings"],
             delivery_settings=memo["delivery_settings"],
             routing_settings=memo["routing_settings"],
+            events=events,
         )
     except IdentityError as exc:
         # Missing namespace, or Secrets a user supplied that do not fit: retrying won't help.
@@ -75,6 +85,9 @@ async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
     runtime: NodeRuntime | None = memo.get("node")
     if runtime is not None:
         await runtime.aclose()
+    events: EventRecorder | None = memo.get("events")
+    if events is not None:
+        await events.aclose()
     kube: Kube | None = memo.get("kube")
     if kube is not None:
         await kube.api.close()
@@ -112,18 +125,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qss-controller: {exc}", file=sys.stderr)
         return 2
     configure_logging(verbose=args.verbose)
-    kopf.run(
-        clusterwide=True,
-        standalone=True,  # one replica per node; kopf's peering would need its own CRDs
-        liveness_endpoint=settings.health_endpoint,
-        memo=kopf.Memo(
-            settings=settings,
-            key_api_settings=key_api_settings,
-            delivery_settings=delivery_settings,
-            routing_settings=routing_settings,
-        ),
+    memo = kopf.Memo(
+        settings=settings,
+        key_api_settings=key_api_settings,
+        delivery_settings=delivery_settings,
+        routing_settings=routing_settings,
     )
+    asyncio.run(_operate(settings.health_endpoint, memo))
     return 0
+
+
+async def _operate(health_endpoint: str, memo: kopf.Memo) -> None:
+    ready = asyncio.Event()
+    async with serving_health(health_endpoint, ready=ready, registry=REGISTRY, refresh=refresh):
+        await kopf.operator(
+            clusterwide=True,
+            standalone=True,  # one replica per node; kopf's peering would need its own CRDs
+            ready_flag=ready,
+            memo=memo,
+        )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ refreshes the peers and their trust. Handlers get the runtime with ``runtime_of(
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,15 +38,17 @@ from controllers.delivery.topology import Topology
 from controllers.delivery.upkeep import Upkeep
 from controllers.etsi014 import Etsi014Server, Etsi014Settings
 from controllers.etsi014 import init as init_key_api
+from controllers.events import EventRecorder, Regarding
 from controllers.identity import NodeIdentity, ensure_node_identity, peer_ca_reader
 from controllers.keystore import KeyStore
 from controllers.kube import Kube
+from controllers.metrics import watch_pools, watch_routing
 from controllers.routing.channel import RoutingService
 from controllers.routing.settings import RoutingSettings
-from controllers.routing.writer import KubeRoutes, RouteWriter
+from controllers.routing.writer import KubeRoutes, RouteWriter, Spec
 from controllers.saes import LocalSaes, SaeDirectory
 from controllers.settings import ControllerSettings
-from qss_api import QKDLINKS
+from qss_api import KIND_ROUTE, KIND_SAE, QKDLINKS
 
 log = logging.getLogger("controllers.node")
 
@@ -120,6 +122,7 @@ async def start_node(
     key_api_settings: Etsi014Settings,
     delivery_settings: DeliverySettings,
     routing_settings: RoutingSettings,
+    events: EventRecorder | None = None,
 ) -> NodeRuntime:
     identity = await ensure_node_identity(
         kube.api,
@@ -167,6 +170,7 @@ async def start_node(
         saes=local_saes,
         upkeep=upkeep,
         fetch_window_seconds=delivery_settings.fetch_window_seconds,
+        events=events,
     )
     routing = RoutingService(
         node_id=settings.node_id,
@@ -189,6 +193,7 @@ async def start_node(
                 handover=slave_request_creator(kube, local_saes),
                 settings=delivery_settings,
                 relays_to=lambda sae_id: routing.route_to(sae_id) is not None,
+                events=events,
             ),
             relay_routes(relay),
             routing.channel_routes(),
@@ -197,7 +202,12 @@ async def start_node(
     host, port = settings.channel_host_port
     channel = ChannelServer(app, host=host, port=port)
     key_api = Etsi014Server(
-        init_key_api(delivery=delivery, authenticator=local_saes, settings=key_api_settings),
+        init_key_api(
+            delivery=delivery,
+            authenticator=local_saes,
+            settings=key_api_settings,
+            on_scarcity=sae_scarcity_events(events, local_saes) if events is not None else None,
+        ),
         identity=identity,
         settings=key_api_settings,
     )
@@ -206,8 +216,11 @@ async def start_node(
         api=KubeRoutes(kube),
         desired=routing.route_objects,
         grace=routing_settings.dead_interval,
+        on_write=route_events(events) if events is not None else None,
     )
     routing.subscribe(route_writer.changed)
+    watch_routing(routing, route_writer)
+    watch_pools(pools)
     node = NodeRuntime(
         settings=settings,
         kube=kube,
@@ -245,3 +258,57 @@ async def start_node(
         key_api.port,
     )
     return node
+
+
+def route_events(events: EventRecorder) -> Callable[[str, Spec | None, Spec | None], None]:
+    """What the Route writer tells of its writes, as Events on the Routes: one when a route
+    appears, takes another path, or goes (its cost moving alone is no news)."""
+
+    def on_write(name: str, before: Spec | None, after: Spec | None) -> None:
+        route = Regarding(kind=KIND_ROUTE, name=name)
+        if after is None:
+            sae = (before or {}).get("saeID", name)
+            events.record(
+                route,
+                type="Warning",
+                reason="RouteRemoved",
+                note=f"SAE {sae} is no longer reachable from this node",
+                action="Route",
+            )
+            return
+        path = list(after.get("path") or [])
+        if before is not None and list(before.get("path") or []) == path:
+            return
+        where = " -> ".join(path) if path else "this node"
+        events.record(
+            route,
+            type="Normal",
+            reason="RouteAdded" if before is None else "RouteChanged",
+            note=f"SAE {after.get('saeID')} is reached via {where} (cost {after.get('cost')}, "
+            f"{after.get('length', 0)} hops)",
+            action="Route",
+        )
+
+    return on_write
+
+
+def sae_scarcity_events(
+    events: EventRecorder, local_saes: LocalSaes
+) -> Callable[[str, str, str], None]:
+    """A 014 request refused for want of keys, as a Warning Event on the calling SAE's Sae
+    (deduplicated by the recorder: a client retrying in a loop makes one Event and a count)."""
+
+    def on_scarcity(sae_id: str, reason: str, message: str) -> None:
+        ref = local_saes.lookup(sae_id)
+        if ref is None:
+            return
+        namespace, name = ref
+        events.record(
+            Regarding(kind=KIND_SAE, name=name, namespace=namespace),
+            type="Warning",
+            reason=reason,
+            note=f"ETSI 014 request of SAE {sae_id} refused: {message}",
+            action="GetKey",
+        )
+
+    return on_scarcity

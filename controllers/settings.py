@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from controllers.health import HealthEndpointError, parse_endpoint
 from qss_api import NODE_ID_PATTERN
 
 _DNS_LABEL = re.compile(NODE_ID_PATTERN)
@@ -35,7 +36,8 @@ class ControllerSettings:
     namespace: str = "kube-qss-system"
     # The node's key store; the kustomize redis component serves it under this name.
     redis_url: str = "redis://kube-qss-redis:6379/0"
-    # Liveness/readiness endpoint served by kopf once its startup handlers have run.
+    # Liveness/readiness URL, healthy once kopf's startup handlers have run; Prometheus metrics
+    # are served at /metrics on the same port (``controllers.health``).
     health_endpoint: str = "http://0.0.0.0:8080/healthz"
     # Kubeconfig for our own API calls; None means the pod's service account (kopf finds its
     # own credentials the same way).
@@ -65,6 +67,10 @@ class ControllerSettings:
         if self.watch_client_timeout <= self.watch_server_timeout:
             raise SettingsError("the watch client timeout must exceed the server timeout")
         _address(self.channel_address, "channel address (QSS_CHANNEL_ADDRESS)")
+        try:
+            parse_endpoint(self.health_endpoint)
+        except HealthEndpointError as exc:
+            raise SettingsError(f"{exc}; set QSS_HEALTH_ENDPOINT or --health-endpoint") from None
         for ip in self.node_ips:
             try:
                 ipaddress.ip_address(ip)

@@ -30,12 +30,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
+from sidecar import metrics
 from sidecar.keyrequests import (
     BadDelivery,
     KeyRequestView,
     claim_patch,
     concerns,
     delivered_keys,
+    failure_code,
     failure_reason,
     master_request,
     owned_by_pod,
@@ -103,6 +105,7 @@ class Agent:
             )
         if self.ring.current is not None:
             self._not_before(self.ring.current.issued_at)
+        metrics.holding(len(self.ring.keys))
 
     def _not_before(self, asked_at: str) -> None:
         """A master asks again no sooner than its refresh interval after ``asked_at`` (RFC
@@ -129,6 +132,7 @@ class Agent:
                 try:
                     await self.round()
                 except KubeError as exc:
+                    metrics.failed("ApiError")
                     log.warning("round failed, retrying: %s", exc)
                 wait = RESYNC_SECONDS
                 if self._settings.role == "master":
@@ -179,6 +183,7 @@ class Agent:
                 self._not_before(request.metadata.creationTimestamp)
             elif phase == "Failed":
                 log.warning("KeyRequest %s failed (%s); deleting it", name, failure_reason(obj))
+                metrics.failed(failure_code(obj))
                 await self._api.delete(name)
                 if settings.role == "master":
                     self._next_request = min(self._next_request, self._clock() + RETRY_SECONDS)
@@ -203,6 +208,7 @@ class Agent:
         except BadDelivery as exc:
             # Never serve what does not check out; the request is consumed so it does not pile up.
             log.error("KeyRequest %s is Ready but unusable, deleting it: %s", name, exc)
+            metrics.failed("BadDelivery")
             await self._api.delete(name)
             return
         ring = self.ring.add(
@@ -210,6 +216,7 @@ class Agent:
         )
         await asyncio.to_thread(self._volume.publish, ring.files(), ring.links())
         self.ring = ring
+        metrics.rotated(keys=len(keys), held=len(ring.keys))
         log.info(
             "wrote %d keys from KeyRequest %s (holding %d, generation %d)",
             len(keys),

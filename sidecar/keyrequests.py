@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Any, Final, Literal
@@ -40,6 +41,7 @@ from sidecar.settings import SidecarSettings
 # The pod whose sidecar created a master request.
 LABEL_POD_UID: Final = "qss.dev/sidecar-pod-uid"
 NAME_LABEL_VALUE: Final = "qss-sidecar"
+_REASON: Final = re.compile(r"[A-Z][A-Za-z]{0,63}")
 
 
 class _Loose(WireModel):
@@ -95,6 +97,17 @@ def failure_reason(obj: Mapping[str, Any]) -> str:
         if isinstance(condition, dict) and condition.get("type") == "Ready":
             return f"{condition.get('reason')}: {condition.get('message')}"
     return "no reason given"
+
+
+def failure_code(obj: Mapping[str, Any]) -> str:
+    """Just the Ready condition's reason of a Failed request, if it is a CamelCase word (it
+    becomes a metric label, which must stay one of a few values); else ``Other``."""
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if isinstance(condition, dict) and condition.get("type") == "Ready":
+            reason = condition.get("reason")
+            if isinstance(reason, str) and _REASON.fullmatch(reason):
+                return reason
+    return "Other"
 
 
 def owner(settings: SidecarSettings) -> dict[str, Any]:

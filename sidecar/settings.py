@@ -47,6 +47,8 @@ class SidecarSettings:
     # The node's ETSI 014 API, where the loopback endpoint forwards to.
     key_api_url: str = "https://kube-qss.kube-qss-system.svc:9443"
     listen_port: int = names.DEFAULT_KEY_API_PORT
+    # Prometheus /metrics on all of the pod's addresses; None: not served.
+    metrics_port: int | None = None
     # The pod the sidecar runs in: KeyRequests it creates or claims are owned by it.
     pod_name: str
     pod_namespace: str
@@ -87,6 +89,12 @@ class SidecarSettings:
             raise SettingsError(f"{names.ENV_KEYS_DIR} must be an absolute path")
         if not 0 <= self.listen_port <= 65535:
             raise SettingsError(f"{names.ENV_LISTEN_PORT} must be a TCP port")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise SettingsError(f"{names.ENV_METRICS_PORT} must be a TCP port")
+        if self.metrics_port is not None and self.metrics_port == self.listen_port != 0:
+            raise SettingsError(
+                f"{names.ENV_METRICS_PORT} must differ from {names.ENV_LISTEN_PORT}"
+            )
         if not self.key_api_url.startswith("https://"):
             raise SettingsError(f"{names.ENV_KEY_API_URL} must be an https:// URL (mutual TLS)")
 
@@ -121,6 +129,7 @@ class SidecarSettings:
         key_number = number(names.ENV_KEY_NUMBER, int)
         max_keys = number(names.ENV_MAX_KEYS, int)
         port = number(names.ENV_LISTEN_PORT, int)
+        metrics_port = number(names.ENV_METRICS_PORT, int)
         return cls(
             role=role,  # type: ignore[arg-type]  # checked above
             sae=need(names.ENV_SAE),
@@ -134,6 +143,7 @@ class SidecarSettings:
             credentials_dir=Path(environ.get(names.ENV_CREDENTIALS_DIR) or names.CREDENTIALS_DIR),
             key_api_url=environ.get(names.ENV_KEY_API_URL) or cls.key_api_url,
             listen_port=names.DEFAULT_KEY_API_PORT if port is None else int(port),
+            metrics_port=None if metrics_port is None else int(metrics_port),
             pod_name=need(names.ENV_POD_NAME),
             pod_namespace=need(names.ENV_POD_NAMESPACE),
             pod_uid=need(names.ENV_POD_UID),

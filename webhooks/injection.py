@@ -55,6 +55,9 @@ class InjectorConfig:
     key_api_url: str = "https://kube-qss.kube-qss-system.svc:9443"
     # The sidecar's ETSI 014 endpoint on the pod's loopback.
     key_api_port: int = names.DEFAULT_KEY_API_PORT
+    # The sidecars' Prometheus /metrics port on the pod's IP (a container port named
+    # qss-metrics); None: the sidecars serve no metrics.
+    metrics_port: int | None = None
     # Namespaces whose pods are never touched (the system's and the webhook's own).
     skip_namespaces: frozenset[str] = frozenset({"kube-system", "kube-public", "kube-node-lease"})
     # app.kubernetes.io/name of the webhook's own pods, which it never touches.
@@ -141,6 +144,7 @@ def _env(injection: Injection, sae: SaeRecord, config: InjectorConfig) -> list[d
         (names.ENV_CREDENTIALS_DIR, names.CREDENTIALS_DIR),
         (names.ENV_KEY_API_URL, config.key_api_url),
         (names.ENV_LISTEN_PORT, str(config.key_api_port)),
+        (names.ENV_METRICS_PORT, None if config.metrics_port is None else str(config.metrics_port)),
     ]
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values if v is not None]
     for name, field in (
@@ -165,7 +169,7 @@ def sidecar_container(
         capabilities={"drop": ["ALL"]},
         seccompProfile={"type": "RuntimeDefault"},
     )
-    return {
+    container: dict[str, Any] = {
         "name": names.CONTAINER_NAME,
         "image": config.sidecar_image,
         "imagePullPolicy": config.image_pull_policy,
@@ -190,6 +194,15 @@ def sidecar_container(
         "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "160Mi"}},
         "securityContext": security,
     }
+    if config.metrics_port is not None:
+        container["ports"] = [
+            {
+                "name": names.METRICS_PORT_NAME,
+                "containerPort": config.metrics_port,
+                "protocol": "TCP",
+            }
+        ]
+    return container
 
 
 def volumes(injection: Injection, sae: SaeRecord, config: InjectorConfig) -> list[dict[str, Any]]:

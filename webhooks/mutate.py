@@ -148,6 +148,11 @@ def pod_problems(pod: PodView, injection: Injection | None, config: InjectorConf
                     f"container {container.name} declares port {port.containerPort}, where the "
                     "sidecar serves ETSI 014 on the pod's loopback; use another port"
                 )
+            if port.containerPort == config.metrics_port and port.protocol in (None, "TCP"):
+                problems.append(
+                    f"container {container.name} declares port {port.containerPort}, where the "
+                    "sidecar serves its metrics; use another port"
+                )
         if injection is None:
             continue
         for mount in container.volumeMounts:

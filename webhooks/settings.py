@@ -21,6 +21,7 @@ variable                               setting
 ``QSS_SIDECAR_IMAGE_PULL_POLICY``      its imagePullPolicy
 ``QSS_SIDECAR_KEY_API_URL``            the node's ETSI 014 API, for the sidecars
 ``QSS_SIDECAR_KEY_API_PORT``           the sidecars' loopback 014 port
+``QSS_SIDECAR_METRICS_PORT``           the sidecars' /metrics port (unset: no sidecar metrics)
 ``KUBECONFIG``                         kubeconfig (default: the pod's service account)
 =====================================  ==============================================
 """
@@ -93,6 +94,13 @@ class WebhookSettings:
             raise SettingsError("the webhook's own namespace must be among the skipped ones")
         if not 1 <= self.injector.key_api_port <= 65535:
             raise SettingsError("QSS_SIDECAR_KEY_API_PORT must be a TCP port (1-65535)")
+        metrics_port = self.injector.metrics_port
+        if metrics_port is not None and not 1 <= metrics_port <= 65535:
+            raise SettingsError("QSS_SIDECAR_METRICS_PORT must be a TCP port (1-65535)")
+        if metrics_port == self.injector.key_api_port:
+            raise SettingsError(
+                "QSS_SIDECAR_METRICS_PORT must differ from QSS_SIDECAR_KEY_API_PORT"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WebhookSettings:
@@ -145,7 +153,15 @@ class WebhookSettings:
             sidecar_image=get("QSS_SIDECAR_IMAGE", "kube-qss:0.1.0"),
             image_pull_policy=get("QSS_SIDECAR_IMAGE_PULL_POLICY", "IfNotPresent"),
             key_api_url=get("QSS_SIDECAR_KEY_API_URL", InjectorConfig.key_api_url),
-            key_api_port=_port(get("QSS_SIDECAR_KEY_API_PORT", str(InjectorConfig.key_api_port))),
+            key_api_port=_port(
+                "QSS_SIDECAR_KEY_API_PORT",
+                get("QSS_SIDECAR_KEY_API_PORT", str(InjectorConfig.key_api_port)),
+            ),
+            metrics_port=(
+                _port("QSS_SIDECAR_METRICS_PORT", metrics)
+                if (metrics := get("QSS_SIDECAR_METRICS_PORT", ""))
+                else None
+            ),
             skip_namespaces=SYSTEM_NAMESPACES
             | {namespace}
             | set(listed("QSS_WEBHOOK_SKIP_NAMESPACES")),
@@ -166,7 +182,7 @@ class WebhookSettings:
         )
 
 
-def _port(text: str) -> int:
+def _port(name: str, text: str) -> int:
     if not text.isdigit():
-        raise SettingsError(f"QSS_SIDECAR_KEY_API_PORT {text!r} is not a port number")
+        raise SettingsError(f"{name} {text!r} is not a port number")
     return int(text)

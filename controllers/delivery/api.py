@@ -61,6 +61,10 @@ class SlaveBacklog(InsufficientKeys):
     reason = "SlaveBacklog"
 
 
+# The reasons of a shortage of keys: what an operator is told of by an Event, besides the error.
+SCARCITY_REASONS: frozenset[str] = frozenset({InsufficientKeys.reason, SlaveBacklog.reason})
+
+
 class KeyConflict(DeliveryError):
     """Both nodes chose the same keys at once (the buffer was nearly empty); those keys are
     dropped, so this request fails now and a new one gets others."""

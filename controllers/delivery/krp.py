@@ -7,6 +7,10 @@ them for ``controllers.channel.init_channel_app``. Every body is read with
 ``qss_api.wire.decode`` before anything else happens; a bad one is a 400 that names its
 problems and changes nothing. The calling node is the one the channel authenticated, and it may
 only touch streams whose link leads to it.
+
+Metrics (``controllers.metrics``): the keys of each new block held for our slave SAEs, and the
+blocks refused because those keys reached their bound, which is also a ``SlaveBacklog`` Warning
+Event on the stream's KeyStream (deduplicated by the ``EventRecorder``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
+from controllers import metrics
 from controllers.channel import error_response, peer_node
 from controllers.delivery.messages import (
     DROP_PATH,
@@ -41,6 +46,7 @@ from controllers.delivery.pools import pair_owner
 from controllers.delivery.service import SaeLookup
 from controllers.delivery.settings import DeliverySettings
 from controllers.delivery.topology import Topology
+from controllers.events import EventSink, Regarding
 from controllers.keystore import (
     BlockChunk,
     BlockConflictError,
@@ -52,6 +58,7 @@ from controllers.keystore import (
     UnknownStreamError,
 )
 from controllers.qkdm.ids import chunk_ids, epoch_of
+from qss_api import KIND_KEYSTREAM
 from qss_api.wire import BadMessage, decode
 
 log = logging.getLogger("controllers.delivery.krp")
@@ -81,6 +88,7 @@ def krp_routes(
     handover: HandOverSink,
     settings: DeliverySettings,
     relays_to: Callable[[str], bool] = lambda sae_id: False,
+    events: EventSink | None = None,
 ) -> web.RouteTableDef:
     """The KRP routes. ``relays_to(sae_id)``: whether this node relays keys on towards an SAE
     of another node (a route leads there), so that a neighbour's pool for a multi-hop pair may
@@ -149,9 +157,26 @@ def krp_routes(
                 taken=exc.taken,
             )
         except HeldBoundError as exc:
+            metrics.slave_backlog(stream=message.stream)
+            if events is not None:
+                events.record(
+                    Regarding(kind=KIND_KEYSTREAM, name=message.stream),
+                    type="Warning",
+                    reason="SlaveBacklog",
+                    note=f"keys held here for slave SAEs reached their bound ({exc}); node"
+                    f" {peer_node(request)}'s new key blocks are refused until SAEs fetch"
+                    " theirs or they expire",
+                )
             return refusal(409, "HeldBound", str(exc))
         except (KeyIdMismatchError, BlockConflictError) as exc:
             return refusal(409, "Conflict", str(exc))
+        if new:
+            metrics.slave_keys_held(
+                peer=peer_node(request),
+                master_sae=message.master_sae,
+                slave_sae=message.slave_sae,
+                keys=len(keys),
+            )
         return _json(BlockHeld(held=len(keys), again=not new))
 
     @routes.post(RELEASE_PATH)

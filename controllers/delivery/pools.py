@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from controllers import metrics
 from controllers.delivery.api import (
     DeliveryError,
     InsufficientKeys,
@@ -360,13 +361,21 @@ class Pools:
                 pool.problem = _refused(key, exc)
                 return False
             try:
-                return await self._store.activate_block(
+                active = await self._store.activate_block(
                     stream=key.stream,
                     block_id=block.block_id,
                     serve_ms=int(self._settings.serve_seconds * 1000),
                 )
             except UnknownBlockError:
                 return False  # given back meanwhile: the agreement took too long
+            if active:
+                metrics.block_agreed(
+                    peer=key.peer,
+                    master_sae=key.master_sae_id,
+                    slave_sae=key.slave_sae_id,
+                    keys=len(block.keys),
+                )
+            return active
 
     # -- upkeep --------------------------------------------------------------------------------
 
@@ -379,10 +388,25 @@ class Pools:
             if busy or now - pool.last_used < self._settings.pool_idle_seconds:
                 continue
             del self._pools[key]
-            given += await self._store.release_pool(
+            keys = await self._store.release_pool(
                 stream=key.stream, owner=key.owner, size_bits=key.size_bits
             )
+            metrics.pool_given_back(
+                peer=key.peer, master_sae=key.master_sae_id, slave_sae=key.slave_sae_id, keys=keys
+            )
+            given += keys
         return given
+
+    async def levels(self) -> dict[tuple[str, str, str], int]:
+        """Keys servable now per (peer node, master SAE, slave SAE) pool of this node."""
+        found: dict[tuple[str, str, str], int] = {}
+        for key in list(self._pools):
+            level = await self._store.pool_level(
+                stream=key.stream, owner=key.owner, size_bits=key.size_bits
+            )
+            labels = (key.peer, key.master_sae_id, key.slave_sae_id)
+            found[labels] = found.get(labels, 0) + level.keys
+        return found
 
     def capacity_of(self, stream: str) -> StreamCounts | None:
         """The stream's counts as the pools last read them."""

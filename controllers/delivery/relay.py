@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from controllers import metrics
 from controllers.delivery.api import (
     DeliveryError,
     InsufficientKeys,
@@ -522,6 +523,9 @@ class Relay:
             except UnknownStreamError:
                 continue
         if dropped:
+            metrics.relay_aborted(
+                role="repeater" if holding - incoming else "destination", reason="Aborted"
+            )
             log.info(
                 "relay %s aborted by node %s: dropped %d keys held for it",
                 relay_id,

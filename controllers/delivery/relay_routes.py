@@ -3,7 +3,9 @@ prepare, commit and abort, served by ``controllers.delivery.relay.Relay``. ``rel
 builds them for ``controllers.channel.init_channel_app``. Every body is read with
 ``qss_api.wire.decode`` before anything else happens; a bad one is a 400 that names its problems
 and changes nothing. The caller is the node the channel authenticated: a prepare must come over
-a stream whose link leads to it, from the node before this one on the path.
+a stream whose link leads to it, from the node before this one on the path. A prepare answered
+counts the relayed keys by this node's role on the path, one refused the abort by its reason
+(``controllers.metrics``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel
 
+from controllers import metrics
 from controllers.channel import peer_node
 from controllers.delivery.krp import HandOverUnavailable, refusal
 from controllers.delivery.relay import Relay, RelayRefusal
@@ -55,12 +58,20 @@ def relay_routes(relay: Relay) -> web.RouteTableDef:
                     f"key stream {message.stream!r} does not lead to node {caller}",
                 )
             return refusal(404, "UnknownStream", f"key stream {message.stream!r} is not known here")
+        role: metrics.RelayRole = (
+            "destination" if message.hop == len(message.path) - 1 else "repeater"
+        )
         try:
-            return _json(await relay.on_prepare(message, caller))
+            answer = await relay.on_prepare(message, caller)
         except RelayRefusal as exc:
+            if exc.status != 503:  # 503: nothing held, the node before tries again
+                metrics.relay_aborted(role=role, reason=exc.reason)
             return refusal(exc.status, exc.reason, exc.message)
         except UnknownStreamError as exc:
+            metrics.relay_aborted(role=role, reason="UnknownStream")
             return refusal(404, "UnknownStream", str(exc))
+        metrics.relayed(role=role, keys=len(message.key_ids))
+        return _json(answer)
 
     @routes.post(COMMIT_PATH)
     async def commit(request: web.Request) -> web.Response:

@@ -14,6 +14,11 @@ say which stream the keys came from), never a second delivery. Nothing is held f
 has a deadline (``hold_seconds``), so a request deleted mid-way needs no finalizer. A request
 fails, with a condition that says why, when its timeout passes, or at once when waiting cannot
 help; a hold it certainly did not write goes back.
+
+Its two ends are the service's metrics boundary (``controllers.metrics``): a request served
+counts its keys and its latency (from its startTime to Ready), a failed one its reason; a
+request that failed for want of keys (InsufficientKeys, SlaveBacklog) is also a Warning Event
+on it.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from controllers.delivery.api import DeliveryError, KeyConflict
+from controllers import metrics
+from controllers.delivery.api import SCARCITY_REASONS, DeliveryError, KeyConflict
 from controllers.delivery.messages import HandOver
 from controllers.delivery.pools import PoolKey
 from controllers.delivery.service import NodeKeyDelivery, Placed, delivered
 from controllers.delivery.upkeep import Upkeep
+from controllers.events import EventSink, Regarding
 from controllers.keyrequests import (
     ANNOTATION_PEER,
     ANNOTATION_STREAM,
@@ -43,7 +50,7 @@ from controllers.keyrequests import (
 )
 from controllers.keystore import Key, Notice
 from controllers.kube import Kube, NotFoundError, SecretRecord
-from qss_api import KEYREQUESTS
+from qss_api import KEYREQUESTS, KIND_KEYREQUEST
 
 log = logging.getLogger("controllers.delivery.requests")
 
@@ -80,10 +87,16 @@ class RequestFailed(Exception):
 class Outcome:
     key_ids: tuple[str, ...]
     peer_node: str
+    master_sae: str
+    slave_sae: str
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _parse_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 class KeyRequestService:
@@ -95,8 +108,10 @@ class KeyRequestService:
         saes: Iterable[Registration],
         upkeep: Upkeep,
         fetch_window_seconds: float,
+        events: EventSink | None = None,
     ) -> None:
         self._delivery = delivery
+        self._events = events
         self._kube = kube
         self._saes = saes
         self._upkeep = upkeep
@@ -139,6 +154,13 @@ class KeyRequestService:
             generation=request.generation,
         )
         await self._write_status(request, status)
+        metrics.keyrequest_served(
+            role=request.role,
+            master_sae=outcome.master_sae,
+            slave_sae=outcome.slave_sae,
+            keys=len(outcome.key_ids),
+            seconds=(_now() - _parse_time(started)).total_seconds(),
+        )
         log.info(
             "KeyRequest %s/%s: %d keys delivered in Secret %s",
             request.namespace,
@@ -239,7 +261,12 @@ class KeyRequestService:
         await self._delivery.commit(stream=stream, hold_id=request.uid, notice=notice)
         if notice is not None:
             self._upkeep.kick()
-        return Outcome(key_ids=key_ids, peer_node=peer)
+        master, slave = (
+            (sae_id, request.slave_sae_id)
+            if request.role == "Master"
+            else (request.master_sae_id, sae_id)
+        )
+        return Outcome(key_ids=key_ids, peer_node=peer, master_sae=master, slave_sae=slave)
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -309,6 +336,19 @@ class KeyRequestService:
             generation=request.generation,
         )
         await self._write_status(request, status)
+        metrics.keyrequest_failed(role=request.role, reason=reason)
+        if reason in SCARCITY_REASONS and self._events is not None:
+            self._events.record(
+                Regarding(
+                    kind=KIND_KEYREQUEST,
+                    name=request.name,
+                    namespace=request.namespace,
+                    uid=request.uid,
+                ),
+                type="Warning",
+                reason=reason,
+                note=message,
+            )
 
     async def _write_status(self, request: KeyRequestView, status: dict[str, Any]) -> None:
         try:

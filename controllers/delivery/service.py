@@ -21,11 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from controllers import metrics
 from controllers.delivery.api import (
     MAX_KEY_SIZE,
     MAX_KEYS_PER_REQUEST,
     MIN_KEY_SIZE,
     DeliveredKey,
+    DeliveryError,
     InvalidRequest,
     NoRoute,
     PairStatus,
@@ -256,9 +258,14 @@ class NodeKeyDelivery:
         """Relay the hold's keys along ``pool.path`` (``controllers.delivery.relay``): once
         this returns, every node on the path holds its part; on failure nothing stays held."""
         assert self.relay is not None  # route() finds no path without it
-        await self.relay.prepare(
-            relay_id=relay_id, request_id=relay_id, pool=pool, hold=hold, timeout=timeout
-        )
+        try:
+            await self.relay.prepare(
+                relay_id=relay_id, request_id=relay_id, pool=pool, hold=hold, timeout=timeout
+            )
+        except DeliveryError as exc:
+            metrics.relay_aborted(role="source", reason=exc.reason)
+            raise
+        metrics.relayed(role="source", keys=len(hold.keys))
 
     def relay_commit_notice(
         self, *, pool: PoolKey, relay_id: str, key_ids: Sequence[str], hand_over: bool

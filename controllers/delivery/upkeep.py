@@ -6,7 +6,9 @@ Messages (queued by the store in the same step as the change they report) are re
 backoff until the peer answers: a release's answer is applied (``finish_release``); a hand-over,
 a drop notice, or a relay's commit or abort (``controllers.delivery.relay``) is done once
 acknowledged. A hand-over the peer refuses for good (its keys are not held there) or that
-outlived the slave's fetch window is dropped with a warning.
+outlived the slave's fetch window is dropped with a warning. Each sweep's count of master blocks
+given back at their deadline and of keys held for slave SAEs that expired unfetched goes to
+``controllers.metrics``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import logging
 from typing import Any
 
+from controllers import metrics
 from controllers.delivery.messages import (
     DropIndices,
     HandOver,
@@ -101,8 +104,15 @@ class Upkeep:
     async def run_once(self) -> None:
         """One round: deadlines, messages, idle pools."""
         for stream in await self._store.streams():
-            while (await self._store.sweep(stream=stream)).more:
-                pass
+            while True:
+                swept = await self._store.sweep(stream=stream)
+                metrics.swept(
+                    stream=stream,
+                    blocks_expired=swept.released,
+                    slave_keys_expired=swept.expired_held,
+                )
+                if not swept.more:
+                    break
             await self._send_due(stream)
         await self._pools.give_back_idle()
 

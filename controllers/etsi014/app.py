@@ -16,7 +16,9 @@ now or the SAE is not known *yet* (``{message, details}``, ``details[0].retryabl
 trying again may help), 500 with a generic message for anything unexpected.
 
 The handlers only decode, call ``KeyDelivery`` and encode; request parsing lives in
-``requests`` and the documents in ``responses``. No log line carries key material or a
+``requests`` and the documents in ``responses``. Metrics (``controllers.metrics``): each handler
+counts what it served, the middleware every refusal by reason; a refusal for want of keys is
+also told to ``on_scarcity``. No log line carries key material or a
 response body; logs name the request ID, the SAEs, counts and sizes.
 """
 
@@ -24,13 +26,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 from aiohttp import web
 
+from controllers import metrics
 from controllers.delivery.api import (
+    SCARCITY_REASONS,
     DeliveredKey,
     DeliveryError,
     InsufficientKeys,
@@ -67,8 +72,12 @@ DEC_KEYS_PATH: Final = "/api/v1/keys/{master_SAE_ID}/dec_keys"
 DELIVERY: Final[web.AppKey[KeyDelivery]] = web.AppKey("qss_etsi014_delivery")
 AUTHENTICATOR: Final[web.AppKey[SaeAuthenticator]] = web.AppKey("qss_etsi014_authenticator")
 SETTINGS: Final = web.AppKey("qss_etsi014_settings", Etsi014Settings)
+# Told of a request refused for want of keys: (the calling SAE's ID, reason, message).
+ScarcityHook = Callable[[str, str, str], None]
+ON_SCARCITY: Final[web.AppKey[ScarcityHook]] = web.AppKey("qss_etsi014_on_scarcity")
 CALLER: Final = web.RequestKey("qss_etsi014_caller", str)
 REQUEST_ID: Final = web.RequestKey("qss_etsi014_request_id", str)
+STARTED: Final = web.RequestKey("qss_etsi014_started", float)
 
 # What the client did wrong (400) versus what may heal by waiting (503). A client error that
 # says it is retryable (an SAE not known *yet*, while some neighbour has not told us its SAEs)
@@ -144,24 +153,60 @@ def _delivery_error(request: web.Request, exc: DeliveryError) -> web.Response:
     return _error(status, exc.message, [detail])
 
 
+_OPERATIONS: Final[dict[str, metrics.Operation]] = {
+    STATUS_PATH: "status",
+    ENC_KEYS_PATH: "enc_keys",
+    DEC_KEYS_PATH: "dec_keys",
+}
+_HTTP_REASONS: Final = {404: "NotFound", 405: "MethodNotAllowed", 413: "BodyTooLarge"}
+
+
+def _operation(request: web.Request) -> metrics.Operation:
+    resource = request.match_info.route.resource
+    return _OPERATIONS.get(resource.canonical if resource is not None else "", "other")
+
+
+def _refused(request: web.Request, reason: str) -> None:
+    metrics.request_failed(interface="etsi014", operation=_operation(request), reason=reason)
+
+
+def _served(request: web.Request, *, master: str, slave: str, keys: int) -> None:
+    metrics.keys_served(
+        interface="etsi014",
+        operation=_operation(request),
+        master_sae=master,
+        slave_sae=slave,
+        keys=keys,
+        seconds=time.monotonic() - request[STARTED],
+    )
+
+
 @web.middleware
 async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[REQUEST_ID] = str(uuid.uuid4())
+    request[STARTED] = time.monotonic()
     try:
         caller = _authenticate(request)
         if isinstance(caller, web.Response):
+            _refused(request, "Unauthorized")
             return caller
         request[CALLER] = caller
         return await handler(request)
     except RequestError as exc:
+        _refused(request, "BadRequest")
         return _error(400, exc.message, list(exc.details))
     except DeliveryError as exc:
+        _refused(request, exc.reason)
+        if exc.reason in SCARCITY_REASONS and CALLER in request:
+            request.app[ON_SCARCITY](request[CALLER], exc.reason, exc.message)
         return _delivery_error(request, exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        _refused(request, _HTTP_REASONS.get(exc.status, f"Http{exc.status}"))
         return http_error_response(request, exc, serves=_SERVES, headers=_HEADERS)
     except Exception:
+        _refused(request, "InternalError")
         # The cause goes to our log only. Delivery errors and our own messages never carry key
         # material (the delivery contract says so), and tracebacks hold no local variables.
         log.exception(
@@ -181,6 +226,7 @@ async def _status(request: web.Request) -> web.Response:
     master = request[CALLER]
     slave = parse_sae_id(request.match_info["slave_SAE_ID"], parameter="slave_SAE_ID")
     status = await request.app[DELIVERY].pair_status(master_sae_id=master, slave_sae_id=slave)
+    _served(request, master=master, slave=slave, keys=0)
     return _json(status_document(status, master_sae_id=master, slave_sae_id=slave))
 
 
@@ -215,6 +261,7 @@ async def _enc_keys(request: web.Request) -> web.Response:
         timeout=request.app[SETTINGS].get_keys_timeout,
     )
     _check_enc_keys(keys, number=wanted.number, size=size)
+    _served(request, master=master, slave=slave, keys=len(keys))
     log.info(
         "014 request %s: enc_keys delivered %d keys of %d bits to %s (shared with %s)",
         request_id,
@@ -241,6 +288,7 @@ async def _dec_keys(request: web.Request) -> web.Response:
         raise DeliveryContractError(
             f"delivery returned {len(keys)} keys, not the {len(wanted.key_ids)} asked for by ID"
         )
+    _served(request, master=master, slave=slave, keys=len(keys))
     log.info(
         "014 request %s: dec_keys delivered %d keys to %s (from %s)",
         request[REQUEST_ID],
@@ -252,15 +300,23 @@ async def _dec_keys(request: web.Request) -> web.Response:
     return _json(key_container([by_id[key_id] for key_id in wanted.key_ids]))
 
 
+def _ignore(sae_id: str, reason: str, message: str) -> None:
+    pass
+
+
 def init(
     *,
     delivery: KeyDelivery,
     authenticator: SaeAuthenticator,
     settings: Etsi014Settings | None = None,
+    on_scarcity: ScarcityHook | None = None,
 ) -> web.Application:
     """The 014 app: authentication and error middleware and the five routes. Serve it with
-    ``Etsi014Server`` (mutual TLS); over plain HTTP every request is answered 401."""
+    ``Etsi014Server`` (mutual TLS); over plain HTTP every request is answered 401.
+    ``on_scarcity`` hears of every request refused for want of keys (the node posts an Event
+    on the caller's Sae)."""
     app = web.Application(middlewares=[_middleware], client_max_size=MAX_BODY_BYTES)
+    app[ON_SCARCITY] = on_scarcity if on_scarcity is not None else _ignore
     app[DELIVERY] = delivery
     app[AUTHENTICATOR] = authenticator
     app[SETTINGS] = settings if settings is not None else Etsi014Settings()

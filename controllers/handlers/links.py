@@ -4,8 +4,9 @@ A QKDLink is sampled on a timer: its streams' available keys give k_i(t), the pa
 K_i(t) follows, and its state follows its streams; an event marks every state change. Its
 PeerTrusted condition says whether the channel to its peer works (the routing hellos are the
 channel's heartbeat), and LsasVerified whether routing messages from the peer were dropped
-(with a Warning Event for new drops). A KeyStream gets its link's peer and capacity, or a
-LinkNotFound condition (the QKDM owns the rest of the stream's status).
+(with a Warning Event for new drops; another when the peer becomes untrusted or unreachable).
+Each sample also sets the link's metrics (cost, state, trust). A KeyStream gets its link's peer
+and capacity, or a LinkNotFound condition (the QKDM owns the rest of the stream's status).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from typing import Any
 
 import kopf
 
-from controllers.channel import PeerCertificateError
+from controllers import metrics
+from controllers.channel import PeerCertificateError, PeerError
+from controllers.conditions import Condition
+from controllers.events import EventRecorder, Regarding
 from controllers.kube import Kube, NotFoundError
 from controllers.linkstatus import link_status, peer_condition, stream_link_status, streams_of
 from controllers.node import NodeRuntime
@@ -26,6 +30,7 @@ LINK_SAMPLE_SECONDS = 2.0
 # How often a KeyStream's link is looked up again (a link created after its stream, say).
 STREAM_CHECK_SECONDS = 5.0
 _DROPS_SEEN = "lsa_drops_seen"
+_PEER_PROBLEM = "peer_problem"  # the reason of the peer trouble last told in an Event
 
 
 def _kube(memo: kopf.Memo) -> Kube:
@@ -58,21 +63,48 @@ async def sample_link(
         await kube.apply_status(QKDLINKS, name, sample.status)
     except NotFoundError:
         return  # deleted meanwhile
+    metrics.link_sampled(
+        link=name,
+        peer=peer,
+        state=sample.state,
+        cost=float(sample.status["cost"]),
+        available=int(sample.status["availableKeys"]),
+        trusted=trusted["status"] == "True",
+    )
+    events: EventRecorder = memo["events"]
+    link = Regarding.of(body)
     # kopf gives each object its own memo: how many drops this link's Events have told of.
     dropped = drop_event(drops, peer=peer, seen=memo.get(_DROPS_SEEN, 0))
     memo[_DROPS_SEEN] = drops.total
     if dropped is not None:
-        kopf.event(body, type="Warning", reason="LsaDropped", message=dropped)
+        events.record(link, type="Warning", reason="LsaDropped", note=dropped, action="Route")
+    problem_now = _peer_problem(trusted, called)
+    if problem_now is not None and problem_now[0] != memo.get(_PEER_PROBLEM):
+        events.record(link, type="Warning", reason=problem_now[0], note=problem_now[1])
+    memo[_PEER_PROBLEM] = problem_now[0] if problem_now else None
     if sample.changed:
         ready = next(c for c in sample.status["conditions"] if c["type"] == "Ready")
-        kopf.event(
-            body,
+        events.record(
+            link,
             type="Normal" if sample.state == "Up" else "Warning",
             reason=f"Link{sample.state}",
-            message=f"link state {sample.previous_state or 'Unknown'} -> {sample.state}: "
+            note=f"link state {sample.previous_state or 'Unknown'} -> {sample.state}: "
             f"{ready['message']}",
         )
         logger.info("link %s is %s (cost %s)", name, sample.state, sample.status["cost"])
+
+
+def _peer_problem(trusted: Condition, called: PeerError | None) -> tuple[str, str] | None:
+    """(Event reason, note) while the peer is untrusted (PeerTrusted False) or did not answer
+    this node's last routing hello; None while all is well."""
+    if trusted["status"] != "True":
+        return "PeerUntrusted", f"{trusted['reason']}: {trusted['message']}"
+    if called is not None:
+        return (
+            "PeerUnreachable",
+            f"the peer did not answer this node's last hello: {called.message}",
+        )
+    return None
 
 
 @kopf.timer(KEYSTREAMS, interval=STREAM_CHECK_SECONDS, initial_delay=0.0)

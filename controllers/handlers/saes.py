@@ -8,8 +8,9 @@ certificate is refused from then on; its issued Secret goes with it (ownerRefere
 
 What may heal (a Secret not there yet, a duplicate SAE ID, an API error) is retried by kopf with
 a growing delay; a spec that cannot work is a ``kopf.PermanentError``. Status is written with
-server-side apply. Handlers read ``memo["kube"]``, ``memo["settings"]``, ``memo["identity"]``
-and ``memo["local_saes"]``, which ``controllers.main`` sets at start-up.
+server-side apply. Handlers read ``memo["kube"]``, ``memo["settings"]``, ``memo["identity"]``,
+``memo["local_saes"]`` and ``memo["events"]``, which ``controllers.main`` sets at start-up.
+Issuing and revoking credentials are Events.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Final
 
 import kopf
 
+from controllers.events import EventRecorder, Regarding
 from controllers.identity import NodeIdentity
 from controllers.kube import Kube, NotFoundError
 from controllers.saes.reconcile import (
@@ -101,11 +103,12 @@ async def _reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger) -> O
             return outcome  # deleted meanwhile; the delete handler unregisters it
     if outcome.issued_because is not None and outcome.certificate is not None:
         not_after = outcome.certificate.not_valid_after_utc.date().isoformat()
-        kopf.event(
-            body,
+        events: EventRecorder = memo["events"]
+        events.record(
+            Regarding.of(body),
             type="Normal",
             reason="CertificateIssued",
-            message=f"issued a client certificate for SAE {sae.sae_id} into Secret "
+            note=f"issued a client certificate for SAE {sae.sae_id} into Secret "
             f"{sae.secret_name} (serial {serial_hex(outcome.certificate)}, valid until "
             f"{not_after}) because {outcome.issued_because}",
         )
@@ -138,6 +141,7 @@ async def resync_sae(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_:
 
 @kopf.on.delete(SAES)
 async def unregister_sae(
+    body: kopf.Body,
     name: str,
     namespace: str | None,
     spec: kopf.Spec,
@@ -150,3 +154,10 @@ async def unregister_sae(
     async with _one_at_a_time(memo):
         if local.unregister(sae_id=sae_id, namespace=namespace, name=name):
             logger.info("SAE %s unregistered; its certificate is no longer accepted", sae_id)
+            events: EventRecorder = memo["events"]
+            events.record(
+                Regarding.of(body),
+                type="Normal",
+                reason="CredentialRevoked",
+                note=f"SAE {sae_id} is unregistered: its client certificate is no longer accepted",
+            )

@@ -12,6 +12,7 @@ from typing import Any
 
 import kopf
 
+from controllers import metrics
 from controllers.node import NodeRuntime
 from qss_api import KEYSTREAMS, QKDLINKS
 
@@ -24,6 +25,7 @@ async def qkdlink_event(
     if event["type"] == "DELETED":
         node.routing.link_changed(name, None)
         await node.links_changed(name, None)
+        metrics.link_gone(name)
         return
     node.routing.link_changed(name, body)  # its cost (status) feeds the K packet
     known = node.links.get(name)

@@ -169,6 +169,7 @@ class SweepResult:
     released: int  # master blocks that started giving their keys back
     dropped: int  # chunks dropped
     more: bool  # more blocks were due than one call handles
+    expired_held: int = 0  # keys held for slave SAEs dropped unfetched
 
 
 @dataclass(frozen=True, slots=True)

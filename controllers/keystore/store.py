@@ -754,6 +754,7 @@ class KeyStore:
             released=int(reply[2]),
             dropped=int(reply[3]),
             more=bool(reply[4]),
+            expired_held=int(reply[5]),
         )
 
     async def outbox_due(self, *, stream: str, limit: int = 100) -> list[OutboxMessage]:

@@ -7,12 +7,13 @@
 -- - a hold past its deadline is dropped: its request may have delivered the keys or not, so
 --   they must never be served again.
 -- Also forgets acknowledged hand-overs older than a day. ARGV: limit.
--- Reply: {OK, blocks handled, blocks given back, chunks dropped, more due (0/1)}.
+-- Reply: {OK, blocks handled, blocks given back, chunks dropped, more due (0/1),
+--         keys held for slave SAEs dropped}.
 local limit = tonumber(ARGV[1])
 local now = now_ms()
 local base = base_of(meta)
 local due = redis.call('ZRANGE', exp, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
-local released, dropped = 0, 0
+local released, dropped, expired_held = 0, 0, 0
 for _, bid in ipairs(due) do
   local rec = get_block(blk, bid)
   if not rec then
@@ -22,8 +23,11 @@ for _, bid in ipairs(due) do
     released = released + 1
   else
     local bset = block_set(base, bid)
-    dropped = dropped + remove_keys(meta, data, out, kc, bset, redis.call('SMEMBERS', bset),
-      rec.r, 'dropped')
+    local members = redis.call('SMEMBERS', bset)
+    if rec.r == 's' then
+      expired_held = expired_held + #members
+    end
+    dropped = dropped + remove_keys(meta, data, out, kc, bset, members, rec.r, 'dropped')
     delete_block(base, blk, exp, bid)
     if rec.r == 'm' then
       outbox_drop(ob, obq, 'rel:' .. bid)
@@ -31,4 +35,4 @@ for _, bid in ipairs(due) do
   end
 end
 redis.call('ZREMRANGEBYSCORE', done, '-inf', now - 86400000)
-return {OK, #due, released, dropped, #due == limit and 1 or 0}
+return {OK, #due, released, dropped, #due == limit and 1 or 0, expired_held}

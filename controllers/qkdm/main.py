@@ -2,7 +2,9 @@
 
 It watches only its own KeyStream. A kopf daemon runs the pump (device -> store) for as long as
 the KeyStream exists, and a reporter beside it applies the stream's status every
-``status_interval`` seconds, with an event on every state change. SIGTERM stops both and exits 0.
+``status_interval`` seconds, with an Event on every state change, QBER abort and KSID change
+(``controllers.events``). The health port serves ``/healthz`` and the pump's metrics
+(``controllers.qkdm.metrics``). SIGTERM stops both and exits 0.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from typing import Any
 import kopf
 
 from controllers.conditions import merge_conditions
+from controllers.events import EventRecorder, Regarding
+from controllers.health import serving_health
 from controllers.keystore import KeyStore
 from controllers.kube import Kube, NotFoundError, connect
 from controllers.logs import configure_logging
+from controllers.qkdm.metrics import REGISTRY, forget_pump, watch_pump
 from controllers.qkdm.pump import Pump
 from controllers.qkdm.settings import QkdmSettings, SettingsError
 from controllers.qkdm.status import Fault, decide_state, stream_status
@@ -41,8 +46,14 @@ async def _startup(settings: Any, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/qkdm-{qkdm.node_id}"
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.posting.level = logging.WARNING
+    settings.posting.enabled = False  # Events are controllers.events', deduplicated
     memo["kube"] = Kube(api=await connect(qkdm.kubeconfig), field_manager=FIELD_MANAGER)
+    memo["events"] = EventRecorder(
+        api=memo["kube"].api,
+        controller=f"{GROUP}/qkdm",
+        instance=f"qss-qkdm-{qkdm.node_id}-{qkdm.stream}",
+    )
+    memo["events"].start()
     memo["store"] = KeyStore.from_url(qkdm.redis_url)
     # Shared with the daemons: kopf hands each object a shallow copy of this memo.
     memo["pumps"] = {}
@@ -57,6 +68,8 @@ async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
             await _report_stopped(pump, memo["kube"])
     if "store" in memo:
         await memo["store"].aclose()
+    if "events" in memo:
+        await memo["events"].aclose()
     if "kube" in memo:
         await memo["kube"].api.close()
 
@@ -77,10 +90,14 @@ async def serve_stream(
         node_id=settings.node_id, stream_name=name, kube=kube, store=memo["store"], device=device
     )
     memo["pumps"][name] = pump
-    reporter = asyncio.create_task(_report(pump, body, kube, settings.status_interval))
+    watch_pump(pump)
+    reporter = asyncio.create_task(
+        _report(pump, body, kube, memo["events"], settings.status_interval)
+    )
     try:
         await pump.run(stopped)
     finally:
+        forget_pump(pump)
         reporter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
@@ -101,10 +118,16 @@ async def _report_stopped(pump: Pump, kube: Kube) -> None:
         log.info("stream %s: reported stopped", pump.stream_name)
 
 
-async def _report(pump: Pump, body: kopf.Body, kube: Kube, interval: float) -> None:
-    """Apply the stream's status every ``interval`` seconds; post an event on state changes."""
+async def _report(
+    pump: Pump, body: kopf.Body, kube: Kube, events: EventRecorder, interval: float
+) -> None:
+    """Apply the stream's status every ``interval`` seconds; Events on state changes, QBER
+    aborts and KSID changes."""
     last_state: str | None = (body.get("status") or {}).get("state")
     conditions: list[Any] = list((body.get("status") or {}).get("conditions") or [])
+    stream = Regarding.of(body)
+    aborted = pump.aborted
+    ksid: str | None = (body.get("status") or {}).get("ksid")
     while True:
         obs = pump.observation()
         if pump.plan is not None:
@@ -122,13 +145,31 @@ async def _report(pump: Pump, body: kopf.Body, kube: Kube, interval: float) -> N
             logging.getLogger("controllers.qkdm").warning("status not written: %r", exc)
         state, reason, message = decide_state(obs)
         if state != last_state:
-            kopf.event(
-                body,
+            events.record(
+                stream,
                 type="Normal" if state == "Up" else "Warning",
                 reason=f"Stream{state}",
-                message=f"{last_state or 'Unknown'} -> {state} ({reason}): {message}",
+                note=f"{last_state or 'Unknown'} -> {state} ({reason}): {message}",
             )
             last_state = state
+        if pump.aborted > aborted:
+            events.record(
+                stream,
+                type="Warning",
+                reason="StreamAborted",
+                note=f"the QKD device aborted the key stream {pump.aborted - aborted} time(s) "
+                "(QBER too high); moving to the next key stream ID",
+            )
+        if pump.ksid is not None and pump.ksid != ksid:
+            if ksid is not None:
+                events.record(
+                    stream,
+                    type="Normal",
+                    reason="KsidChanged",
+                    note=f"device key stream {ksid} -> {pump.ksid}",
+                )
+            ksid = pump.ksid
+        aborted = pump.aborted
         await asyncio.sleep(interval)
 
 
@@ -153,13 +194,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qss-qkdm: {exc}", file=sys.stderr)
         return 2
     configure_logging()
-    kopf.run(
-        clusterwide=True,
-        standalone=True,
-        liveness_endpoint=settings.health_endpoint,
-        memo=kopf.Memo(settings=settings),
-    )
+    asyncio.run(_operate(settings))
     return 0
+
+
+async def _operate(settings: QkdmSettings) -> None:
+    ready = asyncio.Event()
+    async with serving_health(settings.health_endpoint, ready=ready, registry=REGISTRY):
+        await kopf.operator(
+            clusterwide=True, standalone=True, ready_flag=ready, memo=kopf.Memo(settings=settings)
+        )
 
 
 if __name__ == "__main__":

@@ -178,7 +178,10 @@ class Pump:
     counts: StreamCounts | None = None
     fault: Fault | None = None
     skipped: int = 0  # chunks the device dropped before the QKDM could store them
-    replaced: int = 0  # device key streams replaced since this QKDM started
+    replaced: int = 0  # device key streams replaced (KSID changes) since this QKDM started
+    aborted: int = 0  # of those, streams the device aborted (QBER too high)
+    chunks_stored: int = 0  # chunks taken into the store since this QKDM started
+    bits_stored: int = 0
     ksid: str | None = None  # the device key stream this end is on, once joined
     opened: bool = False  # the device has the stream open at this end
     flowing: bool = False  # keys have arrived since the stream was (re)opened
@@ -385,6 +388,8 @@ class Pump:
                 )
                 cursor += result.stored
                 self.meter.record(result.accepted * plan.chunk_bytes * 8)
+                self.chunks_stored += result.accepted
+                self.bits_stored += result.accepted * plan.chunk_bytes * 8
         finally:
             if ahead is not None:
                 ahead.cancel()
@@ -433,6 +438,7 @@ class Pump:
                 next_epoch=self._successor(epoch),
             )
         if reason == Reason.ABORTED:
+            self.aborted += 1
             raise StreamEnded(
                 f"the device aborted key stream {self.ksid} ({refusal.refusal.message}); "
                 f"opening the next one (epoch {epoch + 1}) once the device allows it",

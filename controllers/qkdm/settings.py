@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from controllers.health import HealthEndpointError, parse_endpoint
 from qss_api import NODE_ID_PATTERN
 
 _DNS_LABEL = re.compile(NODE_ID_PATTERN)
@@ -30,7 +31,7 @@ class QkdmSettings:
     kubeconfig: str | None = None
     # The stream's status is written at most this often (the API server is not a metrics bus).
     status_interval: float = 1.0
-    # kopf's health endpoint.
+    # Liveness at this URL, Prometheus metrics at /metrics beside it (``controllers.health``).
     health_endpoint: str = "http://0.0.0.0:8081/healthz"
 
     def __post_init__(self) -> None:
@@ -44,6 +45,10 @@ class QkdmSettings:
             raise SettingsError("no QKD device: set QSS_QKD_DEVICE_PATH or pass --device")
         if self.status_interval <= 0:
             raise SettingsError("the status interval must be positive")
+        try:
+            parse_endpoint(self.health_endpoint)
+        except HealthEndpointError as exc:
+            raise SettingsError(f"{exc}; set QSS_QKDM_HEALTH_ENDPOINT") from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **cli: str | None) -> QkdmSettings:

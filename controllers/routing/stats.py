@@ -2,7 +2,8 @@
 
 ``controllers.routing.engine.Router`` counts into one ``RoutingStats``; the QKDLink reconciler
 turns ``drops_from(peer)`` into a condition and Events (``controllers.routing.status``), the
-benchmarks read the message counts, and a metrics exporter can read all of it (``as_dict``).
+benchmarks read the message counts, and ``controllers.metrics`` exports all of it when Prometheus
+scrapes (``as_dict``, and the drops per neighbour).
 Nothing here holds key material: an LSA is public routing information.
 """
 

@@ -5,7 +5,9 @@ back when anyone else edits or deletes one (Routes are the routing controller's 
 ``RouteWriter`` compares what it wants (``desired()``, e.g. ``RoutingService.route_objects``)
 with what the Route watch reported (``observe``, called by ``controllers.handlers.routes``) and
 writes the difference through a ``RouteApi``. It is woken by ``changed()`` (the routing table
-changed) and by every watch event; failed writes are retried with a growing delay.
+changed) and by every watch event; failed writes are retried with a growing delay. Each write
+is told to ``on_write(name, before, after)`` if given (``after`` None: deleted), which the node
+turns into Events.
 
 Deleting is held back for ``grace`` seconds after start: a controller that just started has an
 empty table until its neighbours have answered, and would otherwise delete every Route and
@@ -73,8 +75,10 @@ class RouteWriter:
         desired: Callable[[], Mapping[str, Spec]],
         grace: float,
         clock: Callable[[], float] = time.monotonic,
+        on_write: Callable[[str, Spec | None, Spec | None], None] | None = None,
     ) -> None:
         self._api = api
+        self._on_write = on_write
         self._desired = desired
         self._clock = clock
         self._delete_after = clock() + grace
@@ -113,18 +117,23 @@ class RouteWriter:
         while deletions are held back)."""
         desired = self._desired()
         for name, spec in sorted(desired.items()):
-            if self._observed.get(name) != spec:
+            before = self._observed.get(name)
+            if before != spec:
                 await self._api.put(name, spec)
                 self._observed[name] = dict(spec)  # the watch confirms (or corrects) it
                 self.writes += 1
+                if self._on_write is not None:
+                    self._on_write(name, before, spec)
                 log.info("route to SAE %s: %s", spec.get("saeID"), _describe(spec))
         extra = sorted(set(self._observed) - set(desired))
         if extra and self._clock() < self._delete_after:
             return False
         for name in extra:
             await self._api.delete(name)
-            self._observed.pop(name, None)
+            before = self._observed.pop(name, None)
             self.deletes += 1
+            if self._on_write is not None:
+                self._on_write(name, before, None)
             log.info("Route %s deleted: no reachable SAE of that name", name)
         return True
 

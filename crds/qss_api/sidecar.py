@@ -25,6 +25,9 @@ TOKEN_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
 # The sidecar's ETSI GS QKD 014 endpoint on the pod's loopback (plain HTTP: only containers of
 # the pod share that loopback).
 DEFAULT_KEY_API_PORT: Final = 8014
+# The sidecar's Prometheus /metrics on the pod's IP, when the webhook is configured with a port
+# for it (QSS_SIDECAR_METRICS_PORT); a PodMonitor finds it by this container port name.
+METRICS_PORT_NAME: Final = "qss-metrics"
 
 # Environment variables the webhook sets and the sidecar reads (``SidecarSettings.from_env``).
 ENV_ROLE: Final = "QSS_SIDECAR_ROLE"  # master or slave
@@ -39,6 +42,7 @@ ENV_KEYS_DIR: Final = "QSS_SIDECAR_KEYS_DIR"
 ENV_CREDENTIALS_DIR: Final = "QSS_SIDECAR_CREDENTIALS_DIR"
 ENV_KEY_API_URL: Final = "QSS_SIDECAR_KEY_API_URL"  # the node's ETSI 014 API
 ENV_LISTEN_PORT: Final = "QSS_SIDECAR_LISTEN_PORT"  # the loopback 014 endpoint
+ENV_METRICS_PORT: Final = "QSS_SIDECAR_METRICS_PORT"  # /metrics on all addresses; unset: none
 ENV_POD_NAME: Final = "QSS_POD_NAME"
 ENV_POD_NAMESPACE: Final = "QSS_POD_NAMESPACE"
 ENV_POD_UID: Final = "QSS_POD_UID"

@@ -1,13 +1,21 @@
-"""Prometheus-style ``/metrics`` and a ``/healthz`` for the device plugin, over aiohttp.
+"""Prometheus ``/metrics`` and a ``/healthz`` for the device plugin, over aiohttp.
 
 ``main`` builds the app with :func:`init` when ``--metrics-address`` is set; the servicer and the
-lifecycle bump the :class:`Counters` they are given. The text format is written by hand: a
-handful of gauges and counters do not justify a client library.
+lifecycle bump the :class:`Counters` they are given, and the inventory holds each device's
+health. Both are read when Prometheus scrapes (``PluginCollector``), through prometheus_client's
+registry and exposition: allocations and their refusals, registrations with the kubelet and
+failed attempts, which resources are registered now, and each device's health. Labels are
+device IDs, QKD link names and resource names from the plugin's configuration; no device path.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from device_plugin.inventory import Inventory
 
@@ -24,53 +32,72 @@ class Counters:
 
 
 INVENTORY_KEY = web.AppKey("inventory", Inventory)
-COUNTERS_KEY = web.AppKey("counters", Counters)
+
+
+class PluginCollector(Collector):
+    """The plugin's counters and its devices' health, as they are at scrape time."""
+
+    def __init__(self, *, inventory: Inventory, counters: Counters) -> None:
+        self._inventory, self._counters = inventory, counters
+
+    def collect(self) -> Iterator[Metric]:
+        counters, states = self._counters, self._inventory.snapshot.values()
+        healthy = sum(1 for s in states if s.healthy)
+        devices = GaugeMetricFamily(
+            "qss_device_plugin_devices",
+            "QKD devices offered to the kubelet, by health.",
+            labels=["health"],
+        )
+        devices.add_metric(["healthy"], healthy)
+        devices.add_metric(["unhealthy"], len(states) - healthy)
+        yield devices
+        device_healthy = GaugeMetricFamily(
+            "qss_device_plugin_device_healthy",
+            "1 while the device passed its last health probe, else 0.",
+            labels=["device", "link"],
+        )
+        for state in sorted(states, key=lambda s: s.device.id):
+            device_healthy.add_metric([state.device.id, state.device.link], int(state.healthy))
+        yield device_healthy
+        registered = GaugeMetricFamily(
+            "qss_device_plugin_registered",
+            "1 while the resource is registered with the kubelet.",
+            labels=["resource"],
+        )
+        for resource in sorted(counters.registered):
+            registered.add_metric([resource], 1)
+        yield registered
+        for name, documentation, value in (
+            ("registrations", "Successful registrations with the kubelet.", counters.registrations),
+            (
+                "registration_failures",
+                "Failed attempts to serve or register.",
+                counters.registration_failures,
+            ),
+            ("allocations", "Containers given devices by Allocate.", counters.allocations),
+            ("allocation_errors", "Allocate calls refused.", counters.allocation_errors),
+        ):
+            yield CounterMetricFamily(f"qss_device_plugin_{name}", documentation, value=value)
+
+
+def registry(*, inventory: Inventory, counters: Counters) -> CollectorRegistry:
+    """The plugin's metrics and the process's own (CPU, memory, file descriptors, GC)."""
+    collectors = CollectorRegistry()
+    collectors.register(PluginCollector(inventory=inventory, counters=counters))
+    ProcessCollector(registry=collectors)
+    PlatformCollector(registry=collectors)
+    GCCollector(registry=collectors)
+    return collectors
 
 
 def init(*, inventory: Inventory, counters: Counters) -> web.Application:
     """The aiohttp application serving ``/metrics`` and ``/healthz``."""
     app = web.Application()
     app[INVENTORY_KEY] = inventory
-    app[COUNTERS_KEY] = counters
-    app.router.add_get("/metrics", _metrics)
+    metrics = registry(inventory=inventory, counters=counters)
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics, disable_compression=True))
     app.router.add_get("/healthz", _healthz)
     return app
-
-
-def render(inventory: Inventory, counters: Counters) -> str:
-    """The metrics in the Prometheus text exposition format."""
-    states = inventory.snapshot.values()
-    healthy = sum(1 for s in states if s.healthy)
-    lines = [
-        "# HELP qss_device_plugin_devices QKD devices offered to the kubelet, by health.",
-        "# TYPE qss_device_plugin_devices gauge",
-        f'qss_device_plugin_devices{{health="healthy"}} {healthy}',
-        f'qss_device_plugin_devices{{health="unhealthy"}} {len(states) - healthy}',
-        "# HELP qss_device_plugin_registered 1 while the resource is registered with the kubelet.",
-        "# TYPE qss_device_plugin_registered gauge",
-        *(f'qss_device_plugin_registered{{resource="{r}"}} 1' for r in sorted(counters.registered)),
-    ]
-    for name, help_text, value in (
-        ("registrations", "Successful registrations with the kubelet.", counters.registrations),
-        (
-            "registration_failures",
-            "Failed attempts to serve or register.",
-            counters.registration_failures,
-        ),
-        ("allocations", "Containers given devices by Allocate.", counters.allocations),
-        ("allocation_errors", "Allocate calls refused.", counters.allocation_errors),
-    ):
-        lines += [
-            f"# HELP qss_device_plugin_{name}_total {help_text}",
-            f"# TYPE qss_device_plugin_{name}_total counter",
-            f"qss_device_plugin_{name}_total {value}",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    text = render(request.app[INVENTORY_KEY], request.app[COUNTERS_KEY])
-    return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 async def _healthz(request: web.Request) -> web.Response:

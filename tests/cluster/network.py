@@ -58,6 +58,17 @@ class QssNode:
     qkdms: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # Extra environment of the node's controller (e.g. QSS_DELIVERY_* settings of a test).
     controller_env: dict[str, str] = field(default_factory=dict)
+    # The health ports (/healthz, /metrics) of the controller and of each stream's QKDM.
+    health_port: int = 0
+    qkdm_health_ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def metrics_url(self) -> str:
+        """The controller's Prometheus metrics."""
+        return f"http://127.0.0.1:{self.health_port}/metrics"
+
+    def qkdm_metrics_url(self, stream: str) -> str:
+        return f"http://127.0.0.1:{self.qkdm_health_ports[stream]}/metrics"
 
     @property
     def redis_url(self) -> str:
@@ -143,7 +154,7 @@ class QssNetwork:
         node.redis = None
 
     def start_controller(self, node: QssNode) -> None:
-        port = free_port()
+        port = node.health_port = free_port()
         node.controller = self.plane.spawn(
             f"{node.name}/qss-controller",
             [
@@ -262,7 +273,7 @@ class QssNetwork:
         return pair
 
     def start_qkdm(self, node: QssNode, stream: str, device: Path) -> None:
-        port = free_port()
+        port = node.qkdm_health_ports[stream] = free_port()
         node.qkdms[stream] = self.plane.spawn(
             f"{node.name}/qss-qkdm-{stream}",
             [

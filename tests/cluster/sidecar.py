@@ -49,12 +49,17 @@ class SidecarPod:
     keys_dir: Path
     port: int
     log: Path
+    metrics_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     exits: list[int] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def cluster(self) -> Cluster:
@@ -153,7 +158,7 @@ def sidecar_pod(
     sae_id = cluster.kubectl(
         "get", "sae", injection.sae, "-n", namespace, "-o", "jsonpath={.spec.saeID}"
     ).stdout
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     container = sidecar_container(
         injection,
         SaeRecord(
@@ -164,7 +169,10 @@ def sidecar_pod(
         ),
         AppUser(uid=os.getuid(), gid=None),
         InjectorConfig(
-            sidecar_image="kube-qss:test", key_api_url=qss_node.key_api_url, key_api_port=port
+            sidecar_image="kube-qss:test",
+            key_api_url=qss_node.key_api_url,
+            key_api_port=port,
+            metrics_port=metrics_port,
         ),
     )
     env = _resolve(
@@ -189,6 +197,7 @@ def sidecar_pod(
         keys_dir=keys,
         port=port,
         log=directory / "qss-sidecar.log",
+        metrics_port=metrics_port,
     )
 
 

@@ -4,7 +4,8 @@
 (``python -m tests.integration.sae_operator ...``) against a real API server. It imports only
 ``controllers.handlers.saes`` (so no other reconciler runs), configures kopf the way
 ``controllers.main`` does, and fills the memo the handlers read: ``kube``, ``settings``,
-``identity`` (the node's CA and certificate from ``ensure_node_identity``) and ``local_saes``.
+``identity`` (the node's CA and certificate from ``ensure_node_identity``), ``local_saes`` and
+``events``.
 It watches only the namespaces matching ``--watch``, so tests can also drive the reconcile
 functions directly in other namespaces without the operator interfering.
 """
@@ -19,6 +20,7 @@ from typing import Any
 import kopf
 
 import controllers.handlers.saes  # noqa: F401  (registers the Sae handlers with kopf)
+from controllers.events import EventRecorder
 from controllers.identity import ensure_node_identity
 from controllers.kube import Kube, connect
 from controllers.saes.registry import LocalSaes
@@ -36,17 +38,23 @@ async def _startup(settings: Any, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/controller"
     settings.watching.server_timeout = node.watch_server_timeout
     settings.watching.client_timeout = node.watch_client_timeout
-    settings.posting.level = logging.WARNING
+    settings.posting.enabled = False
     api = await connect(node.kubeconfig)
     memo["kube"] = Kube(api=api, field_manager="qss-controller")
     memo["identity"] = await ensure_node_identity(
         api, namespace=node.namespace, node_id=node.node_id
     )
     memo["local_saes"] = LocalSaes()
+    memo["events"] = EventRecorder(
+        api=api, controller=f"{GROUP}/controller", instance=f"sae-operator-{node.node_id}"
+    )
+    memo["events"].start()
 
 
 @kopf.on.cleanup()
 async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "events" in memo:
+        await memo["events"].aclose()
     kube: Kube | None = memo.get("kube")
     if kube is not None:
         await kube.api.close()

@@ -4,7 +4,8 @@
 
 A KeyRequest on node-a for an SAE on node-c gives byte-identical Secrets on node-a and node-c
 and nothing on node-b; ETSI 014 enc_keys on node-a and dec_keys on node-c; each link's streams
-spend exactly the keys, pads and tag keys the relay needs. node-b's controller killed with
+spend exactly the keys, pads and tag keys the relay needs, and each node's metrics count the
+relayed keys in its role (source, repeater, destination). node-b's controller killed with
 kill -9 while it is mid-relay (it holds the relay's keys and pads and waits for node-c, which
 is paused to keep it there): nothing is delivered anywhere, every hold on the path is released
 once node-b is back, and a new request succeeds. No key material in any log, event or status.
@@ -40,6 +41,7 @@ from tests.integration.helpers import (
     phase_of,
     secret_keys,
 )
+from tests.metrics import scrape
 
 A, B, C = "node-a", "node-b", "node-c"
 LINE = load_topology(REPO_ROOT / "examples" / "topologies" / "line3.yaml").renamed(
@@ -127,6 +129,7 @@ async def test_keyrequest_for_an_sae_two_hops_away_gives_identical_secrets_and_n
     line: QssNetwork, stores: dict[str, KeyStore]
 ) -> None:
     before = await counts(stores)
+    scraped = {n: scrape(line.nodes[n].metrics_url) for n in (A, B, C)}
     done = relayed_request(line, number=10)
     status = done.status
     assert status["phase"] == "Ready", status
@@ -154,6 +157,26 @@ async def test_keyrequest_for_an_sae_two_hops_away_gives_identical_secrets_and_n
     assert consumed == {(A, AB): 10, (B, AB): 10, (B, BC): 10 + tag, (C, BC): 10 + tag}
     assert all(after[k].dropped == before[k].dropped for k in after)
     assert all(after[k].holding == 0 for k in after)
+    # Each node counts the ten relayed keys in its role on the path, the two ends the keys
+    # each served.
+    for node, role in ((A, "source"), (B, "repeater"), (C, "destination")):
+        page = scrape(line.nodes[node].metrics_url)
+        relayed = page.value("qss_relayed_keys_total", role=role) - scraped[node].value(
+            "qss_relayed_keys_total", role=role
+        )
+        assert relayed == 10, (node, role)
+    for node, operation in ((A, "get_key"), (C, "get_key_with_ids")):
+        served = {"interface": "keyrequest", "operation": operation, "slave_sae": CAROL}
+
+        def moved(node: str = node, served: dict[str, str] = served) -> bool:
+            page = scrape(line.nodes[node].metrics_url)
+            return (
+                page.value("qss_keys_served_total", **served)
+                - scraped[node].value("qss_keys_served_total", **served)
+                == 10
+            )
+
+        eventually(moved, what=f"{node}'s served keys")  # node-c counts after its Ready
 
 
 async def test_enc_keys_on_a_and_dec_keys_on_c(line: QssNetwork) -> None:

@@ -35,6 +35,7 @@ from tests.cluster.sidecar import (
     wait_listening,
 )
 from tests.integration.helpers import eventually, kubectl_json
+from tests.metrics import scrape
 
 pytestmark = pytest.mark.cluster
 
@@ -195,6 +196,30 @@ def test_master_and_slave_hold_the_same_keys_under_the_same_ids_refreshed_within
     for role in ("master", "slave"):
         assert all(len(s.keys) <= MAX_KEYS for s in pair.monitor.seen[role]), role
     assert max(len(s.keys) for s in pair.monitor.seen["master"]) == MAX_KEYS
+
+
+def test_metrics_count_rotations_and_keys_written_and_carry_no_key(pair: Pair) -> None:
+    eventually(lambda: in_sync(pair), timeout=90, what="the slave holding the master's newest key")
+    master = scrape(pair.master.metrics_url)
+    rotations = master.value("qss_sidecar_rotations_total")
+    assert rotations >= 1
+    # Every master request asks for KEY_NUMBER keys; each delivered one is one rotation.
+    assert master.value("qss_sidecar_keys_written_total") == rotations * KEY_NUMBER
+    assert 1 <= master.value("qss_sidecar_keys_held") <= MAX_KEYS
+    eventually(
+        lambda: scrape(pair.master.metrics_url).value("qss_sidecar_rotations_total") > rotations,
+        timeout=30,
+        what="the next rotation counted",
+    )
+    slave = scrape(pair.slave.metrics_url)
+    assert slave.value("qss_sidecar_rotations_total") >= 1
+    assert slave.value("qss_sidecar_keys_written_total") >= KEY_NUMBER
+    for pod, page in ((pair.master, master), (pair.slave, slave)):
+        snapshot = read_snapshot(pod.keys_dir)
+        assert snapshot is not None
+        for key_id, material in snapshot.keys.items():
+            assert key_id not in page.text
+            assert material.hex() not in page.text
 
 
 def test_files_are_owner_read_only_and_current_names_the_newest_key(pair: Pair) -> None:

@@ -33,6 +33,7 @@ from tests.cluster.webhook import (
     wait_for_service_account,
 )
 from tests.integration.helpers import eventually, kubectl_json
+from tests.metrics import Page, scrape
 from tests.webhook_cases import APP_UID, BAD_PODS, PEER_SAE_ID, SAE, SAE_ID, BadPod, annotated_pod
 from webhooks.tls import ServingNames, create_ca, issue_serving, signed_by
 
@@ -265,6 +266,30 @@ def test_after_the_bad_pods_the_webhook_is_up_and_logged_no_error(
     log = webhook.log.read_text()
     assert "Traceback" not in log
     assert " ERROR " not in log
+
+
+def test_metrics_on_the_https_port_count_admissions_by_outcome(
+    webhook_cluster: Cluster, namespace: str, webhook: RunningWebhook
+) -> None:
+    def page() -> Page:
+        return scrape(f"{webhook.url}/metrics", context=webhook.trusted_context())
+
+    before = page()
+    assert injected(created(webhook_cluster, namespace, annotated_pod(name())))
+    assert create(webhook_cluster, namespace, BAD_PODS[0].pod(name())).returncode != 0
+    after = page()
+    for outcome in ("injected", "denied"):
+        delta = after.value("qss_webhook_admissions_total", outcome=outcome) - before.value(
+            "qss_webhook_admissions_total", outcome=outcome
+        )
+        assert delta == 1, outcome
+        count = "qss_webhook_admission_duration_seconds_count"
+        assert after.value(count, outcome=outcome) == before.value(count, outcome=outcome) + 1
+    assert after.value("qss_webhook_admissions_total", outcome="error") == before.value(
+        "qss_webhook_admissions_total", outcome="error"
+    )
+    assert namespace not in after.text  # no pod, namespace or SAE in a label
+    assert SAE_ID not in after.text
 
 
 def test_serving_certificates_rotate_by_themselves_while_pods_are_admitted(

@@ -18,6 +18,7 @@ import yaml
 from tests.cluster.localcluster import Cluster
 from tests.cluster.realnetwork import DEVICE_PLUGIN_NAMESPACE, NAMESPACE, RealQssNetwork
 from tests.integration.helpers import eventually
+from tests.metrics import parse
 from tests.realnode.helpers import (
     allocatable,
     apply_json,
@@ -201,10 +202,7 @@ def _registrations(cluster: Cluster) -> int:
             text = response.read().decode()
     except OSError:
         return -1
-    (line,) = [
-        x for x in text.splitlines() if x.startswith("qss_device_plugin_registrations_total")
-    ]
-    return int(line.split()[1])
+    return int(parse(text).value("qss_device_plugin_registrations_total"))
 
 
 def _plugin_config(cluster: Cluster) -> dict[str, Any]:

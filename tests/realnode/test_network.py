@@ -6,6 +6,7 @@ KeyStream owns."""
 from __future__ import annotations
 
 import json
+import urllib.request
 from typing import Any
 
 import pytest
@@ -13,7 +14,8 @@ import pytest
 from tests.cluster.localcluster import REPO_ROOT, Cluster
 from tests.cluster.realnetwork import NAMESPACE, RealQssNetwork
 from tests.integration.helpers import eventually, get, keyrequest, phase_of, secret_keys
-from tests.realnode.helpers import apply_json, pod_manifest, run_to_completion, unique
+from tests.metrics import scrape
+from tests.realnode.helpers import apply_json, pod_manifest, run_to_completion, running_pod, unique
 
 pytestmark = pytest.mark.realnode
 
@@ -181,3 +183,35 @@ def test_a_new_keystream_gets_its_qkdm_and_deleting_it_removes_the_qkdm(
         cluster.kubectl("delete", "keystream", name, "--wait=false")
 
     eventually(lambda: deployment not in _qkdm_deployments(cluster), 120, "the QKDM to go")
+
+
+def test_controller_and_qkdm_pods_serve_metrics_and_healthz_on_their_health_ports(
+    real_network: RealQssNetwork,
+) -> None:
+    """The manifests' health ports serve /healthz (the probes) and /metrics (the monitors)."""
+    a = real_network.clusters["node-a"]
+    controller = running_pod(a, NAMESPACE, "app.kubernetes.io/name=kube-qss-controller")
+    qkdm = running_pod(a, NAMESPACE, "qss.dev/keystream=node-a-node-b")
+    name = keyrequest(a, "default", sae="alice", slaveSaeID="bob", number=3, size=256)
+    status = eventually(lambda: phase_of(a, name, "default"), 120, "the master request")
+    assert status["phase"] == "Ready", status
+    for pod, port in ((controller, 8080), (qkdm, 8081)):
+        base = f"http://{pod['status']['podIP']}:{port}"
+        with urllib.request.urlopen(f"{base}/healthz", timeout=10) as answer:
+            assert answer.status == 200
+    page = scrape(f"http://{controller['status']['podIP']}:8080/metrics")
+    served = page.value(
+        "qss_keys_served_total",
+        interface="keyrequest",
+        operation="get_key",
+        master_sae="alice",
+        slave_sae="bob",
+    )
+    assert served >= 3
+    assert page.value("qss_link_state", link="node-b", state="Up") == 1
+    stream = scrape(f"http://{qkdm['status']['podIP']}:8081/metrics")
+    assert stream.value("qss_stream_ingested_bits_total", stream="node-a-node-b", node="node-a") > 0
+    keys = secret_keys(a, status["secretName"], "default")
+    for key_id in keys:
+        assert key_id not in page.text
+        assert key_id not in stream.text

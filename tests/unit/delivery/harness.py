@@ -28,6 +28,7 @@ from controllers.delivery.service import NodeKeyDelivery
 from controllers.delivery.settings import DeliverySettings
 from controllers.delivery.topology import Topology
 from controllers.delivery.upkeep import Upkeep
+from controllers.events import EventSink
 from controllers.identity import NodeIdentity
 from controllers.keystore import Chunk, KeyStore
 from controllers.qkdm.ids import chunk_id
@@ -118,6 +119,7 @@ async def start_node(
     capacity: int,
     ca: pki.Credentials | None = None,
     port: int = 0,
+    events: EventSink | None = None,
 ) -> Node:
     store = KeyStore.from_url(redis_url)
     await store.configure_stream(stream=STREAM, capacity=capacity, chunk_bytes=CHUNK_BYTES)
@@ -150,6 +152,7 @@ async def start_node(
                 local_saes=saes,
                 handover=handovers,
                 settings=settings,
+                events=events,
             )
         ],
     )

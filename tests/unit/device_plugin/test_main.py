@@ -15,6 +15,7 @@ import pytest
 
 from device_plugin.config import DeviceConfig, DeviceEntry, DeviceKind, Settings
 from device_plugin.main import parse_settings
+from tests.metrics import parse
 from tests.unit.device_plugin.harness import SOON, StubKubelet, fast_settings, start_plugin
 from tests.waiting import eventually_async
 
@@ -182,11 +183,15 @@ async def test_serve_answers_metrics_on_the_metrics_address(
         url = f"http://127.0.0.1:{port}/metrics"
         registered = 'qss_device_plugin_registered{resource="qss.dev/qkd-a-b"} 1'
 
-        async def shows_registered() -> bool:
+        async def shows_registered() -> str | None:
             # The kubelet sees the registration before the plugin's Register call returns.
             async with aiohttp.ClientSession() as session, session.get(url) as response:
-                return registered in await response.text()
+                text = await response.text()
+            return text if registered in text else None
 
-        await eventually_async(shows_registered, timeout=10, what="registered=1 in /metrics")
+        text = await eventually_async(shows_registered, timeout=10, what="registered in /metrics")
+        page = parse(text)
+        assert page.value("qss_device_plugin_registered", resource="qss.dev/qkd-a-b") == 1
+        assert page.value("qss_device_plugin_registrations_total") == 1
     finally:
         await plugin.stop()

@@ -6,6 +6,7 @@ when it does not, Allocate and GetPreferredAllocation, and re-registration after
 
 import asyncio
 import itertools
+import socket
 from pathlib import Path
 
 import grpc
@@ -14,6 +15,7 @@ import pytest
 from device_plugin.api import HEALTHY, UNHEALTHY, VERSION, pb
 from device_plugin.config import DeviceConfig, DeviceEntry, DeviceKind, DiscoveryRule
 from qss_api import RESOURCE_QKD_DEVICE, qkd_resource
+from tests.metrics import scrape
 from tests.unit.device_plugin.harness import (
     SOON,
     Connect,
@@ -423,3 +425,32 @@ async def test_stopping_the_plugin_removes_its_socket(
     assert plugin.task.done()
     assert plugin.task.exception() is None
     assert not plugin.socket_path.exists()
+
+
+async def test_metrics_count_allocations_refusals_registration_and_device_health(
+    kubelet: StubKubelet, run_plugin: RunPlugin, sim_device: SimDeviceFactory, connect: Connect
+) -> None:
+    await sim_device("qkd-a")
+    sick = await sim_device("qkd-b")
+    sick.healthy = False
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    plugin = await run_plugin(
+        config(sim("qkd-a", "alice-bob"), sim("qkd-b", "alice-bob")),
+        metrics_address=f"127.0.0.1:{port}",
+    )
+    await kubelet.next_registration()
+    client = connect(plugin.socket_path)
+    await client.stub.Allocate(allocate_request(["qkd-a"], ["qkd-a"]), timeout=SOON)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await client.stub.Allocate(allocate_request(["qkd-b"]), timeout=SOON)
+
+    page = await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
+
+    assert page.value("qss_device_plugin_allocations_total") == 2  # one per container
+    assert page.value("qss_device_plugin_allocation_errors_total") == 1
+    assert page.value("qss_device_plugin_registrations_total") == 1
+    assert page.value("qss_device_plugin_registered", resource="qss.dev/qkd-alice-bob") == 1
+    assert page.value("qss_device_plugin_device_healthy", device="qkd-a", link="alice-bob") == 1
+    assert page.value("qss_device_plugin_device_healthy", device="qkd-b", link="alice-bob") == 0

@@ -205,6 +205,8 @@ class Kme:
     authenticator: FingerprintAuthenticator
     server: Etsi014Server
     credentials: dict[str, pki.Credentials] = field(default_factory=dict)
+    # What the app told its on_scarcity hook: (calling SAE, reason, message).
+    scarcity: list[tuple[str, str, str]] = field(default_factory=list)
     _clients: list[Etsi014Client] = field(default_factory=list)
 
     def register_sae(self, sae_id: str) -> pki.Credentials:
@@ -251,10 +253,16 @@ async def kme(node_ca: pki.Credentials) -> AsyncIterator[Kme]:
     delivery.link("sae-b", "sae-a")
     authenticator = FingerprintAuthenticator()
     settings = Etsi014Settings(host="127.0.0.1", port=0, get_keys_timeout=GET_KEYS_TIMEOUT)
-    app = init(delivery=delivery, authenticator=authenticator, settings=settings)
+    told: list[tuple[str, str, str]] = []
+    app = init(
+        delivery=delivery,
+        authenticator=authenticator,
+        settings=settings,
+        on_scarcity=lambda *scarce: told.append(scarce),
+    )
     server = Etsi014Server(app, identity=identity, settings=settings)
     await server.start()
-    kme = Kme(node_ca, identity, delivery, authenticator, server)
+    kme = Kme(node_ca, identity, delivery, authenticator, server, scarcity=told)
     kme.register_sae("sae-a")
     kme.register_sae("sae-b")
     try:

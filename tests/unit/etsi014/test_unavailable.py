@@ -16,6 +16,7 @@ from controllers.delivery.api import (
     InsufficientKeys,
     NoRoute,
     PeerUnreachable,
+    SlaveBacklog,
 )
 from controllers.etsi014.app import MAX_BODY_BYTES
 from tests.etsi014_client import Etsi014Error
@@ -57,6 +58,24 @@ async def test_delivery_failures_that_may_heal_are_503(kme: Kme, exc: DeliveryEr
     assert error.message == exc.message
     assert error.details[0]["reason"] == exc.reason
     assert error.details[0]["request_id"] == kme.delivery.calls[-1][1]["request_id"]
+
+
+async def test_a_refusal_for_want_of_keys_is_told_with_the_caller_and_no_other_is(
+    kme: Kme,
+) -> None:
+    kme.delivery.fail_with = PeerUnreachable("node-b did not answer in time")
+    await _error(kme.sae("sae-a").enc_keys("sae-b", number=1), 503)
+    assert kme.scarcity == []
+    for exc in (
+        InsufficientKeys("only 3 keys of 256 bits towards sae-b"),
+        SlaveBacklog("node-b holds as many keys for slave SAEs as it may"),
+    ):
+        kme.delivery.fail_with = exc
+        await _error(kme.sae("sae-a").enc_keys("sae-b", number=1), 503)
+    assert kme.scarcity == [
+        ("sae-a", "InsufficientKeys", "only 3 keys of 256 bits towards sae-b"),
+        ("sae-a", "SlaveBacklog", "node-b holds as many keys for slave SAEs as it may"),
+    ]
 
 
 async def test_dec_keys_with_the_peer_unreachable_is_503(kme: Kme) -> None:

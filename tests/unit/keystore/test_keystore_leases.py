@@ -182,3 +182,25 @@ async def test_a_message_put_off_is_not_due_until_later(store: KeyStore) -> None
     assert again == [message]
     await store.outbox_done(stream=STREAM, message_id=message.message_id)
     assert await store.outbox_due(stream=STREAM) == []
+
+
+async def test_a_sweep_counts_the_keys_held_for_a_slave_that_expired_and_nothing_else(
+    both: tuple[KeyStore, KeyStore],
+) -> None:
+    store, peer = both
+    await agree(store, peer, "b1", count=3)  # agreed and held: not due
+    block = await reserve(store, "b2", count=6)
+    await accept(peer, block, lease_ms=SHORT_MS)
+    await store.hold(
+        stream=STREAM, hold_id="req", owner=OWNER, size_bits=128, count=2, hold_ms=SHORT_MS
+    )
+    expired = {"peer": 0, "master": 0}
+
+    async def all_expired() -> bool:
+        expired["peer"] += (await peer.sweep(stream=STREAM)).expired_held
+        expired["master"] += (await store.sweep(stream=STREAM)).expired_held
+        return (await store.counts(stream=STREAM)).holding == 0 and expired["peer"] >= 6
+
+    await eventually_async(all_expired, timeout=10, what="the held keys expired")
+    # Exactly the six keys held for the slave; the master's expired hold is not one of them.
+    assert expired == {"peer": 6, "master": 0}

@@ -141,6 +141,9 @@ def test_settings_from_the_environment() -> None:
         ({"QSS_WEBHOOK_SERVING_RENEW_BEFORE": "99999999"}, "renewed before it expires"),
         ({"QSS_WEBHOOK_IPS": "localhost"}, "not an IP address"),
         ({"QSS_SIDECAR_KEY_API_PORT": "0"}, "TCP port"),
+        ({"QSS_SIDECAR_METRICS_PORT": "many"}, "QSS_SIDECAR_METRICS_PORT 'many' is not a port"),
+        ({"QSS_SIDECAR_METRICS_PORT": "70000"}, "QSS_SIDECAR_METRICS_PORT must be a TCP port"),
+        ({"QSS_SIDECAR_METRICS_PORT": "8014"}, "must differ from QSS_SIDECAR_KEY_API_PORT"),
     ],
 )
 def test_settings_that_cannot_work_are_refused(env: dict[str, str], says: str) -> None:

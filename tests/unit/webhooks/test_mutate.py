@@ -4,6 +4,7 @@ why, and that a second pass (a reinvocation, a re-created pod) changes nothing."
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -16,9 +17,11 @@ from tests.unit.webhooks.helpers import (
     alice,
     apply_patch,
     operations,
+    review,
     run,
 )
 from tests.webhook_cases import APP_UID, BAD_PODS, PEER_SAE_ID, SAE_ID, BadPod, annotated_pod
+from webhooks.mutate import mutate
 
 
 def _env(container: dict[str, Any]) -> dict[str, Any]:
@@ -267,3 +270,28 @@ async def test_a_pod_that_is_not_a_pod_is_denied_saying_what_is_wrong() -> None:
     assert not response.allowed
     assert response.status is not None
     assert "spec.containers" in response.status.message
+
+
+async def test_a_sidecar_metrics_port_is_injected_as_a_named_port_and_guarded() -> None:
+    config = dataclasses.replace(CONFIG, metrics_port=9465)
+    saes = InMemorySaes(alice())
+    response = await mutate(review(annotated_pod()), saes=saes, config=config)
+    assert response.allowed, response.status
+    pod = apply_patch(annotated_pod(), operations(response))
+    sidecar = pod["spec"]["initContainers"][0]
+    assert _env(sidecar)[names.ENV_METRICS_PORT] == "9465"
+    assert sidecar["ports"] == [
+        {"name": names.METRICS_PORT_NAME, "containerPort": 9465, "protocol": "TCP"}
+    ]
+    # Without the setting: no port, no variable.
+    plain = await _injected(annotated_pod())
+    assert "ports" not in plain["spec"]["initContainers"][0]
+    assert names.ENV_METRICS_PORT not in _env(plain["spec"]["initContainers"][0])
+    # An app declaring that port is told to use another.
+    clash = annotated_pod()
+    clash["spec"]["containers"][0]["ports"] = [{"containerPort": 9465}]
+    denied = await mutate(review(clash), saes=saes, config=config)
+    assert not denied.allowed
+    assert denied.status is not None
+    assert "port 9465" in (denied.status.message or "")
+    assert "metrics" in (denied.status.message or "")

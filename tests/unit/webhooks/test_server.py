@@ -13,8 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from tests.metrics import Page, parse
 from tests.unit.webhooks.helpers import CONFIG, InMemorySaes, alice, review_body
-from tests.webhook_cases import annotated_pod
+from tests.webhook_cases import BAD_PODS, annotated_pod
 from webhooks.mutate import mutate
 from webhooks.review import AdmissionResponse, AdmissionReview
 from webhooks.server import MAX_BODY_BYTES, init
@@ -120,3 +121,39 @@ async def test_health_endpoints(client: TestClient[Any, Any]) -> None:
     for path in ("/healthz", "/readyz"):
         response = await client.get(path)
         assert response.status == 200
+
+
+async def test_metrics_count_reviews_by_outcome_and_refusals_by_status(
+    aiohttp_client: ClientMaker,
+) -> None:
+    async def broken(review: AdmissionReview) -> AdmissionResponse:
+        raise RuntimeError("a bug")
+
+    good = await aiohttp_client(
+        init(reviewer=functools.partial(mutate, saes=InMemorySaes(alice()), config=CONFIG))
+    )
+    bad = await aiohttp_client(init(reviewer=broken))
+
+    async def page() -> Page:
+        response = await good.get("/metrics")
+        assert response.status == 200
+        return parse(await response.text())
+
+    def admissions(p: Page, outcome: str) -> float:
+        return p.value("qss_webhook_admissions_total", outcome=outcome)
+
+    before = await page()
+    await good.post("/mutate", json=review_body(annotated_pod()))
+    await good.post("/mutate", json=review_body(BAD_PODS[0].pod("bad")))
+    plain = annotated_pod()
+    plain["metadata"]["labels"] = {}
+    plain["metadata"]["annotations"] = {}
+    await good.post("/mutate", json=review_body(plain))
+    await bad.post("/mutate", json=review_body(annotated_pod()))
+    await good.post("/mutate", data=b"{", headers={"Content-Type": "application/json"})
+    after = await page()
+
+    for outcome in ("injected", "denied", "allowed", "error"):
+        assert admissions(after, outcome) - admissions(before, outcome) == 1, outcome
+    refused = "qss_webhook_requests_refused_total"
+    assert after.value(refused, code="400") - before.value(refused, code="400") == 1
