@@ -32,7 +32,8 @@ async def run_to_end(*args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         *command(), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    _, stderr = await asyncio.wait_for(process.communicate(), 10)
+    # A guard against a hang, not a time limit: importing grpc alone takes seconds on a busy node.
+    _, stderr = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
     return process.returncode, stderr.decode()
 
