@@ -114,7 +114,7 @@ async def test_program_registers_with_the_kubelet_and_exits_0_on_sigterm(
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        registration = await kubelet.next_registration(within=10)
+        registration = await kubelet.next_registration(within=120)  # a new process: imports grpc
         assert registration.request.resource_name == "qss.dev/qkd-a-b"
         assert (socket_dir / "qss-qkd-a-b.sock").is_socket()
 
