@@ -3,8 +3,9 @@
 Called by the QKDM (``configure_stream``, ``add_chunks``, the ingest cursor, ``counts``), key
 delivery (``controllers.delivery``: pool blocks, serving, holds, the slave side, releases, the
 outbox and the sweeper) and the KeyStream reconciler (``counts``). Each method is one Lua script
-round trip (a long search may take a few); see ``layout.py`` for the data and ``common.lua``
-for the model of blocks.
+round trip (a long search may take a few); ``batch`` sends several idempotent steps in one
+MULTI/EXEC (one round trip, one fsync). See ``layout.py`` for the data and ``common.lua`` for
+the model of blocks.
 
 The model in short. The *buffer* is a stream's available chunks; capacity bounds it, and only
 it, so nothing set aside ever stops ingest. A master node agrees keys for a (master SAE, slave
