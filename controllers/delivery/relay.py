@@ -345,15 +345,15 @@ class Relay:
                     deadline=self.clock() + message.wait_ms / 2000,
                 )
         except DeliveryError as exc:
-            await self.store.cancel_hold(stream=stream_in, hold_id=relay_id)
+            await self.store.unclaim(stream=stream_in, hold_id=relay_id)
             raise RelayRefusal(503, "Unavailable", f"node {self.node_id}: {exc.message}") from None
         except BlockConflictError:
-            await self.store.cancel_hold(stream=stream_in, hold_id=relay_id)
+            await self.store.unclaim(stream=stream_in, hold_id=relay_id)
             raise RelayRefusal(
                 409, "Conflict", f"relay {relay_id} was tried here with other keys"
             ) from None
         except UnknownStreamError:
-            await self.store.cancel_hold(stream=stream_in, hold_id=relay_id)
+            await self.store.unclaim(stream=stream_in, hold_id=relay_id)
             raise RelayRefusal(
                 503,
                 "Unavailable",

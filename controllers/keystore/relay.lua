@@ -6,6 +6,11 @@
 --   'ab:<hold_id>'), so a late prepare of it is refused. Reply {OK, keys dropped}.
 -- 'aborted', hold_id: {OK, 1} if that relay was aborted here, else {OK, 0}.
 -- 'held', hold_id: {OK, 1} if a hold `hold_id` is here, else {OK, 0}.
+-- 'unclaim', hold_id: a repeater's hold of what came in (claimed from the keys held for the
+--   pair, claim.lua) goes back to being keys held for the pair, until the deadline they had, as
+--   a block of its own under a new ID, so that the relay ID names nothing here and the
+--   source's retry claims them again (cancel.lua would keep the ID, which a claim then refuses
+--   as another's block). {OK, keys} (0: no such hold, or not of claimed keys).
 -- 'peek', hold_id, owner, key_id...: what a relay message naming these keys finds here, changing
 --   nothing (a read: Redis writes no AOF for it, so no fsync). {OK, 'aborted'} if the relay was
 --   aborted here; else if its hold is here: {OK, 'opened', tag} once opened, else {OK, 'held',
@@ -36,6 +41,38 @@ if mode == 'aborted' then
 end
 if mode == 'held' then
   return {OK, (rec and rec.r == 'h') and 1 or 0}
+end
+if mode == 'unclaim' then
+  if not rec or rec.r ~= 'h' or rec.src ~= 's' then
+    return {OK, 0}
+  end
+  local keys = redis.call('SMEMBERS', bset)
+  local bid = hold_id .. '@' .. int(now_ms())
+  local hset, chunks = {}, 0
+  for _, kid in ipairs(keys) do
+    local cs = key_chunks(kc, kid)
+    local where = redis.call('HMGET', out, unpack(cs))
+    for i, c in ipairs(cs) do
+      local _, seq = out_of(where[i])
+      hset[#hset + 1] = c
+      hset[#hset + 1] = bid .. '|' .. int(seq)
+    end
+    chunks = chunks + #cs
+  end
+  call_sliced('HSET', out, hset, 2 * SLICE)
+  if #keys > 0 then
+    redis.call('RENAME', bset, block_set(base, bid))
+  end
+  delete_block(base, blk, exp, hold_id)
+  rec.r = 's'
+  rec.st = 'held'
+  rec.dl = rec.sdl
+  rec.n = #keys
+  put_block(blk, bid, rec)
+  redis.call('ZADD', exp, rec.dl, bid)
+  redis.call('HINCRBY', meta, 'holding', -chunks)
+  redis.call('HINCRBY', meta, 'mirrored', chunks)
+  return {OK, #keys}
 end
 if mode == 'peek' then
   if redis.call('ZSCORE', done, 'ab:' .. hold_id) then

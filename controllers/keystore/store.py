@@ -700,6 +700,16 @@ class KeyStore:
         self._raise_for(reply, stream=stream)
         return int(reply[1])
 
+    async def unclaim(self, *, stream: str, hold_id: str) -> int:
+        """A relay's hold of keys claimed from those held for a pair (``claim`` into a hold)
+        gives them back to the pair, under a new block ID, so that ``hold_id`` names nothing
+        here and a retry claims them again. Idempotent; returns the keys given back now."""
+        check_stream_name(stream)
+        check_token("hold ID", hold_id)
+        reply = await self._run(self._scripts.relay, stream, ["unclaim", hold_id])
+        self._raise_for(reply, stream=stream)
+        return int(reply[1])
+
     async def relay_aborted(self, *, stream: str, hold_id: str) -> bool:
         """Whether the relay ``hold_id`` was aborted here (``drop_hold``) within the last day."""
         check_stream_name(stream)

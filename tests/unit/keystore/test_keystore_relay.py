@@ -238,3 +238,30 @@ async def test_a_batch_claims_and_opens_in_one_step_even_after_redis_lost_its_sc
     with pytest.raises(BlockConflictError):
         claimed_again.result()
     assert opened_again.result() == "ab12"
+
+
+async def test_unclaimed_keys_are_held_for_the_pair_again_and_a_retry_claims_them(
+    peer_store: KeyStore, agreed: list[str]
+) -> None:
+    # A repeater claimed what came in, then could not hold pads for the next hop: it gives the
+    # keys back and answers 503, and the source's retry (same relay ID) claims them again.
+    before = await peer_store.counts(stream=STREAM)
+    first = await peer_store.claim(
+        stream=STREAM, owner=OWNER, key_ids=agreed, hold_id=RELAY, hold_ms=60_000
+    )
+    assert await peer_store.unclaim(stream=STREAM, hold_id=RELAY) == 3
+    assert await peer_store.unclaim(stream=STREAM, hold_id=RELAY) == 0
+    assert await peer_store.counts(stream=STREAM) == before
+    assert await peer_store.streams_holding(hold_id=RELAY) == []
+    view = await peer_store.relay_view(stream=STREAM, hold_id=RELAY, owner=OWNER, key_ids=agreed)
+    assert (view.aborted, view.held) == (False, False)
+    again = await peer_store.claim(
+        stream=STREAM, owner=OWNER, key_ids=agreed, hold_id=RELAY, hold_ms=60_000
+    )
+    assert {k.key_id: k.material for k in again} == {k.key_id: k.material for k in first}
+    await assert_counts_add_up(peer_store)
+    # Given back once more, they are the slave's to fetch as any keys held for the pair.
+    await peer_store.unclaim(stream=STREAM, hold_id=RELAY)
+    got = await peer_store.claim(stream=STREAM, owner=OWNER, key_ids=agreed)
+    assert {k.key_id for k in got} == set(agreed)
+    await assert_counts_add_up(peer_store)
