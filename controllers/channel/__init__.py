@@ -34,7 +34,7 @@ from controllers.channel.server import (
     peer_node,
     register,
 )
-from controllers.channel.trust import PeerRejected, authenticate_peer
+from controllers.channel.trust import AuthenticatedPeers, PeerRejected, authenticate_peer
 
 __all__ = [
     "IDENTITY",
@@ -43,6 +43,7 @@ __all__ = [
     "REFUSALS",
     "REGISTRY",
     "SSL_CONTEXT",
+    "AuthenticatedPeers",
     "ChannelServer",
     "LinkProblem",
     "Peer",

@@ -12,7 +12,9 @@ How a client is authenticated, and why in two steps:
 2. The middleware reads the peer's certificate from the connection and runs
    ``authenticate_peer`` against the registry's current peers: the certificate must chain to a
    CA of a link whose peerNodeID is the node ID the certificate names. Refusals are 403 with an
-   ETSI-style ``{message, details}`` body and are recorded in ``PeerRefusals``.
+   ETSI-style ``{message, details}`` body and are recorded in ``PeerRefusals``. An accepted
+   certificate is remembered until the registry changes or it expires (``AuthenticatedPeers``),
+   so a kept-alive peer's messages skip the path validation.
 
 When links change, the registry tells the app, which adds any new CA to the live TLS context
 (``load_verify_locations`` on a running context takes effect for the next handshake), so a new
@@ -35,7 +37,7 @@ from controllers import pki
 from controllers.channel.paths import PING_PATH
 from controllers.channel.peers import Peer, PeerRegistry
 from controllers.channel.refusals import PeerRefusals, Refusal
-from controllers.channel.trust import PeerRejected, authenticate_peer
+from controllers.channel.trust import AuthenticatedPeers, PeerRejected
 from controllers.https import HttpsServer
 from controllers.identity import NodeIdentity
 from qss_api.http_errors import error_response as error_response
@@ -48,6 +50,7 @@ IDENTITY: Final = web.AppKey("qss_channel_identity", NodeIdentity)
 REGISTRY: Final = web.AppKey("qss_channel_registry", PeerRegistry)
 REFUSALS: Final = web.AppKey("qss_channel_refusals", PeerRefusals)
 SSL_CONTEXT: Final = web.AppKey("qss_channel_ssl_context", ssl.SSLContext)
+AUTHENTICATED: Final = web.AppKey("qss_channel_authenticated", AuthenticatedPeers)
 PEER_NODE: Final = web.RequestKey("qss_channel_peer_node", str)
 
 
@@ -89,8 +92,11 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
             request, PeerRejected("NotTLS", "the inter-node channel only speaks HTTPS with mTLS")
         )
     try:
-        node_id = authenticate_peer(
-            ssl_object.getpeercert(binary_form=True), request.app[REGISTRY].peers()
+        registry = request.app[REGISTRY]
+        node_id = request.app[AUTHENTICATED].authenticate(
+            ssl_object.getpeercert(binary_form=True),
+            registry.peers(),
+            generation=registry.generation,
         )
     except PeerRejected as rejected:
         return _refuse(request, rejected)
@@ -141,6 +147,7 @@ def init_channel_app(
     app[IDENTITY] = identity
     app[REGISTRY] = registry
     app[REFUSALS] = refusals if refusals is not None else PeerRefusals()
+    app[AUTHENTICATED] = AuthenticatedPeers()
     context = identity.server_ssl_context()
     loaded: set[str] = set()
     _trust_new_cas(context, loaded, registry.peers())

@@ -11,12 +11,19 @@ once, although its CA stays loaded in the TLS context until restart).
 Python 3.11's ssl module gives us only the leaf of the peer's chain, so a node certificate must
 be signed directly by a CA in its link's peerCASecretName Secret; if an intermediate signs it,
 put the intermediate in that Secret's ca.crt too (it then acts as a trust anchor).
+
+Path validation costs milliseconds of CPU, and a peer sends every KRP, LSA and relay message
+over a few kept-alive connections with the same certificate, so ``AuthenticatedPeers`` remembers
+each accepted certificate: for the registry's current generation only (any link change forgets
+everything at once) and never past the certificate's or its CAs' expiry. Refusals are never
+remembered: each is checked and recorded again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from cryptography import x509
 
@@ -124,3 +131,45 @@ def authenticate_peer(
         links=own_links,
         fingerprint=fingerprint,
     )
+
+
+# Accepted certificates remembered at once (a node has a handful of peers, each with a
+# certificate or two during a rotation); past this many the oldest are forgotten.
+MAX_REMEMBERED = 64
+
+
+@dataclass
+class AuthenticatedPeers:
+    """``authenticate_peer`` with a memory of the certificates it accepted (module docstring).
+    ``authenticate`` gives the same answer as ``authenticate_peer`` for the same peers."""
+
+    _generation: int = -1
+    _accepted: dict[bytes, tuple[str, dt.datetime]] = field(default_factory=dict)
+
+    def authenticate(
+        self,
+        der: bytes | None,
+        peers: Mapping[str, Peer],
+        *,
+        generation: int,
+        at: dt.datetime | None = None,
+    ) -> str:
+        """The node ID of the peer presenting ``der`` among ``peers`` (the registry's state
+        ``generation``) at ``at`` (default now), or ``PeerRejected``."""
+        if generation != self._generation:
+            self._accepted.clear()
+            self._generation = generation
+        now = at or dt.datetime.now(dt.UTC)
+        if der:
+            known = self._accepted.get(der)
+            if known is not None and now < known[1]:
+                return known[0]
+        node_id = authenticate_peer(der, peers, at=now)
+        assert der is not None  # accepted, so there was a certificate
+        cert = pki.load_certificate(der)
+        anchors = peers[node_id].trust_anchors
+        until = min(c.not_valid_after_utc for c in (cert, *anchors))
+        if len(self._accepted) >= MAX_REMEMBERED:
+            del self._accepted[next(iter(self._accepted))]
+        self._accepted[der] = (node_id, until)
+        return node_id

@@ -176,11 +176,7 @@ class Pools:
                 except InsufficientKeysError:
                     pass
                 else:
-                    now = self._clock()
-                    pool.last_used = now
-                    pool.taken.append((now, count))
-                    if 0 <= left < max(1, pool.target // 2):
-                        self._start_refill(pool, 0)
+                    self._used(pool, count, left)
                     return result
                 problem = pool.problem
                 if problem is not None and (
@@ -201,6 +197,19 @@ class Pools:
                         await changed.wait()
         finally:
             pool.waiting -= 1
+
+    def used(self, key: PoolKey, *, count: int) -> None:
+        """``count`` keys of the pool were served by a caller's own store step (the key relay
+        holds its pads in one step with its other writes): counted as demand and use, as if
+        served here."""
+        self._used(self._pool(key), count, -1)
+
+    def _used(self, pool: _Pool, count: int, left: int) -> None:
+        now = self._clock()
+        pool.last_used = now
+        pool.taken.append((now, count))
+        if 0 <= left < max(1, pool.target // 2):
+            self._start_refill(pool, 0)
 
     def _pool(self, key: PoolKey) -> _Pool:
         pool = self._pools.get(key)

@@ -11,11 +11,14 @@ Two phases, with the source as coordinator, every step idempotent under the rela
 is the hold ID of every hold the relay makes, on every node):
 
 1. Prepare. The source holds the keys (``NodeKeyDelivery.hold``) and posts ``RelayPrepare`` to
-   the first repeater (``prepare``). A repeater (``on_prepare``) moves its copies of what came
-   in (the keys by ID, or the pads by ID, then checks the tag and decrypts) into a hold, holds
-   pads and tag keys from its pool on the next link, seals and posts on. The destination holds
-   its pads, checks the tag, decrypts, and turns the pads into the relayed keys in its store
-   (``KeyStore.open_relayed``), still held. Each answers once the rest of the path did.
+   the first repeater (``prepare``). A repeater (``on_prepare``) reads its copies of what came
+   in (the keys by ID, or the pads by ID, then checks the tag and decrypts), then in one store
+   batch moves them into a hold and holds pads and tag keys from its pool on the next link,
+   seals and posts on. The destination reads its pads, checks the tag, decrypts, and in one
+   batch holds its pads and turns them into the relayed keys (``KeyStore.open_relayed``), still
+   held. Each answers once the rest of the path did. So a hop costs each node one read and one
+   fsync'd write (``KeyStore.relay_view``, ``KeyStore.batch``), and nothing is written before
+   the message was checked.
 2. Commit, once the source delivered the keys to its SAE: ``commit_notice`` is queued with the
    source's own commit (one atomic store step); every repeater commits its holds and queues the
    commit for the next node the same way; the destination makes the keys claimable by the slave
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -67,8 +71,10 @@ from controllers.delivery.topology import Topology
 from controllers.keystore import (
     BlockConflictError,
     Hold,
+    InsufficientKeysError,
     Key,
     KeyStore,
+    KeyStoreError,
     Notice,
     UnknownKeysError,
     UnknownStreamError,
@@ -244,83 +250,111 @@ class Relay:
                 404, "UnknownSae", f"SAE {message.slave_sae!r} is not registered with this node"
             )
         stream, relay_id = message.stream, message.relay_id
-        if await self.store.relay_aborted(stream=stream, hold_id=relay_id):
-            raise RelayRefusal(409, "Aborted", f"relay {relay_id} was aborted here")
         owner = pair_owner(message.master_sae, message.slave_sae)
         ids = message.sealed.pad_key_ids if message.sealed else message.key_ids
-        # What came in must be held here (or in this relay's hold already): a message about
-        # other keys is refused before anything changes.
-        if not await self.store.holds_for(stream=stream, owner=owner, key_ids=ids):
-            hold = await self.store.get_hold(stream=stream, hold_id=relay_id)
-            if hold is None or hold.owner != owner:
-                raise RelayRefusal(
-                    409,
-                    "KeysNotHeld",
-                    f"the {len(ids)} keys of relay {relay_id} are not held here for SAE"
-                    f" {message.master_sae!r} and SAE {message.slave_sae!r}",
-                )
-        # A repeater then holds the next hop's pads: if it cannot, nothing is held here and
-        # nothing was sent, so the node before may try again (503).
-        onward = None if destination else await self._hold_pads(message)
+        # One read (no write, so no fsync) finds what came in: it must be held here for the
+        # pair (or in this relay's hold already); a message about other keys, or for a relay
+        # aborted here, is refused before anything changes.
         try:
-            held = await self.store.claim(
-                stream=stream,
-                owner=owner,
-                key_ids=ids,
-                hold_id=relay_id,
-                hold_ms=int(self.settings.hold_seconds * 1000),
+            view = await self.store.relay_view(
+                stream=stream, hold_id=relay_id, owner=owner, key_ids=ids
             )
-        except (UnknownKeysError, BlockConflictError) as exc:
-            if onward is not None:
-                await self.store.cancel_hold(stream=onward[0].stream, hold_id=relay_id)
-            if isinstance(exc, UnknownKeysError):
-                raise RelayRefusal(409, "KeysNotHeld", str(exc)) from None
-            raise RelayRefusal(409, "Conflict", f"relay {relay_id} names other keys") from None
+        except (UnknownKeysError, BlockConflictError):
+            raise RelayRefusal(
+                409,
+                "KeysNotHeld",
+                f"the {len(ids)} keys of relay {relay_id} are not held here for SAE"
+                f" {message.master_sae!r} and SAE {message.slave_sae!r}",
+            ) from None
+        if view.aborted:
+            raise RelayRefusal(409, "Aborted", f"relay {relay_id} was aborted here")
+        if view.tag is not None:
+            # Opened before (the destination): a retry of the same message is answered alike.
+            return self._opened_again(message, view.tag)
+        if {k.key_id for k in view.keys} != set(ids):
+            raise RelayRefusal(409, "Conflict", f"relay {relay_id} names other keys")
         if message.sealed is None:
-            keys = _by_id(held, message.key_ids)
-        elif destination and {k.key_id for k in held} == set(message.key_ids):
-            # Opened before: a retry of the same message is answered alike.
-            return await self._opened_again(message, owner)
+            keys = _by_id(view.keys, message.key_ids)
         else:
-            try:
-                keys = await self._unseal(message, held)
-            except RelayRefusal:
-                if onward is not None:
-                    await self.store.cancel_hold(stream=onward[0].stream, hold_id=relay_id)
-                raise
-        if onward is None:
+            keys = await self._unseal(message, owner, view.keys)
+        if destination:
             return await self._open(message, owner, keys)
-        return await self._pass_on(message, keys, *onward)
+        pool, pads = await self._hold_pads_and_claim(message, owner)
+        return await self._pass_on(message, keys, pool, pads)
 
-    async def _hold_pads(self, message: RelayPrepare) -> tuple[PoolKey, Hold]:
-        """The pads and tag keys of the next hop, held from the pair's pool on its link."""
+    def _next_pool(self, message: RelayPrepare) -> PoolKey:
+        """The pair's pool on the link to the next node of the path."""
         after = message.path[message.hop + 1]
         streams = self.topology.streams_towards(after)
         if not streams:
             raise RelayRefusal(
                 503, "Unavailable", f"no key stream leads from node {self.node_id} to node {after}"
             )
-        pool = PoolKey(
+        return PoolKey(
             stream=streams[0].name,
             peer=after,
             master_sae_id=message.master_sae,
             slave_sae_id=message.slave_sae,
             size_bits=message.size_bits,
         )
+
+    async def _hold_pads_and_claim(self, message: RelayPrepare, owner: str) -> tuple[PoolKey, Hold]:
+        """A repeater's one write: the next hop's pads and tag keys held from the pair's pool
+        on its link, and what came in claimed into this relay's hold, in one batch (one
+        fsync). If either fails, the other is undone: nothing is held here and nothing was
+        sent, so the node before may try again (503) or gives up (409)."""
+        pool = self._next_pool(message)
+        relay_id, stream_in = message.relay_id, message.stream
+        count = pad_count(keys=len(message.key_ids), size_bits=message.size_bits)
+        hold_ms = int(self.settings.hold_seconds * 1000)
+        batch = self.store.batch()
+        pads_held = batch.hold(
+            stream=pool.stream,
+            hold_id=relay_id,
+            owner=owner,
+            size_bits=message.size_bits,
+            count=count,
+            hold_ms=hold_ms,
+        )
+        claimed = batch.claim(
+            stream=stream_in,
+            owner=owner,
+            key_ids=message.sealed.pad_key_ids if message.sealed else message.key_ids,
+            hold_id=relay_id,
+            hold_ms=hold_ms,
+        )
+        await batch.run()
         try:
-            pads = await self.pools.hold(
-                pool,
-                count=pad_count(keys=len(message.key_ids), size_bits=message.size_bits),
-                hold_id=message.relay_id,
-                deadline=self.clock() + message.wait_ms / 2000,
-            )
+            claimed.result()
+        except (UnknownKeysError, BlockConflictError) as exc:
+            with contextlib.suppress(KeyStoreError):
+                pads_held.result()
+                await self.store.cancel_hold(stream=pool.stream, hold_id=relay_id)
+            if isinstance(exc, UnknownKeysError):
+                raise RelayRefusal(409, "KeysNotHeld", str(exc)) from None
+            raise RelayRefusal(409, "Conflict", f"relay {relay_id} names other keys") from None
+        try:
+            try:
+                pads = pads_held.result()
+                self.pools.used(pool, count=count)
+            except InsufficientKeysError:
+                # The pool is short: wait for its refill (up to half this hop's wait).
+                pads = await self.pools.hold(
+                    pool,
+                    count=count,
+                    hold_id=relay_id,
+                    deadline=self.clock() + message.wait_ms / 2000,
+                )
         except DeliveryError as exc:
+            await self.store.unclaim(stream=stream_in, hold_id=relay_id)
             raise RelayRefusal(503, "Unavailable", f"node {self.node_id}: {exc.message}") from None
         except BlockConflictError:
+            await self.store.unclaim(stream=stream_in, hold_id=relay_id)
             raise RelayRefusal(
-                409, "Conflict", f"relay {message.relay_id} was tried here with other keys"
+                409, "Conflict", f"relay {relay_id} was tried here with other keys"
             ) from None
         except UnknownStreamError:
+            await self.store.unclaim(stream=stream_in, hold_id=relay_id)
             raise RelayRefusal(
                 503,
                 "Unavailable",
@@ -328,11 +362,11 @@ class Relay:
             ) from None
         return pool, pads
 
-    async def _unseal(self, message: RelayPrepare, held: Sequence[Key]) -> list[Key]:
+    async def _unseal(self, message: RelayPrepare, owner: str, came: Sequence[Key]) -> list[Key]:
         sealed = message.sealed
         assert sealed is not None
         n = len(message.key_ids)
-        pads = _by_id(held, sealed.pad_key_ids)
+        pads = _by_id(came, sealed.pad_key_ids)
         try:
             material = open_sealed(
                 header=header_bytes(message.tagged_fields()),
@@ -343,6 +377,14 @@ class Relay:
             )
         except BadTag as exc:
             # The pads were used on the wire: they never serve again.
+            with contextlib.suppress(UnknownKeysError, BlockConflictError):
+                await self.store.claim(
+                    stream=message.stream,
+                    owner=owner,
+                    key_ids=sealed.pad_key_ids,
+                    hold_id=message.relay_id,
+                    hold_ms=int(self.settings.hold_seconds * 1000),
+                )
             await self.store.drop_hold(stream=message.stream, hold_id=message.relay_id)
             log.warning(
                 "relay %s from node %s refused: %s",
@@ -357,35 +399,46 @@ class Relay:
         ]
 
     async def _open(self, message: RelayPrepare, owner: str, keys: list[Key]) -> RelayPrepared:
+        """The destination's one write: its pads claimed into the relay's hold and turned into
+        the relayed keys, in one batch (one MULTI/EXEC, one fsync)."""
         sealed = message.sealed
         assert sealed is not None
         n = len(message.key_ids)
-        try:
-            await self.store.open_relayed(
-                stream=message.stream,
-                hold_id=message.relay_id,
-                owner=owner,
-                tag=_unb64(sealed.tag).hex(),
-                consumed=sealed.pad_key_ids[n:],
-                relayed=list(zip(sealed.pad_key_ids[:n], keys, strict=True)),
-            )
-        except (UnknownKeysError, BlockConflictError) as exc:
-            await self.store.drop_hold(stream=message.stream, hold_id=message.relay_id)
-            raise RelayRefusal(409, "Conflict", str(exc)) from None
-        return RelayPrepared(relay_id=message.relay_id, again=False)
-
-    async def _opened_again(self, message: RelayPrepare, owner: str) -> RelayPrepared:
-        sealed = message.sealed
-        assert sealed is not None
-        tag = await self.store.open_relayed(
+        tag = _unb64(sealed.tag).hex()
+        batch = self.store.batch()
+        claimed = batch.claim(
+            stream=message.stream,
+            owner=owner,
+            key_ids=sealed.pad_key_ids,
+            hold_id=message.relay_id,
+            hold_ms=int(self.settings.hold_seconds * 1000),
+        )
+        opened = batch.open_relayed(
             stream=message.stream,
             hold_id=message.relay_id,
             owner=owner,
-            tag=_unb64(sealed.tag).hex(),
-            consumed=(),
-            relayed=(),
+            tag=tag,
+            consumed=sealed.pad_key_ids[n:],
+            relayed=list(zip(sealed.pad_key_ids[:n], keys, strict=True)),
         )
-        if tag is None or not tags_match(tag, _unb64(sealed.tag).hex()):
+        await batch.run()
+        try:
+            claimed.result()
+        except (UnknownKeysError, BlockConflictError) as exc:
+            # Taken meanwhile: nothing was held, so the open changed nothing either.
+            raise RelayRefusal(409, "KeysNotHeld", str(exc)) from None
+        try:
+            before = opened.result()
+        except (UnknownKeysError, BlockConflictError) as exc:
+            await self.store.drop_hold(stream=message.stream, hold_id=message.relay_id)
+            raise RelayRefusal(409, "Conflict", str(exc)) from None
+        if before is not None:
+            return self._opened_again(message, before)
+        return RelayPrepared(relay_id=message.relay_id, again=False)
+
+    def _opened_again(self, message: RelayPrepare, tag: str) -> RelayPrepared:
+        sealed = message.sealed
+        if sealed is None or not tags_match(tag, _unb64(sealed.tag).hex()):
             raise RelayRefusal(
                 409, "BadTag", f"relay {message.relay_id} was prepared here with another message"
             )
@@ -435,17 +488,6 @@ class Relay:
 
     # -- a repeater or the destination: commit and abort ---------------------------------------
 
-    async def _holds(self, relay_id: str) -> list[tuple[str, Hold]]:
-        found = []
-        for stream in await self.store.streams():
-            try:
-                hold = await self.store.get_hold(stream=stream, hold_id=relay_id)
-            except UnknownStreamError:
-                continue
-            if hold is not None:
-                found.append((stream, hold))
-        return found
-
     async def on_commit(self, message: RelayCommit, caller: str) -> None:
         """Commit what this node holds for the relay; pass the commit on, or at the
         destination, hold the keys for the slave SAE (and hand them over)."""
@@ -487,20 +529,26 @@ class Relay:
                         caller,
                     )
             return
-        holding = [stream for stream, _ in await self._holds(relay_id)]
+        holding = await self.store.streams_holding(hold_id=relay_id)
         if not set(holding) & set(incoming):
             return  # committed before, or not a relay that came from the caller
-        # The onward hold (with the commit for the next node) before the incoming one: a crash
-        # between the two leaves the incoming hold, so the sender's retry finds this relay
-        # here and finishes it.
-        for stream in sorted(holding, key=lambda s: s in incoming):
-            if stream in incoming:
-                await self.store.commit_hold(stream=stream, hold_id=relay_id)
-            else:
-                await self.store.commit_hold(
-                    stream=stream, hold_id=relay_id, notice=self._commit_notice(message)
-                )
-                self.kick()
+        # The onward hold (with the commit for the next node) before the incoming one, in one
+        # batch (one fsync): Redis runs them in this order, so even a batch cut short leaves
+        # the incoming hold, and the sender's retry finds this relay here and finishes it.
+        batch = self.store.batch()
+        commits = [
+            batch.commit_hold(
+                stream=stream,
+                hold_id=relay_id,
+                notice=None if stream in incoming else self._commit_notice(message),
+            )
+            for stream in sorted(holding, key=lambda s: s in incoming)
+        ]
+        await batch.run()
+        for commit in commits:
+            commit.result()
+        if not set(holding) <= set(incoming):
+            self.kick()
 
     async def on_abort(self, message: RelayAbort, caller: str) -> int:
         """Drop what this node holds for the relay, passing the abort on where it held pads
@@ -508,7 +556,7 @@ class Relay:
         the path can abort it here. Returns the keys dropped."""
         relay_id = message.relay_id
         incoming = {s.name for s in self.topology.streams_towards(caller)}
-        holding = {stream for stream, _ in await self._holds(relay_id)}
+        holding = set(await self.store.streams_holding(hold_id=relay_id))
         if holding and not holding & incoming:
             return 0  # not a relay that came from the caller
         dropped = 0

@@ -34,17 +34,19 @@ from controllers.keystore.model import (
     Notice,
     OutboxMessage,
     PoolLevel,
+    RelayView,
     Served,
     StreamCounts,
     SweepResult,
 )
-from controllers.keystore.store import MAX_BLOCK_CHUNKS, MAX_BLOCK_KEYS, KeyStore
+from controllers.keystore.store import MAX_BLOCK_CHUNKS, MAX_BLOCK_KEYS, Batch, KeyStore, Outcome
 
 __all__ = [
     "COMPOSED_KEY_NAMESPACE",
     "MAX_BLOCK_CHUNKS",
     "MAX_BLOCK_KEYS",
     "AddResult",
+    "Batch",
     "Block",
     "BlockChunk",
     "BlockConflictError",
@@ -64,7 +66,9 @@ __all__ = [
     "KeyStoreError",
     "Notice",
     "OutboxMessage",
+    "Outcome",
     "PoolLevel",
+    "RelayView",
     "Served",
     "StreamCounts",
     "SweepResult",

@@ -316,7 +316,9 @@ end
 -- - over chunks this end may hold already (an earlier epoch, or below the cursor), member
 --   "epoch:start:stop:k" (kept): the notice drops those in the buffer, but one in a pending
 --   block must be dropped too when the block is refused (refuse.lua), never go back to the
---   buffer. One per notice the peer sent (a device restart or an ingest jump), so few.
+--   buffer. One per notice the peer sent (a device restart or an ingest jump), so few, and
+--   forgotten once no chunk of theirs can come back (prune_kept, after a refusal and on every
+--   sweep).
 local function drop_member(epoch, start, stop, kept)
   return int(epoch) .. ':' .. int(start) .. ':' .. (stop and int(stop) or '')
     .. (kept and ':k' or '')
@@ -391,6 +393,72 @@ local function buffer_spans(meta, avail, incoming, segs, epoch, ranges)
     end
   end
   return spans
+end
+
+-- Whether the buffer may hold a chunk of device indices [start, stop) of epoch `epoch` (stop
+-- math.huge: open): each run of `segs` in that epoch maps the indices to arrival numbers, which
+-- are looked up in the sorted set; the incoming list counts if its numbers overlap at all.
+local function range_in_buffer(meta, avail, incoming, gaps, segs, epoch, start, stop)
+  local last = tonumber(redis.call('HGET', meta, 'added'))
+  local list_lo, list_hi = nil, nil
+  if redis.call('LLEN', incoming) > 0 then
+    list_lo = tonumber(redis.call('HGET', meta, 'head'))
+    list_hi = list_tail(meta, gaps)
+  end
+  local runs = redis.call('ZRANGE', segs, 0, -1, 'WITHSCORES')
+  for i = 1, #runs, 2 do
+    local parts = split(runs[i], ':')
+    if parts[2] ~= 'x' and tonumber(parts[3] or 0) == epoch then
+      local off = tonumber(parts[2])
+      local lo = math.max(tonumber(runs[i + 1]), start - off)
+      local hi = runs[i + 2] and tonumber(runs[i + 3]) - 1 or last
+      if stop ~= math.huge then
+        hi = math.min(hi, stop - 1 - off)
+      end
+      if lo <= hi then
+        if redis.call('ZCOUNT', avail, int(lo), int(hi)) > 0 then
+          return true
+        end
+        if list_lo and lo <= list_hi and hi >= list_lo then
+          return true
+        end
+      end
+    end
+  end
+  return false
+end
+
+-- Forget the kept tombstones (drop_member) whose chunks both ends agree are gone: the peer
+-- never stored them (its notice said so), and none can come back to this end's buffer. Only
+-- a pending master block's chunks can (refuse.lua): every other block was agreed with the
+-- peer, which never held these, and a released one's come back only as the peer says
+-- (give_back.lua answers 'gone' for them). So: no pending block at all, and no chunk of the
+-- range in the buffer (the notice's drop step took them). Returns the tombstones forgotten.
+local function prune_kept(meta, avail, incoming, gaps, segs, drops, blk)
+  local kept = {}
+  for _, r in ipairs(redis.call('ZRANGE', drops, 0, -1)) do
+    local e, s, stop, is_kept = parse_drop(r)
+    if is_kept then
+      kept[#kept + 1] = {r, e, s, stop}
+    end
+  end
+  if #kept == 0 then
+    return 0
+  end
+  for _, raw in ipairs(redis.call('HVALS', blk)) do
+    local rec = cjson.decode(raw)
+    if rec.r == 'm' and rec.st == 'pending' then
+      return 0
+    end
+  end
+  local pruned = 0
+  for _, t in ipairs(kept) do
+    if not range_in_buffer(meta, avail, incoming, gaps, segs, t[2], t[3], t[4]) then
+      redis.call('ZREM', drops, t[1])
+      pruned = pruned + 1
+    end
+  end
+  return pruned
 end
 
 -- Find available chunks (`wanted`: set of chunk IDs, none out of the buffer, all held) in the

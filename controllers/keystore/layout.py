@@ -27,7 +27,8 @@ The buffer (bounded by the stream's capacity, what the QKDM fills):
     drops     sorted set: "epoch:start:end" scored by start: device index ranges of that epoch
               the peer dropped, never to be stored here (end '': to the end of that epoch);
               "epoch:start:end:k" for ranges of chunks held here already (an earlier epoch,
-              or below the cursor): those are dropped if a refused block returns them
+              or below the cursor): those are dropped if a refused block returns them;
+              forgotten once no pending block and no buffered chunk can hold one
 
 Out of the buffer, in blocks (see ``common.lua``):
 

@@ -110,6 +110,19 @@ class Key:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayView:
+    """What a relay message finds in the store (``KeyStore.relay_view``): the relay was
+    ``aborted`` here; or its hold exists (``held``), with ``tag`` once opened (at the
+    destination) or else its ``keys``; or no hold yet, and ``keys`` are the keys the message
+    names, all held here for the pair."""
+
+    aborted: bool
+    held: bool
+    tag: str | None
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Served:
     """Keys taken from a master pool, and how many keys the pool still holds."""
 

@@ -1,7 +1,8 @@
 -- The peer refused a pending block (it holds nothing of it): its chunks go back to the buffer,
 -- except those named here (the peer never will hold them, or holds them for another block) and
 -- those in a range the peer said it passed over (a tombstone: its drop notice came while they
--- were in the block), which are dropped, as the other end has none of them to deliver.
+-- were in the block), which are dropped, as the other end has none of them to deliver. Kept
+-- tombstones whose chunks are all gone now are forgotten (prune_kept in common.lua).
 -- ARGV: block_id, chunk_id to drop... Reply: {OK, chunks returned, chunks dropped}; a block
 -- that is not pending any more is left alone ({OK, 0, 0}).
 local bid = ARGV[1]
@@ -73,4 +74,5 @@ if #destroy > 0 then
 end
 redis.call('HINCRBY', meta, 'pooled', -#all)
 delete_block(base, blk, exp, bid)
+prune_kept(meta, avail, incoming, gaps, segs, drops, blk)
 return {OK, #zadd / 2, #destroy}

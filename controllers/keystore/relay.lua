@@ -5,6 +5,19 @@
 --   msg_id '' for none). The relay is remembered as aborted here for a day (in `done`, as
 --   'ab:<hold_id>'), so a late prepare of it is refused. Reply {OK, keys dropped}.
 -- 'aborted', hold_id: {OK, 1} if that relay was aborted here, else {OK, 0}.
+-- 'held', hold_id: {OK, 1} if a hold `hold_id` is here, else {OK, 0}.
+-- 'unclaim', hold_id: a repeater's hold of what came in (claimed from the keys held for the
+--   pair, claim.lua) goes back to being keys held for the pair, until the deadline they had, as
+--   a block of its own under a new ID, so that the relay ID names nothing here and the
+--   source's retry claims them again (cancel.lua would keep the ID, which a claim then refuses
+--   as another's block). {OK, keys} (0: no such hold, or not of claimed keys).
+-- 'peek', hold_id, owner, key_id...: what a relay message naming these keys finds here, changing
+--   nothing (a read: Redis writes no AOF for it, so no fsync). {OK, 'aborted'} if the relay was
+--   aborted here; else if its hold is here: {OK, 'opened', tag} once opened, else {OK, 'held',
+--   '', {key_id, size_bits, chunk material...}...} (the hold's keys); else {OK, 'free', '',
+--   entries as before} (the keys named, each held here for the pair `owner`, role 's', as
+--   claim.lua finds them), or {E_UNKNOWN_KEYS, missing} if any is not. {E_CONFLICT} when
+--   hold_id names another owner's hold or a block.
 -- 'open', hold_id, owner, tag, consume_count, key_id... (consumed), then per relayed key:
 --   pad_key_id, key_id, material: at the relay's destination, the hold holds this link's pad
 --   keys (claimed by ID); each pad key becomes a relayed key (its chunks now hold the relayed
@@ -25,6 +38,100 @@ local rec = get_block(blk, hold_id)
 local bset = block_set(base, hold_id)
 if mode == 'aborted' then
   return {OK, redis.call('ZSCORE', done, 'ab:' .. hold_id) and 1 or 0}
+end
+if mode == 'held' then
+  return {OK, (rec and rec.r == 'h') and 1 or 0}
+end
+if mode == 'unclaim' then
+  if not rec or rec.r ~= 'h' or rec.src ~= 's' then
+    return {OK, 0}
+  end
+  local keys = redis.call('SMEMBERS', bset)
+  local bid = hold_id .. '@' .. int(now_ms())
+  local hset, chunks = {}, 0
+  for _, kid in ipairs(keys) do
+    local cs = key_chunks(kc, kid)
+    local where = redis.call('HMGET', out, unpack(cs))
+    for i, c in ipairs(cs) do
+      local _, seq = out_of(where[i])
+      hset[#hset + 1] = c
+      hset[#hset + 1] = bid .. '|' .. int(seq)
+    end
+    chunks = chunks + #cs
+  end
+  call_sliced('HSET', out, hset, 2 * SLICE)
+  if #keys > 0 then
+    redis.call('RENAME', bset, block_set(base, bid))
+  end
+  delete_block(base, blk, exp, hold_id)
+  rec.r = 's'
+  rec.st = 'held'
+  rec.dl = rec.sdl
+  rec.n = #keys
+  put_block(blk, bid, rec)
+  redis.call('ZADD', exp, rec.dl, bid)
+  redis.call('HINCRBY', meta, 'holding', -chunks)
+  redis.call('HINCRBY', meta, 'mirrored', chunks)
+  return {OK, #keys}
+end
+if mode == 'peek' then
+  if redis.call('ZSCORE', done, 'ab:' .. hold_id) then
+    return {OK, 'aborted'}
+  end
+  local owner = ARGV[3]
+  local function entry(kid, size_bits)
+    local e = {kid, size_bits}
+    for _, v in ipairs(redis.call('HMGET', data, unpack(key_chunks(kc, kid)))) do
+      if not v then
+        return nil
+      end
+      e[#e + 1] = v
+    end
+    return e
+  end
+  if rec then
+    if rec.r ~= 'h' or rec.o ~= owner then
+      return {E_CONFLICT}
+    end
+    if rec.tag then
+      return {OK, 'opened', rec.tag}
+    end
+    local reply = {OK, 'held', ''}
+    for _, kid in ipairs(redis.call('SMEMBERS', bset)) do
+      local e = entry(kid, rec.b)
+      if not e then
+        return {E_CORRUPT, kid}
+      end
+      reply[#reply + 1] = e
+    end
+    return reply
+  end
+  local reply, missing, records = {OK, 'free', ''}, 0, {}
+  for i = 4, #ARGV do
+    local kid = ARGV[i]
+    local bid = out_of(redis.call('HGET', out, key_chunks(kc, kid)[1]))
+    local b = nil
+    if bid then
+      if records[bid] == nil then
+        records[bid] = get_block(blk, bid) or false
+      end
+      b = records[bid]
+    end
+    if b and b.r == 's' and b.o == owner
+      and redis.call('SISMEMBER', block_set(base, bid), kid) == 1 then
+      local e = entry(kid, b.b)
+      if not e then
+        return {E_CORRUPT, kid}
+      end
+      reply[#reply + 1] = e
+    else
+      missing = missing + 1
+    end
+  end
+  if missing > 0 then
+    return {E_UNKNOWN_KEYS, missing}
+  end
+  return reply
 end
 if mode == 'drop' then
   redis.call('ZADD', done, now_ms(), 'ab:' .. hold_id)

@@ -3,8 +3,9 @@
 Called by the QKDM (``configure_stream``, ``add_chunks``, the ingest cursor, ``counts``), key
 delivery (``controllers.delivery``: pool blocks, serving, holds, the slave side, releases, the
 outbox and the sweeper) and the KeyStream reconciler (``counts``). Each method is one Lua script
-round trip (a long search may take a few); see ``layout.py`` for the data and ``common.lua``
-for the model of blocks.
+round trip (a long search may take a few); ``batch`` sends several idempotent steps in one
+MULTI/EXEC (one round trip, one fsync). See ``layout.py`` for the data and ``common.lua`` for
+the model of blocks.
 
 The model in short. The *buffer* is a stream's available chunks; capacity bounds it, and only
 it, so nothing set aside ever stops ingest. A master node agrees keys for a (master SAE, slave
@@ -26,13 +27,16 @@ other keys, so such keys are lost, never served twice; holds are idempotent per 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from controllers.keystore.checks import UUID, UUIDS, check_key_ids, check_size, check_token
 from controllers.keystore.codes import Status
@@ -63,6 +67,7 @@ from controllers.keystore.model import (
     Notice,
     OutboxMessage,
     PoolLevel,
+    RelayView,
     Served,
     StreamCounts,
     SweepResult,
@@ -100,6 +105,112 @@ def _keys(entries: Iterable[Any]) -> tuple[Key, ...]:
             )
         )
     return tuple(out)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Step(Generic[T]):
+    """One script call: what to send, and how to read its reply (or raise its error)."""
+
+    script: AsyncScript
+    stream: str
+    args: list[Any]
+    read: Callable[[list[Any]], T]
+
+
+class Outcome(Generic[T]):
+    """The result of one step of a ``Batch``, once the batch has run."""
+
+    def __init__(self, step: _Step[T]) -> None:
+        self._step = step
+        self._reply: list[Any] | None = None
+
+    def result(self) -> T:
+        """What the step's own ``KeyStore`` method would have returned, or its error."""
+        if self._reply is None:
+            raise RuntimeError("the batch has not run yet")
+        return self._step.read(self._reply)
+
+
+class Batch:
+    """Key-store steps sent together (``KeyStore.batch``): one round trip, in one MULTI/EXEC,
+    so Redis runs them in order with nothing between them and writes (fsyncs) them once. Each
+    step succeeds or fails on its own, as its ``KeyStore`` method would (``Outcome.result``):
+    a caller undoes the steps that ran when another failed. Only idempotent steps are offered
+    (holds and claims per hold ID, opening a relay, commits), because a Redis that lost its
+    script cache (a restart) has the whole batch sent again. Used by the key relay, whose hops
+    would otherwise pay one fsync'd write per step."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self._store = store
+        self._outcomes: list[Outcome[Any]] = []
+
+    def _add(self, step: _Step[T]) -> Outcome[T]:
+        outcome = Outcome(step)
+        self._outcomes.append(outcome)
+        return outcome
+
+    def hold(
+        self, *, stream: str, hold_id: str, owner: str, size_bits: int, count: int, hold_ms: int
+    ) -> Outcome[Hold]:
+        """As ``KeyStore.hold``."""
+        return self._add(
+            self._store._hold_step(
+                stream=stream,
+                hold_id=hold_id,
+                owner=owner,
+                size_bits=size_bits,
+                count=count,
+                hold_ms=hold_ms,
+            )
+        )
+
+    def claim(
+        self, *, stream: str, owner: str, key_ids: Sequence[str], hold_id: str, hold_ms: int
+    ) -> Outcome[tuple[Key, ...]]:
+        """As ``KeyStore.claim`` into a hold."""
+        return self._add(
+            self._store._claim_step(
+                stream=stream, owner=owner, key_ids=key_ids, hold_id=hold_id, hold_ms=hold_ms
+            )
+        )
+
+    def open_relayed(
+        self,
+        *,
+        stream: str,
+        hold_id: str,
+        owner: str,
+        tag: str,
+        consumed: Sequence[str],
+        relayed: Sequence[tuple[str, Key]],
+    ) -> Outcome[str | None]:
+        """As ``KeyStore.open_relayed``."""
+        return self._add(
+            self._store._open_step(
+                stream=stream,
+                hold_id=hold_id,
+                owner=owner,
+                tag=tag,
+                consumed=consumed,
+                relayed=relayed,
+            )
+        )
+
+    def commit_hold(
+        self, *, stream: str, hold_id: str, notice: Notice | None = None
+    ) -> Outcome[int]:
+        """As ``KeyStore.commit_hold``."""
+        return self._add(self._store._commit_step(stream=stream, hold_id=hold_id, notice=notice))
+
+    async def run(self) -> None:
+        """Send every step; afterwards each ``Outcome`` has its result."""
+        steps = [o._step for o in self._outcomes]
+        replies = await self._store._run_steps(steps)
+        for outcome, reply in zip(self._outcomes, replies, strict=True):
+            outcome._reply = reply
 
 
 def _check_block_args(stream: str, block_id: str, owner: str, size_bits: int) -> None:
@@ -160,6 +271,31 @@ class KeyStore:
     async def _run(self, script: Any, stream: str, args: Sequence[Any] = ()) -> list[Any]:
         reply: list[Any] = await script(keys=stream_keys(stream), args=list(args))
         return reply
+
+    async def _one(self, step: _Step[T]) -> T:
+        return step.read(await self._run(step.script, step.stream, step.args))
+
+    def batch(self) -> Batch:
+        """Steps to send together (``Batch``)."""
+        return Batch(self)
+
+    async def _run_steps(self, steps: Sequence[_Step[Any]]) -> list[list[Any]]:
+        for attempt in range(2):
+            pipe = self._redis.pipeline(transaction=True)
+            for step in steps:
+                keys = stream_keys(step.stream)
+                pipe.evalsha(step.script.sha, len(keys), *keys, *step.args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt or not any(isinstance(r, NoScriptError) for r in replies):
+                break
+            # Redis lost its scripts (a restart): load them and send the batch again (every
+            # step a batch offers is idempotent).
+            for script in {id(s.script): s.script for s in steps}.values():
+                script.sha = await self._redis.script_load(script.script)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     # -- streams -------------------------------------------------------------------------------
 
@@ -431,16 +567,35 @@ class KeyStore:
         ``hold_ms``, and return them; idempotent per hold ID. After the keys are written
         (delivered), ``commit_hold``; if they certainly were not, ``cancel_hold``; a hold past
         its deadline is dropped, never served again."""
+        return await self._one(
+            self._hold_step(
+                stream=stream,
+                hold_id=hold_id,
+                owner=owner,
+                size_bits=size_bits,
+                count=count,
+                hold_ms=hold_ms,
+            )
+        )
+
+    def _hold_step(
+        self, *, stream: str, hold_id: str, owner: str, size_bits: int, count: int, hold_ms: int
+    ) -> _Step[Hold]:
         check_token("hold ID", hold_id)
         _check_positive("hold time", hold_ms)
-        reply = await self._serve("hold", stream, owner, size_bits, count, hold_id, hold_ms)
-        return Hold(
-            hold_id=hold_id,
-            owner=owner,
-            size_bits=size_bits,
-            deadline_ms=int(reply[2]),
-            keys=_keys(reply[3:]),
-        )
+        step = self._serve_step("hold", stream, owner, size_bits, count, hold_id, hold_ms)
+
+        def read(reply: list[Any]) -> Hold:
+            reply = step.read(reply)
+            return Hold(
+                hold_id=hold_id,
+                owner=owner,
+                size_bits=size_bits,
+                deadline_ms=int(reply[2]),
+                keys=_keys(reply[3:]),
+            )
+
+        return _Step(step.script, stream, step.args, read)
 
     async def _serve(
         self,
@@ -452,21 +607,37 @@ class KeyStore:
         hold_id: str,
         hold_ms: int,
     ) -> list[Any]:
+        return await self._one(
+            self._serve_step(mode, stream, owner, size_bits, count, hold_id, hold_ms)
+        )
+
+    def _serve_step(
+        self,
+        mode: str,
+        stream: str,
+        owner: str,
+        size_bits: int,
+        count: int,
+        hold_id: str,
+        hold_ms: int,
+    ) -> _Step[list[Any]]:
         check_stream_name(stream)
         check_token("owner", owner)
         check_size(size_bits)
         _check_positive("key count", count)
-        reply = await self._run(
-            self._scripts.serve, stream, [mode, owner, size_bits, count, hold_id, hold_ms]
-        )
-        if reply[0] == Status.E_INSUFFICIENT:
-            raise InsufficientKeysError(
-                stream=stream, needed=count, available=int(reply[1]), what="pooled keys"
-            )
-        if reply[0] == Status.E_CONFLICT:
-            raise BlockConflictError(stream=stream, block_id=hold_id)
-        self._raise_for(reply, stream=stream)
-        return reply
+
+        def read(reply: list[Any]) -> list[Any]:
+            if reply[0] == Status.E_INSUFFICIENT:
+                raise InsufficientKeysError(
+                    stream=stream, needed=count, available=int(reply[1]), what="pooled keys"
+                )
+            if reply[0] == Status.E_CONFLICT:
+                raise BlockConflictError(stream=stream, block_id=hold_id)
+            self._raise_for(reply, stream=stream)
+            return reply
+
+        args = [mode, owner, size_bits, count, hold_id, hold_ms]
+        return _Step(self._scripts.serve, stream, args, read)
 
     async def get_hold(self, *, stream: str, hold_id: str) -> Hold | None:
         """The hold and its keys, or None if there is none (committed, cancelled, expired)."""
@@ -488,15 +659,21 @@ class KeyStore:
         """The hold's keys were delivered: delete them and, in the same atomic step, queue
         ``notice`` for the peer (unless it is queued or was acknowledged). Idempotent; returns
         the keys deleted now (0 if the hold was committed before, or expired)."""
+        return await self._one(self._commit_step(stream=stream, hold_id=hold_id, notice=notice))
+
+    def _commit_step(self, *, stream: str, hold_id: str, notice: Notice | None) -> _Step[int]:
         check_stream_name(stream)
         check_token("hold ID", hold_id)
         args: list[str | int] = [hold_id, "", "", "", 0]
         if notice is not None:
             check_token("message ID", notice.message_id)
             args[1:] = [notice.message_id, notice.kind, json.dumps(notice.payload), notice.valid_ms]
-        reply = await self._run(self._scripts.commit, stream, args)
-        self._raise_for(reply, stream=stream)
-        return int(reply[1])
+
+        def read(reply: list[Any]) -> int:
+            self._raise_for(reply, stream=stream)
+            return int(reply[1])
+
+        return _Step(self._scripts.commit, stream, args, read)
 
     async def cancel_hold(self, *, stream: str, hold_id: str) -> int:
         """The hold's keys were certainly not delivered: give them back where they came from (a
@@ -523,6 +700,16 @@ class KeyStore:
         self._raise_for(reply, stream=stream)
         return int(reply[1])
 
+    async def unclaim(self, *, stream: str, hold_id: str) -> int:
+        """A relay's hold of keys claimed from those held for a pair (``claim`` into a hold)
+        gives them back to the pair, under a new block ID, so that ``hold_id`` names nothing
+        here and a retry claims them again. Idempotent; returns the keys given back now."""
+        check_stream_name(stream)
+        check_token("hold ID", hold_id)
+        reply = await self._run(self._scripts.relay, stream, ["unclaim", hold_id])
+        self._raise_for(reply, stream=stream)
+        return int(reply[1])
+
     async def relay_aborted(self, *, stream: str, hold_id: str) -> bool:
         """Whether the relay ``hold_id`` was aborted here (``drop_hold``) within the last day."""
         check_stream_name(stream)
@@ -546,6 +733,27 @@ class KeyStore:
         hold remembers ``tag``. None when opened now; the tag it was opened with before
         otherwise. ``UnknownKeysError`` if a pad key is not in the hold (or no hold for
         ``owner``), ``BlockConflictError`` if a relayed key ID is in use here."""
+        return await self._one(
+            self._open_step(
+                stream=stream,
+                hold_id=hold_id,
+                owner=owner,
+                tag=tag,
+                consumed=consumed,
+                relayed=relayed,
+            )
+        )
+
+    def _open_step(
+        self,
+        *,
+        stream: str,
+        hold_id: str,
+        owner: str,
+        tag: str,
+        consumed: Sequence[str],
+        relayed: Sequence[tuple[str, Key]],
+    ) -> _Step[str | None]:
         check_stream_name(stream)
         check_token("hold ID", hold_id)
         check_token("owner", owner)
@@ -556,15 +764,59 @@ class KeyStore:
         named = [*consumed, *(p for p, _ in relayed), *(k.key_id for _, k in relayed)]
         if named:  # none: a retry, asking for the tag it was opened with
             check_key_ids(named)
-        reply = await self._run(self._scripts.relay, stream, args)
-        if reply[0] == Status.E_UNKNOWN_BLOCK:
-            raise UnknownKeysError(stream=stream, owner=owner, missing=len(relayed), examples=())
+
+        def read(reply: list[Any]) -> str | None:
+            if reply[0] == Status.E_UNKNOWN_BLOCK:
+                raise UnknownKeysError(
+                    stream=stream, owner=owner, missing=len(relayed), examples=()
+                )
+            if reply[0] == Status.E_UNKNOWN_KEYS:
+                raise UnknownKeysError(
+                    stream=stream, owner=owner, missing=int(reply[1]), examples=()
+                )
+            if reply[0] == Status.E_CONFLICT:
+                raise BlockConflictError(stream=stream, block_id=hold_id)
+            self._raise_for(reply, stream=stream)
+            return None if _text(reply[1]) == "new" else _text(reply[2])
+
+        return _Step(self._scripts.relay, stream, args, read)
+
+    async def relay_view(
+        self, *, stream: str, hold_id: str, owner: str, key_ids: Sequence[str]
+    ) -> RelayView:
+        """What a relay message about ``key_ids`` finds here, changing nothing (no write, so no
+        fsync): whether the relay ``hold_id`` was aborted here; else its hold for ``owner``
+        and the hold's keys, or the tag it was opened with; else the keys of ``key_ids``, held
+        here for ``owner`` (all of them, else ``UnknownKeysError``). ``BlockConflictError``
+        if ``hold_id`` names something else here."""
+        check_stream_name(stream)
+        check_token("hold ID", hold_id)
+        check_token("owner", owner)
+        check_key_ids(key_ids)
+        reply = await self._run(self._scripts.relay, stream, ["peek", hold_id, owner, *key_ids])
         if reply[0] == Status.E_UNKNOWN_KEYS:
             raise UnknownKeysError(stream=stream, owner=owner, missing=int(reply[1]), examples=())
         if reply[0] == Status.E_CONFLICT:
             raise BlockConflictError(stream=stream, block_id=hold_id)
         self._raise_for(reply, stream=stream)
-        return None if _text(reply[1]) == "new" else _text(reply[2])
+        state = _text(reply[1])
+        if state == "aborted":
+            return RelayView(aborted=True, held=False, tag=None, keys=())
+        if state == "opened":
+            return RelayView(aborted=False, held=True, tag=_text(reply[2]), keys=())
+        return RelayView(aborted=False, held=state == "held", tag=None, keys=_keys(reply[3:]))
+
+    async def streams_holding(self, *, hold_id: str) -> list[str]:
+        """The streams with a hold ``hold_id``, in one round trip (no key material read)."""
+        check_token("hold ID", hold_id)
+        streams = await self.streams()
+
+        def read(reply: list[Any]) -> bool:
+            return reply[0] == Status.OK and bool(int(reply[1]))
+
+        steps = [_Step(self._scripts.relay, s, ["held", hold_id], read) for s in streams]
+        replies = await self._run_steps(steps) if steps else []
+        return [s.stream for s, r in zip(steps, replies, strict=True) if s.read(r)]
 
     async def deliver_relayed(self, *, stream: str, hold_id: str, lease_ms: int) -> int:
         """At a relay's destination, once committed: the opened hold's keys are held for the
@@ -652,9 +904,25 @@ class KeyStore:
         if hold_id is not None:
             check_token("hold ID", hold_id)
             _check_positive("hold time", hold_ms)
-        mode = "consume" if hold_id is None else "hold"
-        reply = await self._claim(mode, stream, owner, key_ids, hold_id or "", hold_ms)
+        if hold_id is not None:
+            return await self._one(
+                self._claim_step(
+                    stream=stream, owner=owner, key_ids=key_ids, hold_id=hold_id, hold_ms=hold_ms
+                )
+            )
+        reply = await self._claim("consume", stream, owner, key_ids, "", 0)
         return _keys(reply[1:])
+
+    def _claim_step(
+        self, *, stream: str, owner: str, key_ids: Sequence[str], hold_id: str, hold_ms: int
+    ) -> _Step[tuple[Key, ...]]:
+        check_stream_name(stream)
+        check_token("owner", owner)
+        check_key_ids(key_ids)
+        check_token("hold ID", hold_id)
+        _check_positive("hold time", hold_ms)
+        step = self._claim_call("hold", stream, owner, key_ids, hold_id, hold_ms)
+        return _Step(step.script, stream, step.args, lambda reply: _keys(step.read(reply)[1:]))
 
     async def holds_for(self, *, stream: str, owner: str, key_ids: Sequence[str]) -> bool:
         """Whether every key of ``key_ids`` is held here for ``owner`` (changes nothing)."""
@@ -670,17 +938,22 @@ class KeyStore:
     async def _claim(
         self, mode: str, stream: str, owner: str, key_ids: Sequence[str], hold_id: str, hold_ms: int
     ) -> list[Any]:
-        reply = await self._run(
-            self._scripts.claim, stream, [mode, owner, hold_id, hold_ms, *key_ids]
-        )
-        if reply[0] == Status.E_UNKNOWN_KEYS:
-            raise UnknownKeysError(
-                stream=stream, owner=owner, missing=int(reply[1]), examples=_texts(reply[2:])
-            )
-        if reply[0] == Status.E_CONFLICT:
-            raise BlockConflictError(stream=stream, block_id=hold_id)
-        self._raise_for(reply, stream=stream)
-        return reply
+        return await self._one(self._claim_call(mode, stream, owner, key_ids, hold_id, hold_ms))
+
+    def _claim_call(
+        self, mode: str, stream: str, owner: str, key_ids: Sequence[str], hold_id: str, hold_ms: int
+    ) -> _Step[list[Any]]:
+        def read(reply: list[Any]) -> list[Any]:
+            if reply[0] == Status.E_UNKNOWN_KEYS:
+                raise UnknownKeysError(
+                    stream=stream, owner=owner, missing=int(reply[1]), examples=_texts(reply[2:])
+                )
+            if reply[0] == Status.E_CONFLICT:
+                raise BlockConflictError(stream=stream, block_id=hold_id)
+            self._raise_for(reply, stream=stream)
+            return reply
+
+        return _Step(self._scripts.claim, stream, [mode, owner, hold_id, hold_ms, *key_ids], read)
 
     async def give_back(
         self, *, stream: str, owner: str, keys: Sequence[tuple[str, Sequence[str]]]

@@ -6,7 +6,8 @@
 -- - keys held for a slave SAE past their deadline are dropped (the slave did not fetch them);
 -- - a hold past its deadline is dropped: its request may have delivered the keys or not, so
 --   they must never be served again.
--- Also forgets acknowledged hand-overs older than a day. ARGV: limit.
+-- Also forgets acknowledged hand-overs older than a day, and kept tombstones whose chunks are
+-- gone at both ends (prune_kept in common.lua). ARGV: limit.
 -- Reply: {OK, blocks handled, blocks given back, chunks dropped, more due (0/1),
 --         keys held for slave SAEs dropped}.
 local limit = tonumber(ARGV[1])
@@ -35,4 +36,5 @@ for _, bid in ipairs(due) do
   end
 end
 redis.call('ZREMRANGEBYSCORE', done, '-inf', now - 86400000)
+prune_kept(meta, avail, incoming, gaps, segs, drops, blk)
 return {OK, #due, released, dropped, #due == limit and 1 or 0, expired_held}

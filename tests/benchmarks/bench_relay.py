@@ -14,10 +14,13 @@ round, sequentially and interleaved so that load from elsewhere falls on all ali
   node-b) and ``relay-d`` (3 hops: through node-b and node-c).
 
 The extra time per hop is the 2-hop and 3-hop p50s less the 1-hop p50, per added hop. A hop
-costs one channel round trip plus the repeater's store steps (hold the next link's pads,
-claim what came in, seal) and the next node's (claim, check the tag, decrypt); the notes give
-the round trip beside the per-hop figure, and the rest is those store steps. The keys taken
-are fetched on the far nodes afterwards (dec_keys, untimed): that checks they arrived alike.
+costs one channel round trip plus, on each of its two nodes, one store read and one fsync'd
+store write: the repeater reads what came in, checks the tag and decrypts, then holds the next
+link's pads and claims what came in (one batch) and seals; the next node reads its pads, checks
+the tag and decrypts, then claims its pads and opens them into the relayed keys (one batch).
+The notes give the round trip and a write beside the per-hop figure; the rest is CPU (message
+checks, TLS, and waiting for a core). The keys taken are fetched on the far nodes afterwards
+(dec_keys, untimed): that checks they arrived alike.
 
 ``python -m tests.benchmarks.bench_relay [--rounds N]``.
 """
@@ -249,11 +252,11 @@ def results(timings: dict[str, list[float]], filled: float, rounds: int) -> list
         f" {three - two:.1f} ms (3rd), {per_hop:.1f} ms averaged (target <= "
         f"{TARGET_MS_PER_HOP:.0f} ms: {'met' if per_hop <= TARGET_MS_PER_HOP else 'NOT met'};"
         f" QSS 2.0 about {QSS2_MS_PER_HOP:.0f} ms). Where a hop's time goes: one channel round"
-        f" trip ({p50['ping']:.1f} ms p50 here) and, in sequence, four key-store writes (the"
-        " repeater holds the next link's pads and claims what came in, the next node claims its"
-        " pads and turns them into the relayed keys), each an fsync'd Redis write"
-        f" ({p50['write']:.1f} ms p50 here: node-b's Redis, appendfsync always), plus reads and"
-        " message checks;"
+        f" trip ({p50['ping']:.1f} ms p50 here) and, in sequence, two key-store writes (one"
+        " batch per node: the repeater holds the next link's pads and claims what came in, the"
+        " next node claims its pads and turns them into the relayed keys), each an fsync'd"
+        f" Redis write ({p50['write']:.1f} ms p50 here: node-b's Redis, appendfsync always),"
+        " plus a read on each node and message checks;"
     )
     _NOTES.append(
         f"{rounds} rounds after {WARM_UP} warm-up, sequential; four nodes in a line on one machine"

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from controllers import pki
-from controllers.channel import Peer, PeerRejected, authenticate_peer
+from controllers.channel import AuthenticatedPeers, Peer, PeerRejected, authenticate_peer
 
 CA_B, CA_C = pki.create_ca("node-b CA"), pki.create_ca("node-c CA")
 PEERS = {
@@ -90,3 +90,28 @@ def test_no_certificate_and_garbage_are_refused() -> None:
     assert _rejected(None).reason == "NoClientCertificate"
     assert _rejected(b"").reason == "NoClientCertificate"
     assert _rejected(b"\x30\x03garbage").reason == "InvalidClientCertificate"
+
+
+def test_a_remembered_certificate_answers_alike_until_the_peers_change() -> None:
+    peers = AuthenticatedPeers()
+    der = _der(pki.issue_node_certificate(CA_B, "node-b"))
+    assert peers.authenticate(der, PEERS, generation=1) == "node-b"
+    assert peers.authenticate(der, PEERS, generation=1) == "node-b"
+    # The link to node-b was removed (a new generation): refused at once, and recorded anew.
+    without_b = {"node-c": PEERS["node-c"]}
+    with pytest.raises(PeerRejected) as excinfo:
+        peers.authenticate(der, without_b, generation=2)
+    assert excinfo.value.reason == "UnknownPeer"
+    forged = _der(pki.issue_node_certificate(CA_B, "node-c"))
+    for _ in range(2):  # a refusal is never remembered as an acceptance
+        with pytest.raises(PeerRejected, match="claims node 'node-c'"):
+            peers.authenticate(forged, PEERS, generation=2)
+
+
+def test_a_remembered_certificate_is_refused_once_it_expires() -> None:
+    peers = AuthenticatedPeers()
+    der = _der(pki.issue_node_certificate(CA_B, "node-b", validity=dt.timedelta(days=1)))
+    now = dt.datetime.now(dt.UTC)
+    assert peers.authenticate(der, PEERS, generation=1, at=now) == "node-b"
+    with pytest.raises(PeerRejected, match="not valid at validation time"):
+        peers.authenticate(der, PEERS, generation=1, at=now + dt.timedelta(days=2))

@@ -7,6 +7,7 @@ aborts the relay and leaves nothing held."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import logging
@@ -21,6 +22,7 @@ from controllers.delivery.peer import KrpPeers, KrpRefused
 from controllers.delivery.relay_messages import RelayPrepare, RelayPrepared
 from controllers.delivery.settings import DeliverySettings
 from controllers.keystore import StreamCounts
+from controllers.keystore.layout import NAMES, stream_keys
 from tests.unit.delivery.conftest import Line
 from tests.unit.delivery.relay_harness import (
     feed_line,
@@ -395,3 +397,42 @@ def _ends(stream: str) -> tuple[str, str]:
     """The two node letters of a line stream's name ("node-a-node-b" -> ("a", "b"))."""
     first, second = stream.removeprefix("node-").split("-node-")
     return first, second
+
+
+async def test_a_repeater_short_of_pads_gives_back_what_came_in_and_the_retry_goes_through(
+    line: Line,
+) -> None:
+    await warm(line)
+    owner, store = "alice/carol", line.b.store
+    # node-b's pool towards node-c for the pair is empty, and so is its buffer (all of it in a
+    # block pending for another pair), so node-b cannot hold pads for the next hop for now.
+    level = await store.pool_level(stream=BC, owner=owner, size_bits=256)
+    if level.keys:
+        await store.take(stream=BC, owner=owner, size_bits=256, count=level.keys)
+    blocker = await store.reserve_block(
+        stream=BC,
+        block_id=str(uuid.uuid4()),
+        owner="x/y",
+        size_bits=256,
+        count=(await line.b.counts(BC)).available,
+        from_newest=False,
+        lease_ms=60_000,
+        pending_ms=60_000,
+    )
+    request = asyncio.create_task(enc(line, number=2))
+    client: Any = aioredis.Redis.from_url(line.urls["node-b"])
+    blk = stream_keys(AB)[NAMES.index("blk")]
+
+    async def given_back() -> bool:
+        # node-b claimed what came in, waited for pads in vain, gave the keys back (a block of
+        # their own under a new ID) and answered 503; node-a tries again.
+        return any(b"@" in k for k in await client.hkeys(blk))
+
+    try:
+        await eventually_async(given_back, what="node-b giving back what came in")
+    finally:
+        await client.aclose()
+    await store.refuse_block(stream=BC, block_id=blocker.block_id)
+    keys = await request
+    assert [k.material for k in await fetched(line, keys)] == [k.material for k in keys]
+    await nothing_held(line)

@@ -3,15 +3,19 @@ the next KSID of its sequence (its next *epoch*, docs/key-streams.md), indices s
 in the same store stream. So the store compares a chunk's index with the ingest cursor, a
 tombstone or a drop range only within one epoch: a chunk of an epoch this end has left, not
 held, is ``never``; one of a later epoch than its cursor's is ``not_yet``; tombstones and drop
-notices name their epoch (notices their KSID)."""
+notices name their epoch (notices their KSID). Tombstones over chunks held already are kept
+until no chunk of theirs can come back, then forgotten."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from controllers.keystore import BlockRefusedError, Chunk, KeyStore
+from controllers.keystore.layout import NAMES, stream_keys
 from controllers.qkdm.ids import epoch_ksid
 from tests.unit.keystore.helpers import (
     STREAM,
@@ -256,4 +260,56 @@ async def test_a_refused_block_drops_what_the_peer_said_it_never_stored(store: K
         stream=STREAM, chunks=indexed_chunks(uuid.UUID(ksid(1)), 8, 2), first_index=8
     )
     assert (result.accepted, result.duplicates) == (2, 0)
+    await assert_counts_add_up(store)
+
+
+async def kept_tombstones(redis_url: str) -> list[str]:
+    """The kept tombstones in node A's store (``common.lua``: ranges the peer dropped of chunks
+    this end may hold): read from Redis, as a scan of the store would find them."""
+    client: Any = aioredis.Redis.from_url(redis_url)
+    try:
+        members = await client.zrange(stream_keys(STREAM)[NAMES.index("drops")], 0, -1)
+    finally:
+        await client.aclose()
+    return sorted(m.decode() for m in members if m.endswith(b":k"))
+
+
+async def test_kept_tombstones_go_once_a_refusal_leaves_none_of_their_chunks(
+    store: KeyStore, redis_url: str
+) -> None:
+    await on_epoch(store, 0)
+    old = await ingest(store, 0, 0, 10)
+    await on_epoch(store, 1)
+    new = await ingest(store, 1, 0, 8)
+    block = await reserve(store, "b", count=18)
+    await store.mark_peer_dropped(stream=STREAM, epoch=0, ranges=[(6, None)])
+    await store.mark_peer_dropped(stream=STREAM, epoch=1, ranges=[(2, 4)])
+    await store.drop_unstored(stream=STREAM, chunk_ids=ids(old[6:] + new[2:4]))
+    # The pending block may come back with chunks of both ranges: the tombstones stay.
+    await store.sweep(stream=STREAM)
+    assert await kept_tombstones(redis_url) == ["0:6::k", "1:2:4:k"]
+    assert await store.refuse_block(stream=STREAM, block_id=block.block_id) == (12, 6)
+    # Refused: both ends agree those chunks are gone, and nothing else can bring one back.
+    assert await kept_tombstones(redis_url) == []
+    await assert_counts_add_up(store)
+
+
+async def test_kept_tombstones_go_once_the_buffer_has_none_of_their_chunks(
+    store: KeyStore, redis_url: str
+) -> None:
+    await on_epoch(store, 0)
+    old = await ingest(store, 0, 0, 10)
+    await on_epoch(store, 1)
+    new = await ingest(store, 1, 0, 4)
+    spans = await store.mark_peer_dropped(stream=STREAM, epoch=0, ranges=[(6, None)])
+    assert spans == [(6, 10)]
+    # Marked, but its chunks are still in the buffer until the notice's drop step.
+    await store.sweep(stream=STREAM)
+    assert await kept_tombstones(redis_url) == ["0:6::k"]
+    assert await store.drop_unstored(stream=STREAM, chunk_ids=ids(old[6:])) == 4
+    await store.sweep(stream=STREAM)
+    assert await kept_tombstones(redis_url) == []
+    # What the buffer holds is unchanged by forgetting them.
+    again = await reserve(store, "b", count=10)
+    assert sorted(c.chunk_id for k in again.keys for c in k.chunks) == sorted(ids(old[:6] + new))
     await assert_counts_add_up(store)

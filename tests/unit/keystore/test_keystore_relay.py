@@ -1,15 +1,18 @@
 """The key relay's store steps (``relay.lua``): at a relay's destination the held pad keys
 become the relayed keys (``open_relayed``) and, once committed, keys held for the slave SAE
 (``deliver_relayed``); anywhere, an aborted relay's hold is dropped with a notice for the peer
-(``drop_hold``) and the relay is remembered as aborted (``relay_aborted``). The counters add up
-at every step."""
+(``drop_hold``) and the relay is remembered as aborted (``relay_aborted``). A relay message
+reads what it names first (``relay_view``) and writes its steps in one ``batch``. The counters
+add up at every step."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from controllers.keystore import (
     BlockConflictError,
@@ -140,3 +143,125 @@ async def test_an_aborted_relay_drops_its_hold_queues_one_notice_and_is_remember
     # The dropped keys are nowhere any more.
     with pytest.raises(UnknownKeysError):
         await peer_store.claim(stream=STREAM, owner=OWNER, key_ids=[held[0].key_id])
+
+
+@pytest.fixture
+async def agreed(store: KeyStore, peer_store: KeyStore) -> list[str]:
+    """Three keys of 256 bits held on ``peer_store`` for OWNER (an agreed block), not claimed."""
+    chunks = indexed_chunks(uuid.UUID(int=9), 0, 50)
+    for s in (store, peer_store):
+        await s.add_chunks(stream=STREAM, chunks=chunks, first_index=0)
+    block = await agree(store, peer_store, str(uuid.uuid4()), count=3, size_bits=256)
+    return sorted(block.key_ids)
+
+
+async def test_a_relay_view_reads_what_a_message_finds_and_changes_nothing(
+    peer_store: KeyStore, agreed: list[str]
+) -> None:
+    before = await peer_store.counts(stream=STREAM)
+    free = await peer_store.relay_view(stream=STREAM, hold_id=RELAY, owner=OWNER, key_ids=agreed)
+    assert (free.aborted, free.held, free.tag) == (False, False, None)
+    assert sorted(k.key_id for k in free.keys) == agreed
+    # Keys not held for the pair (another pair, or an unknown key): refused as claim would.
+    with pytest.raises(UnknownKeysError):
+        await peer_store.relay_view(stream=STREAM, hold_id=RELAY, owner="x/y", key_ids=agreed)
+    with pytest.raises(UnknownKeysError):
+        await peer_store.relay_view(
+            stream=STREAM, hold_id=RELAY, owner=OWNER, key_ids=[*agreed, str(uuid.uuid4())]
+        )
+    assert await peer_store.counts(stream=STREAM) == before
+    claimed = await peer_store.claim(
+        stream=STREAM, owner=OWNER, key_ids=agreed, hold_id=RELAY, hold_ms=60_000
+    )
+    # The same material as the claim moved into the hold, found in the hold now.
+    held = await peer_store.relay_view(stream=STREAM, hold_id=RELAY, owner=OWNER, key_ids=agreed)
+    assert (held.held, held.tag) == (True, None)
+    assert {k.key_id: k.material for k in held.keys} == {k.key_id: k.material for k in free.keys}
+    assert {k.key_id: k.material for k in claimed} == {k.key_id: k.material for k in free.keys}
+    with pytest.raises(BlockConflictError):
+        await peer_store.relay_view(stream=STREAM, hold_id=RELAY, owner="x/y", key_ids=agreed)
+    await peer_store.open_relayed(
+        stream=STREAM,
+        hold_id=RELAY,
+        owner=OWNER,
+        tag="ab12",
+        consumed=[agreed[2]],
+        relayed=[(agreed[0], relayed(1)[0])],
+    )
+    opened = await peer_store.relay_view(stream=STREAM, hold_id=RELAY, owner=OWNER, key_ids=agreed)
+    assert (opened.held, opened.tag, opened.keys) == (True, "ab12", ())
+    await peer_store.drop_hold(stream=STREAM, hold_id=RELAY)
+    gone = await peer_store.relay_view(stream=STREAM, hold_id=RELAY, owner=OWNER, key_ids=agreed)
+    assert gone.aborted
+
+
+async def test_a_batch_claims_and_opens_in_one_step_even_after_redis_lost_its_scripts(
+    store: KeyStore, peer_store: KeyStore, agreed: list[str], redis_url: str
+) -> None:
+    # A restarted Redis has no scripts: the batch loads them and is sent again.
+    client: Any = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.script_flush()
+    finally:
+        await client.aclose()
+    new = relayed(2)
+    batch = peer_store.batch()
+    claimed = batch.claim(stream=STREAM, owner=OWNER, key_ids=agreed, hold_id=RELAY, hold_ms=60_000)
+    opened = batch.open_relayed(
+        stream=STREAM,
+        hold_id=RELAY,
+        owner=OWNER,
+        tag="ab12",
+        consumed=[agreed[2]],
+        relayed=[(agreed[0], new[0]), (agreed[1], new[1])],
+    )
+    with pytest.raises(RuntimeError, match="not run yet"):
+        claimed.result()
+    await batch.run()
+    assert sorted(k.key_id for k in claimed.result()) == agreed
+    assert opened.result() is None
+    hold = await peer_store.get_hold(stream=STREAM, hold_id=RELAY)
+    assert hold is not None
+    assert {k.key_id: k.material for k in hold.keys} == {k.key_id: k.material for k in new}
+    assert await peer_store.streams_holding(hold_id=RELAY) == [STREAM]
+    assert await store.streams_holding(hold_id=RELAY) == []
+    await assert_counts_add_up(peer_store)
+    # A step that fails does so on its own: the claim finds the hold, the open its tag.
+    again = peer_store.batch()
+    claimed_again = again.claim(
+        stream=STREAM, owner="x/y", key_ids=agreed, hold_id=RELAY, hold_ms=60_000
+    )
+    opened_again = again.open_relayed(
+        stream=STREAM, hold_id=RELAY, owner=OWNER, tag="cd34", consumed=(), relayed=()
+    )
+    await again.run()
+    with pytest.raises(BlockConflictError):
+        claimed_again.result()
+    assert opened_again.result() == "ab12"
+
+
+async def test_unclaimed_keys_are_held_for_the_pair_again_and_a_retry_claims_them(
+    peer_store: KeyStore, agreed: list[str]
+) -> None:
+    # A repeater claimed what came in, then could not hold pads for the next hop: it gives the
+    # keys back and answers 503, and the source's retry (same relay ID) claims them again.
+    before = await peer_store.counts(stream=STREAM)
+    first = await peer_store.claim(
+        stream=STREAM, owner=OWNER, key_ids=agreed, hold_id=RELAY, hold_ms=60_000
+    )
+    assert await peer_store.unclaim(stream=STREAM, hold_id=RELAY) == 3
+    assert await peer_store.unclaim(stream=STREAM, hold_id=RELAY) == 0
+    assert await peer_store.counts(stream=STREAM) == before
+    assert await peer_store.streams_holding(hold_id=RELAY) == []
+    view = await peer_store.relay_view(stream=STREAM, hold_id=RELAY, owner=OWNER, key_ids=agreed)
+    assert (view.aborted, view.held) == (False, False)
+    again = await peer_store.claim(
+        stream=STREAM, owner=OWNER, key_ids=agreed, hold_id=RELAY, hold_ms=60_000
+    )
+    assert {k.key_id: k.material for k in again} == {k.key_id: k.material for k in first}
+    await assert_counts_add_up(peer_store)
+    # Given back once more, they are the slave's to fetch as any keys held for the pair.
+    await peer_store.unclaim(stream=STREAM, hold_id=RELAY)
+    got = await peer_store.claim(stream=STREAM, owner=OWNER, key_ids=agreed)
+    assert {k.key_id for k in got} == set(agreed)
+    await assert_counts_add_up(peer_store)
