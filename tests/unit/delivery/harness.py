@@ -33,6 +33,7 @@ from controllers.identity import NodeIdentity
 from controllers.keystore import Chunk, KeyStore
 from controllers.qkdm.ids import chunk_id
 from controllers.saes import SaeDirectory
+from tests.unit.identities import node_identity
 
 STREAM = "a-b"
 LINK = "link"
@@ -100,17 +101,6 @@ class Node:
         await self.store.aclose()
 
 
-def identity_of(ca: pki.Credentials, node_id: str) -> NodeIdentity:
-    node = pki.issue_node_certificate(ca, node_id, ip_addresses=["127.0.0.1"])
-    return NodeIdentity(
-        node_id=node_id,
-        ca_cert_pem=ca.cert_pem,
-        cert_pem=node.cert_pem,
-        key_pem=node.key_pem,
-        ca_key_pem=ca.key_pem,
-    )
-
-
 async def start_node(
     node_id: str,
     redis_url: str,
@@ -124,7 +114,7 @@ async def start_node(
     store = KeyStore.from_url(redis_url)
     await store.configure_stream(stream=STREAM, capacity=capacity, chunk_bytes=CHUNK_BYTES)
     ca = ca or pki.create_ca(f"{node_id} CA")
-    identity = identity_of(ca, node_id)
+    identity = node_identity(ca, node_id)
     registry = PeerRegistry(local_node_id=node_id)
     saes = KnownSaes()
     directory = SaeDirectory(local_node_id=node_id, local=saes)

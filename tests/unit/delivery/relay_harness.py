@@ -35,7 +35,8 @@ from controllers.keystore import Chunk, KeyStore, StreamCounts
 from controllers.qkdm.ids import chunk_id
 from controllers.routing.table import SaeRoute
 from controllers.saes import SaeDirectory
-from tests.unit.delivery.harness import KnownSaes, RecordedHandOvers, identity_of
+from tests.unit.delivery.harness import KnownSaes, RecordedHandOvers
+from tests.unit.identities import node_identity
 
 CHUNK_BYTES = 32
 
@@ -104,7 +105,7 @@ async def start_line_node(
     for stream in streams:
         await store.configure_stream(stream=stream, capacity=capacity, chunk_bytes=CHUNK_BYTES)
     ca = pki.create_ca(f"{node_id} CA")
-    identity = identity_of(ca, node_id)
+    identity = node_identity(ca, node_id)
     registry = PeerRegistry(local_node_id=node_id)
     saes = KnownSaes()
     directory = SaeDirectory(local_node_id=node_id, local=saes)
