@@ -447,9 +447,15 @@ def apply(cluster: Cluster, obj: dict[str, Any]) -> None:
 
 
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within 30 s (as the kubelet does after a pod's
+    grace period): a process still importing on a busy machine may not have its handler yet."""
     if proc is not None and proc.poll() is None:
         proc.terminate()
-        proc.wait(timeout=20)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def _wait_tcp(port: int, proc: subprocess.Popen[bytes], what: str) -> None:

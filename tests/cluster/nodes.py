@@ -519,6 +519,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         _wait(self.containerd_socket.exists, proc, "containerd", 30)
         _wait(lambda: self._ctr("version", check=False).returncode == 0, proc, "containerd", 30)
 
+    def kill_container(self, container_id: str) -> None:
+        """SIGKILL every process of a container at once, as a crash (kill -9) takes it; the
+        kubelet then restarts it in the same pod."""
+        self._ctr("tasks", "kill", "--all", "--signal", "SIGKILL", container_id)
+
     def _ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["ctr", "--address", str(self.containerd_socket), "--namespace", "k8s.io", *args],
