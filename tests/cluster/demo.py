@@ -261,10 +261,17 @@ def relayed_request(
     path: list[str] = next(
         (r["spec"]["path"] for r in items(a, "routes") if r["spec"]["saeID"] == slave_id), []
     )
-    repeaters = ", ".join(path[1:-1]) or "none"
-    print(f"The path was {' -> '.join(path)}; the repeaters ({repeaters}) hold no Secret of it.")
     if ids_a != ids_z:
         raise RuntimeError("the two Secrets hold different key IDs")
+    for repeater in path[1:-1]:
+        held = clusters[repeater].kubectl("get", "keyrequests,secrets", "-A", "-o", "json").stdout
+        if any(key_id in held for key_id in ids_a):
+            raise RuntimeError(f"the repeater {repeater} holds a key ID of the relayed request")
+    repeaters = ", ".join(path[1:-1]) or "none"
+    print(
+        f"The path was {' -> '.join(path)}; the repeaters ({repeaters}) hold no KeyRequest and "
+        "no Secret with its key IDs."
+    )
     return Relayed(namespace, name, slave_request, path)
 
 
