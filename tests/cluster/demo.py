@@ -65,10 +65,13 @@ def show(cluster: Cluster, *args: str) -> str:
 
 
 def wait_ready(cluster: Cluster, name: str, namespace: str, timeout: float = 60) -> dict[str, str]:
+    """The KeyRequest's status once it is Ready or Failed. It need not exist yet: a slave side
+    is created by its node when the master's keys arrive, which may be after the master is
+    Ready (a relayed request's last hop)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = cluster.kubectl("get", "keyrequest", name, "-n", namespace, "-o", "json").stdout
-        status = json.loads(out).get("status", {})
+        out = cluster.kubectl("get", "keyrequest", name, "-n", namespace, "-o", "json", check=False)
+        status = json.loads(out.stdout).get("status", {}) if out.returncode == 0 else {}
         if status.get("phase") in ("Ready", "Failed"):
             return dict(status)
         time.sleep(0.2)

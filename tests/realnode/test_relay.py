@@ -26,6 +26,7 @@ pytestmark = pytest.mark.realnode
 A, B, C = DEMO_NETWORK.nodes
 AB, BC = DEMO_NETWORK.streams
 NUMBER, SIZE = 10, 256  # as relayed_request asks
+SAE_NAMESPACE = DEMO_NETWORK.saes[A][0]  # alice's and carol's
 
 
 async def all_counts(network: RealQssNetwork) -> dict[tuple[str, str], StreamCounts]:
@@ -43,15 +44,12 @@ async def test_keyrequest_from_alice_for_carol_on_pods_is_relayed_through_node_b
     assert DEMO_NETWORK.streams == {AB: (A, B), BC: (B, C)}, "the test expects a line"
     clusters = real_network.clusters
     before = await all_counts(real_network)
-
-    relayed = relayed_request(
-        clusters,
-        (A, DEMO_NETWORK.saes[A]),
-        (C, DEMO_NETWORK.saes[C]),
-        name=unique("relay"),
-    )
-    namespace = relayed.namespace
+    name = unique("relay")
     try:
+        relayed = relayed_request(
+            clusters, (A, DEMO_NETWORK.saes[A]), (C, DEMO_NETWORK.saes[C]), name=name
+        )
+        namespace = relayed.namespace
         assert relayed.path == [A, B, C]
         keys_a = secret_keys(clusters[A], f"{relayed.master_request}-keys", namespace)
         keys_c = secret_keys(clusters[C], f"{relayed.slave_request}-keys", namespace)
@@ -91,19 +89,28 @@ async def test_keyrequest_from_alice_for_carol_on_pods_is_relayed_through_node_b
             (C, BC): NUMBER + tag,
         }
     finally:
-        clusters[A].kubectl(
-            "delete", "keyrequest", relayed.master_request, "-n", namespace, "--wait=false"
-        )
-        clusters[C].kubectl(
-            "delete", "keyrequest", relayed.slave_request, "-n", namespace, "--wait=false"
-        )
+        slave_requests = delete_relayed(clusters, name)
     # The KeyRequests' Secrets go with them: the relayed keys stay nowhere.
-    for node, request in ((A, relayed.master_request), (C, relayed.slave_request)):
+    for node, request in ((A, name), *((C, s) for s in slave_requests)):
         eventually(
-            partial(_gone, clusters[node], f"{request}-keys", namespace),
+            partial(_gone, clusters[node], f"{request}-keys", SAE_NAMESPACE),
             120,
             f"the Secret of {request} on {node} deleted",
         )
+
+
+def delete_relayed(clusters: dict[str, Cluster], name: str) -> list[str]:
+    """Delete the relayed KeyRequest ``name`` on node-a and its slave side on node-c (named
+    after the master's UID), whatever state the test left them in. The slave sides' names."""
+    master = get(clusters[A], "keyrequest", name, SAE_NAMESPACE)
+    if master is None:
+        return []
+    slave = f"{DEMO_NETWORK.saes[C][1]}-{master['metadata']['uid']}"
+    for node, request in ((A, name), (C, slave)):
+        clusters[node].kubectl(
+            "delete", "keyrequest", request, "-n", SAE_NAMESPACE, "--ignore-not-found"
+        )
+    return [slave]
 
 
 def _gone(cluster: Cluster, secret: str, namespace: str) -> bool:
