@@ -320,20 +320,24 @@ def settled(cluster: Cluster, saes: int) -> bool:
     return up and len(items(cluster, "routes")) >= saes
 
 
+def wait_settled(clusters: dict[str, Cluster], saes: int, timeout: float = 120) -> None:
+    """Every node's links up and its Routes to each of the network's ``saes`` SAEs there."""
+    deadline = time.monotonic() + timeout
+    while not all(settled(c, saes) for c in clusters.values()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"not every link is up, or not every node has a Route to each of the {saes} SAEs"
+            )
+        time.sleep(0.5)
+
+
 def run_topology(
     state_dir: Path, topology: NetworkTopology, timeout: float = 120
 ) -> dict[str, Cluster]:
     with running_network(state_dir, detach=True, topology=topology) as network:
         saes = sum(len(s) for s in topology.nodes.values())
         clusters = {n: network.nodes[n].cluster for n in topology.nodes}
-        deadline = time.monotonic() + timeout
-        while not all(settled(c, saes) for c in clusters.values()):
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    "not every link is up, or not every node has a Route to each of the "
-                    f"{saes} SAEs"
-                )
-            time.sleep(0.5)
+        wait_settled(clusters, saes, timeout)
         for cluster in clusters.values():
             show(cluster, "get", "qkdlinks,keystreams")
         for cluster in clusters.values():
@@ -353,6 +357,7 @@ def run_topology(
 def show_relay(clusters: dict[str, Cluster]) -> None:
     """The demo network's routing tables, then a KeyRequest from alice (node-a) for carol
     (node-c), two hops away: relayed through node-b."""
+    wait_settled(clusters, len(DEMO_NETWORK.saes))
     for cluster in clusters.values():
         show(cluster, "get", "routes", "-o", "wide")
     saes = DEMO_NETWORK.saes
