@@ -1,10 +1,10 @@
 """Keys in pods on real nodes: pod start to first keys, a key rotation, and admission through
 the webhook running as pods behind its Service.
 
-Starts the two-cluster real-node network the tests use (``tests.cluster.realnetwork.deploy``:
-kube-qss and its webhook applied with ``kubectl apply -k kustomize/test/<node>``), SAEs carol
-(node-a) and dave (node-b), and a slave pod for dave on node-b. Figures, each beside a baseline
-measured in the same run:
+Starts the real-node network the tests use (``tests.cluster.realnetwork.deploy``: node-a,
+node-b, node-c, kube-qss and its webhook applied with ``kubectl apply -k kustomize/test/<node>``),
+SAEs erin (node-a) and frank (node-b), and a slave pod for frank on node-b (carol is node-c's).
+Figures, each beside a baseline measured in the same run:
 
 - pod start to first keys: an annotated master pod created until it is Ready (its app starts
   only once the sidecar's startup probe has seen the first keys written), beside the same pod
@@ -44,7 +44,7 @@ from tests.cluster.realnetwork import deploy, served, wait_for
 from tests.realnode import keypods
 
 NS = "bench-keys"
-MASTER, SLAVE = "carol", "dave"
+MASTER, SLAVE = "erin", "frank"
 PODS = 4  # started one after another, of each kind
 ROTATIONS = 20
 AT_ONCE = 50
@@ -123,7 +123,7 @@ def rotation_ms(log: str) -> list[float]:
 
 
 async def bare_requests_ms(kubeconfig: Path, count: int) -> list[float]:
-    """KeyRequests (1 x 256 bit, carol -> dave) created one at a time until Ready."""
+    """KeyRequests (1 x 256 bit, erin -> frank) created one at a time until Ready."""
     cfg = client.Configuration()
     await config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
     out = []
@@ -194,9 +194,9 @@ def run() -> list[Result]:
         sae(a, MASTER)
         sae(b, SLAVE)
         check = partial(served, (a, (NS, MASTER, MASTER)), (b, (NS, SLAVE, SLAVE)))
-        wait_for(check, 300, "node-a to know SAE dave")
+        wait_for(check, 300, "node-a to know SAE frank")
         slave = keypods.key_pod(
-            "dave-app", NS, sae=SLAVE, peer_sae=MASTER, role="slave", service_account="dave-app"
+            "frank-app", NS, sae=SLAVE, peer_sae=MASTER, role="slave", service_account="frank-app"
         )
         b.kubectl("create", "-f", "-", stdin=json.dumps(slave))
 

@@ -1,27 +1,29 @@
 """The README's main job (``make demo``): a local QSS network, shown with kubectl.
 
-Two QSS nodes (node-a, node-b), each a real kube-apiserver with a real node (kubelet, containerd)
-on which kube-qss runs as pods, deployed with ``kubectl apply -k kustomize/test/<node>``: the
-controller, its Redis key store, the device plugin, the simulated QKD device pair and the QKD
-module (QKDM) the controller runs for each key stream end. The demo shows the nodes and pods,
-the links and key streams filling on both clusters, applies the sample KeyRequest on node-a (alice
-asks for keys shared with bob on node-b) and shows that the Secrets on both clusters hold the same
-key IDs (never the keys); then the sample pods of ``kustomize/samples/pods`` (alice on node-a,
-bob on node-b), into which the webhook injects the key sidecar, each printing the IDs of the keys
-it sees and a short hash of each. The network keeps running; ``make demo-down`` stops it.
+Three QSS nodes in a line (node-a - node-b - node-c), each a real kube-apiserver with a real node
+(kubelet, containerd) on which kube-qss runs as pods, deployed with ``kubectl apply -k
+kustomize/test/<node>``: the controller, its Redis key store, the device plugin, the simulated
+QKD device pairs and the QKD module (QKDM) the controller runs for each key stream end. The demo
+shows the nodes and pods, the links and key streams filling on every cluster, applies the sample
+KeyRequest on node-a (alice asks for keys shared with bob on node-b, its neighbour) and shows
+that the Secrets on both clusters hold the same key IDs (never the keys); then every node's
+routing table (``kubectl get routes -o wide``) and a KeyRequest from alice for carol on node-c,
+relayed through node-b: the Secrets on node-a and node-c hold the same key IDs, node-b none. Then
+the sample pods of ``kustomize/samples/pods`` (alice on node-a, bob on node-b), into which the
+webhook injects the key sidecar, each printing the IDs of the keys it sees and a short hash of
+each. The network keeps running; ``make demo-down`` stops it.
 
 ``--processes`` runs the same network as local processes instead (no kubelet, no images: what the
 fast tests use). The network's shape (nodes, the key streams between them, their SAEs) comes from
 ``tests.cluster.realnetwork.DEMO_NETWORK`` either way. Last, it draws each node's picture of the
-network with qss-netmap.
+network with qss-netmap, the Route to carol highlighted.
 
 With ``--topology FILE`` (``make demo TOPOLOGY=examples/topologies/line3.yaml``) it builds the
 network that file describes instead (``tests.cluster.topology``), as local processes, and shows
 every node's links, key streams and routing table (``kubectl get routes``) once every node has a
 Route to every SAE; then a KeyRequest from the file's first SAE for its last, relayed through the
-trusted repeaters between them: the Secrets at both ends hold the same key IDs (never the keys
-are printed) and the repeaters hold none; last, each node's picture of the network with that
-Route highlighted.
+trusted repeaters between them (the same ``relayed_request`` as on pods); last, each node's
+picture of the network with that Route highlighted.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +49,8 @@ from tests.cluster.localcluster import (
     control_plane_binaries,
     stop_recorded,
 )
-from tests.cluster.network import QssNetwork, apply, running_network
-from tests.cluster.realnetwork import DEMO_NETWORK, deploy
+from tests.cluster.network import apply, running_network
+from tests.cluster.realnetwork import DEMO_NETWORK, Sae, deploy
 from tests.cluster.topology import NetworkTopology, TopologyError, load_topology, sae_object_name
 
 KEYREQUEST = REPO_ROOT / "kustomize" / "samples" / "qss.dev_v1alpha1_keyrequest.yaml"
@@ -62,10 +65,13 @@ def show(cluster: Cluster, *args: str) -> str:
 
 
 def wait_ready(cluster: Cluster, name: str, namespace: str, timeout: float = 60) -> dict[str, str]:
+    """The KeyRequest's status once it is Ready or Failed. It need not exist yet: a slave side
+    is created by its node when the master's keys arrive, which may be after the master is
+    Ready (a relayed request's last hop)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = cluster.kubectl("get", "keyrequest", name, "-n", namespace, "-o", "json").stdout
-        status = json.loads(out).get("status", {})
+        out = cluster.kubectl("get", "keyrequest", name, "-n", namespace, "-o", "json", check=False)
+        status = json.loads(out.stdout).get("status", {}) if out.returncode == 0 else {}
         if status.get("phase") in ("Ready", "Failed"):
             return dict(status)
         time.sleep(0.2)
@@ -199,28 +205,44 @@ def _last_listing(cluster: Cluster, pod: str) -> list[str]:
     return lines[start : ends[-1] + 1]
 
 
-def relayed_request(network: QssNetwork, topology: NetworkTopology) -> str:
-    """A KeyRequest from the first SAE of the first node for the last SAE of the last node (two
-    hops away on the line): its Secrets on both ends hold the same key IDs, the nodes between
-    hold none. Returns the slave SAE's ID."""
-    saes = [(node, sae) for node, ids in topology.nodes.items() for sae in ids]
-    (first, master), (last, slave) = saes[0], saes[-1]
-    namespace = topology.sae_namespace
-    a, z = network.nodes[first].cluster, network.nodes[last].cluster
-    name = f"{sae_object_name(master)}-to-{sae_object_name(slave)}"
+@dataclass(frozen=True)
+class Relayed:
+    """A relayed KeyRequest as the demo made it: its KeyRequests at both ends (in ``namespace``;
+    each one's Secret is ``<name>-keys``) and the path its keys took."""
+
+    namespace: str
+    master_request: str
+    slave_request: str
+    path: list[str]
+
+
+def relayed_request(
+    clusters: dict[str, Cluster],
+    master: tuple[str, Sae],
+    slave: tuple[str, Sae],
+    *,
+    name: str | None = None,
+) -> Relayed:
+    """A KeyRequest (``name``, by default ``<master>-to-<slave>``) from the SAE ``master`` (its
+    node, its Sae) for the SAE ``slave`` on a node beyond the master's neighbours: its Secrets on
+    both ends hold the same key IDs, the nodes between (the trusted repeaters) hold none. Both
+    SAEs are in the same namespace."""
+    (first, (namespace, master_name, _)), (last, (_, slave_name, slave_id)) = master, slave
+    a, z = clusters[first], clusters[last]
+    name = name or f"{master_name}-to-{slave_name}"
     request = {
         "apiVersion": "qss.dev/v1alpha1",
         "kind": "KeyRequest",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "sae": sae_object_name(master),
-            "slaveSaeID": slave,
+            "sae": master_name,
+            "slaveSaeID": slave_id,
             "number": 10,
             "size": 256,
             "timeoutSeconds": 60,
         },
     }
-    print(f"\n[{first}] KeyRequest {namespace}/{name}: 10 keys shared with {slave} on {last}")
+    print(f"\n[{first}] KeyRequest {namespace}/{name}: 10 keys shared with {slave_id} on {last}")
     apply(a, request)
     status = wait_ready(a, name, namespace, timeout=90)
     if status.get("phase") != "Ready":
@@ -228,10 +250,10 @@ def relayed_request(network: QssNetwork, topology: NetworkTopology) -> str:
     uid = json.loads(a.kubectl("get", "keyrequest", name, "-n", namespace, "-o", "json").stdout)[
         "metadata"
     ]["uid"]
-    slave_request = f"{sae_object_name(slave)}-{uid}"
+    slave_request = f"{slave_name}-{uid}"
     wait_ready(z, slave_request, namespace)
-    for node in topology.nodes:
-        if not show(network.nodes[node].cluster, "get", "keyrequests,secrets", "-n", namespace):
+    for cluster in clusters.values():
+        if not show(cluster, "get", "keyrequests,secrets", "-n", namespace):
             print("(no KeyRequests, no Secrets)")
     ids_a = key_ids(a, f"{name}-keys", namespace)
     ids_z = key_ids(z, f"{slave_request}-keys", namespace)
@@ -240,13 +262,20 @@ def relayed_request(network: QssNetwork, topology: NetworkTopology) -> str:
     same = "the same" if ids_a == ids_z else "DIFFERENT"
     print(f"Secret {namespace}/{slave_request}-keys on {last} holds {same} {len(ids_z)} key IDs;")
     path: list[str] = next(
-        (r["spec"]["path"] for r in items(a, "routes") if r["spec"]["saeID"] == slave), []
+        (r["spec"]["path"] for r in items(a, "routes") if r["spec"]["saeID"] == slave_id), []
     )
-    repeaters = ", ".join(path[1:-1]) or "none"
-    print(f"The path was {' -> '.join(path)}; the repeaters ({repeaters}) hold no Secret of it.")
     if ids_a != ids_z:
         raise RuntimeError("the two Secrets hold different key IDs")
-    return slave
+    for repeater in path[1:-1]:
+        held = clusters[repeater].kubectl("get", "keyrequests,secrets", "-A", "-o", "json").stdout
+        if any(key_id in held for key_id in ids_a):
+            raise RuntimeError(f"the repeater {repeater} holds a key ID of the relayed request")
+    repeaters = ", ".join(path[1:-1]) or "none"
+    print(
+        f"The path was {' -> '.join(path)}; the repeaters ({repeaters}) hold no KeyRequest and "
+        "no Secret with its key IDs."
+    )
+    return Relayed(namespace, name, slave_request, path)
 
 
 def draw_network(
@@ -291,27 +320,48 @@ def settled(cluster: Cluster, saes: int) -> bool:
     return up and len(items(cluster, "routes")) >= saes
 
 
+def wait_settled(clusters: dict[str, Cluster], saes: int, timeout: float = 120) -> None:
+    """Every node's links up and its Routes to each of the network's ``saes`` SAEs there."""
+    deadline = time.monotonic() + timeout
+    while not all(settled(c, saes) for c in clusters.values()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"not every link is up, or not every node has a Route to each of the {saes} SAEs"
+            )
+        time.sleep(0.5)
+
+
 def run_topology(
     state_dir: Path, topology: NetworkTopology, timeout: float = 120
 ) -> dict[str, Cluster]:
     with running_network(state_dir, detach=True, topology=topology) as network:
         saes = sum(len(s) for s in topology.nodes.values())
         clusters = {n: network.nodes[n].cluster for n in topology.nodes}
-        deadline = time.monotonic() + timeout
-        while not all(settled(c, saes) for c in clusters.values()):
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    "not every link is up, or not every node has a Route to each of the "
-                    f"{saes} SAEs"
-                )
-            time.sleep(0.5)
+        wait_settled(clusters, saes, timeout)
         for cluster in clusters.values():
             show(cluster, "get", "qkdlinks,keystreams")
         for cluster in clusters.values():
             show(cluster, "get", "routes", "-o", "wide")
-        slave = relayed_request(network, topology)
+        ends = [(node, sae) for node, ids in topology.nodes.items() for sae in ids]
+        (first, master), (last, slave) = ends[0], ends[-1]
+        namespace = topology.sae_namespace
+        relayed_request(
+            clusters,
+            (first, (namespace, sae_object_name(master), master)),
+            (last, (namespace, sae_object_name(slave), slave)),
+        )
         draw_network(clusters, state_dir, route=slave)
     return clusters
+
+
+def show_relay(clusters: dict[str, Cluster]) -> None:
+    """The demo network's routing tables, then a KeyRequest from alice (node-a) for carol
+    (node-c), two hops away: relayed through node-b."""
+    wait_settled(clusters, len(DEMO_NETWORK.saes))
+    for cluster in clusters.values():
+        show(cluster, "get", "routes", "-o", "wide")
+    saes = DEMO_NETWORK.saes
+    relayed_request(clusters, ("node-a", saes["node-a"]), ("node-c", saes["node-c"]))
 
 
 def run_on_pods(state_dir: Path) -> dict[str, Cluster]:
@@ -322,8 +372,12 @@ def run_on_pods(state_dir: Path) -> dict[str, Cluster]:
         network = deploy(plane, DEMO_NETWORK)
         show_nodes(network.clusters)
         show_network(network.clusters)
+        show_relay(network.clusters)
         show_key_pods(network.clusters)
-        draw_network(network.clusters, state_dir)
+        draw_network(network.clusters, state_dir, route=DEMO_NETWORK.saes["node-c"][2])
+        print("\nTimes of this run:")
+        for what, seconds in network.timings.items():
+            print(f"  {what}: {seconds:.0f} s")
     except BaseException:
         plane.stop()
         raise
@@ -338,7 +392,8 @@ def run_as_processes(state_dir: Path) -> dict[str, Cluster]:
             network.register_sae(node, namespace, name, sae_id)
         clusters = {n: node.cluster for n, node in network.nodes.items()}
         show_network(clusters)
-        draw_network(clusters, state_dir)
+        show_relay(clusters)
+        draw_network(clusters, state_dir, route=DEMO_NETWORK.saes["node-c"][2])
     return clusters
 
 

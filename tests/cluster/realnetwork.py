@@ -7,8 +7,8 @@ Used by ``make demo`` (``tests.cluster.demo``) and the real-node tests
 (``tests/fixtures/realnodes.py``). ``DEMO_NETWORK`` is the network's shape, in one place: the QSS
 nodes (each a cluster with a real node and an overlay in ``kustomize/test``) and the links
 between them (each a KeyStream name on both ends). What the operator does by hand is done here
-in the same order: the CRDs first, then per node its node CA and its peers' CAs as Secrets, then
-the overlay.
+in the same order: the CRDs first, then per node its node CA and its neighbours' CAs as Secrets,
+then the overlay.
 """
 
 from __future__ import annotations
@@ -41,11 +41,19 @@ class NetworkShape:
     streams: dict[str, tuple[str, str]]
     saes: dict[str, tuple[str, str, str]]
 
+    def neighbours(self, node: str) -> list[str]:
+        """The nodes a key stream joins ``node`` to: the peers whose CAs it needs."""
+        return sorted({p for ends in self.streams.values() if node in ends for p in ends} - {node})
+
 
 DEMO_NETWORK = NetworkShape(
-    nodes=("node-a", "node-b"),
-    streams={"node-a-node-b": ("node-a", "node-b")},
-    saes={"node-a": ("default", "alice", "alice"), "node-b": ("default", "bob", "bob")},
+    nodes=("node-a", "node-b", "node-c"),
+    streams={"node-a-node-b": ("node-a", "node-b"), "node-b-node-c": ("node-b", "node-c")},
+    saes={
+        "node-a": ("default", "alice", "alice"),
+        "node-b": ("default", "bob", "bob"),
+        "node-c": ("default", "carol", "carol"),
+    },
 )
 # How long a freshly deployed network may take to work end to end: pods start, each QKDM opens
 # its stream, the nodes learn each other's SAEs. Generous, as 2 shared cores can be slow.
@@ -78,7 +86,7 @@ def deploy(plane: ControlPlane, shape: NetworkShape = DEMO_NETWORK) -> RealQssNe
         network.cas[name] = pki.create_ca(f"kube-qss node CA {name}")
     t0 = time.monotonic()
     for name, cluster in network.clusters.items():
-        peers = {p: network.cas[p] for p in shape.nodes if p != name}
+        peers = {p: network.cas[p] for p in shape.neighbours(name)}
         apply_overlay(cluster, name, ca=network.cas[name], peer_cas=peers)
     for cluster in network.clusters.values():
         wait_rolled_out(cluster)
@@ -90,11 +98,16 @@ def deploy(plane: ControlPlane, shape: NetworkShape = DEMO_NETWORK) -> RealQssNe
 
 
 def wait_working(network: RealQssNetwork) -> None:
-    """Every key stream Up with keys at both ends, and a KeyRequest from the SAE of each stream's
-    first node to the SAE of its second served (so the first knows the second's SAEs: the
-    direction the demo and the tests ask for keys in)."""
+    """Every key stream Up with keys at both ends, every node with a Route to every other node's
+    SAE (routing has converged, so a request for an SAE beyond a neighbour can be relayed), and a
+    KeyRequest from the SAE of each stream's first node to the SAE of its second served (so the
+    first knows the second's SAEs: the direction the demo and the tests ask for keys in)."""
     for cluster in network.clusters.values():
         wait_for(partial(_streams_up, cluster), WORKING_TIMEOUT, f"key streams on {cluster.name}")
+    for name, cluster in network.clusters.items():
+        remote = {sae_id for node, (_, _, sae_id) in network.shape.saes.items() if node != name}
+        check = partial(_routes_to, cluster, remote)
+        wait_for(check, WORKING_TIMEOUT, f"Routes on {name} to every other node's SAE")
     for master, slave in network.shape.streams.values():
         check = partial(
             served,
@@ -111,6 +124,11 @@ def _streams_up(cluster: Cluster) -> bool:
         s.get("status", {}).get("state") == "Up" and s["status"].get("availableKeys", 0) > 0
         for s in streams
     )
+
+
+def _routes_to(cluster: Cluster, sae_ids: set[str]) -> bool:
+    out = cluster.kubectl("get", "routes", "-o", "json").stdout
+    return sae_ids <= {r["spec"]["saeID"] for r in json.loads(out)["items"]}
 
 
 Sae = tuple[str, str, str]  # namespace, Sae name, SAE ID

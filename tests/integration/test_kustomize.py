@@ -1,13 +1,15 @@
 """Every kustomize overlay renders, passes kubernetes-validate for the built-in kinds and is
 accepted by the real API server (server-side dry run); the names that tie the rendered objects
 together (nodes, links, streams, devices, sockets, ports, Secrets, images, volumes) agree within
-an overlay and between the two nodes of the demo, so the overlays cannot drift apart again.
+an overlay and between neighbouring nodes of the demo's line (node-a - node-b - node-c), and match
+the network the harness expects (``DEMO_NETWORK``), so the overlays cannot drift apart again.
 The test overlays are also applied for real, on real nodes, by the real-node tests
 (``tests/fixtures/realnodes.py``)."""
 
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from qss_api import qkd_resource
 from tests.cluster import images
 from tests.cluster.localcluster import REPO_ROOT, Cluster, control_plane_binaries
 from tests.cluster.nodes import QSS_NODE_DOMAIN
+from tests.cluster.realnetwork import DEMO_NETWORK
 from tests.fixtures.cluster import LocalNetwork
 
 KUSTOMIZE = REPO_ROOT / "kustomize"
@@ -31,12 +34,16 @@ OVERLAYS = [
     "default",
     "demo/node-a",
     "demo/node-b",
+    "demo/node-c",
     "test/node-a",
     "test/node-b",
+    "test/node-c",
     "device-plugin",
 ]
-# The two QSS nodes of the demo network, by overlay family.
-PAIRS = [("demo/node-a", "demo/node-b"), ("test/node-a", "test/node-b")]
+# The demo network's links, each a pair of neighbouring QSS nodes, by overlay family: a line
+# node-a - node-b - node-c.
+LINKS = [("node-a", "node-b"), ("node-b", "node-c")]
+PAIRS = [(f"{family}/{a}", f"{family}/{b}") for family in ("demo", "test") for a, b in LINKS]
 K8S_SCHEMA_VERSION = "1.34.0"
 
 
@@ -137,7 +144,9 @@ def test_overlay_applies_to_the_real_api_server(empty_cluster: Cluster, overlay:
     assert "serverside-applied (server dry run)" in result.stdout
 
 
-@pytest.mark.parametrize("overlay", ["default", "demo/node-a", "demo/node-b", "test/node-a"])
+@pytest.mark.parametrize(
+    "overlay", ["default", "demo/node-a", "demo/node-b", "demo/node-c", "test/node-a"]
+)
 def test_ports_and_names_inside_a_node_agree(overlay: str) -> None:
     docs = render(overlay)
     manager = one(docs, "Deployment", "kube-qss-controller")
@@ -178,14 +187,14 @@ def test_ports_and_names_inside_a_node_agree(overlay: str) -> None:
 
 
 @pytest.mark.parametrize(("here", "there"), [p for pair in PAIRS for p in (pair, pair[::-1])])
-def test_the_two_demo_nodes_name_each_other_their_link_stream_and_devices_alike(
+def test_neighbouring_demo_nodes_name_each_other_their_link_stream_and_devices_alike(
     here: str, there: str
 ) -> None:
     mine, theirs = render(here), render(there)
     me, peer = node_id(mine), node_id(theirs)
     assert me != peer
     assert here.endswith(me)
-    (link,) = all_of(mine, "QKDLink")
+    (link,) = [q for q in all_of(mine, "QKDLink") if q["spec"]["peerNodeID"] == peer]
     spec = link["spec"]
     # The link names the peer, its CA Secret and its channel as the peer exposes it.
     assert link["metadata"]["name"] == spec["peerNodeID"] == peer
@@ -195,11 +204,9 @@ def test_the_two_demo_nodes_name_each_other_their_link_stream_and_devices_alike(
     assert endpoint.hostname == f"{peer}.{QSS_NODE_DOMAIN}"
     assert endpoint.port == channel_node_port(theirs)
     # The stream: over this link, and declared under the same name by the peer over its link.
-    (stream,) = all_of(mine, "KeyStream")
-    (peer_stream,) = all_of(theirs, "KeyStream")
-    assert stream["spec"]["link"] == link["metadata"]["name"]
+    (stream,) = [s for s in all_of(mine, "KeyStream") if s["spec"]["link"] == peer]
+    (peer_stream,) = [s for s in all_of(theirs, "KeyStream") if s["spec"]["link"] == me]
     assert peer_stream["metadata"]["name"] == stream["metadata"]["name"]
-    assert peer_stream["spec"]["link"] == me
     # The device: the link's deviceID is a device of this node's plugin, serving this link,
     # so the QKDM the controller runs for the stream (resource of the link) gets it.
     device = devices(mine)[spec["deviceID"]]
@@ -207,21 +214,38 @@ def test_the_two_demo_nodes_name_each_other_their_link_stream_and_devices_alike(
     assert qkd_resource(device.link) == f"qss.dev/qkd-{peer}"
 
 
+def expanded(arg: str, variables: dict[str, Any]) -> str:
+    """A container argument with its ``$(VAR)`` references replaced, as the kubelet does."""
+    return re.sub(r"\$\((\w+)\)", lambda m: str(variables[m.group(1)]), arg)
+
+
 @pytest.mark.parametrize("pair", PAIRS)
 def test_the_simulated_device_pair_serves_both_nodes_devices(pair: tuple[str, str]) -> None:
     docs = [render(overlay) for overlay in pair]
+    here, there = (node_id(rendered) for rendered in docs)
+    (stream,) = [s for s in all_of(docs[0], "KeyStream") if s["spec"]["link"] == there]
+    name = stream["metadata"]["name"]
+    # Exactly one of the two nodes runs the link's pair, named and labelled for the link.
     pairs = [
         d
         for rendered in docs
         for d in all_of(rendered, "Deployment")
-        if d["metadata"]["name"].startswith("qss-simulated-device")
+        if d["metadata"]["name"] == f"qss-simulated-device-{name}"
     ]
     (device_pair,) = pairs
+    assert device_pair["metadata"]["labels"]["qss.dev/link"] == name
+    assert device_pair["spec"]["selector"]["matchLabels"]["qss.dev/link"] == name
     sim = container(device_pair, "device")
-    flags = dict(a.removeprefix("--").split("=", 1) for a in sim["command"] if a.startswith("--"))
+    args = [expanded(a, env(sim)) for a in sim["command"]]
+    flags = dict(a.removeprefix("--").split("=", 1) for a in args if a.startswith("--"))
     paths = {flags["socket-a"], flags["socket-b"]}
-    node_paths = {p for rendered in docs for p in (d.path for d in devices(rendered).values())}
-    assert paths == node_paths
+    # Its two sockets are the devices the two nodes list for this link, one each.
+    link_devices = [
+        [d for d in devices(rendered).values() if d.link == peer]
+        for rendered, peer in zip(docs, (there, here), strict=True)
+    ]
+    assert [len(found) for found in link_devices] == [1, 1]
+    assert paths == {found[0].path for found in link_devices}
     host_dirs = {v["hostPath"]["path"] for v in device_pair["spec"]["template"]["spec"]["volumes"]}
     for rendered in docs:
         plugin = one(rendered, "DaemonSet", "kube-qss-device-plugin")
@@ -232,6 +256,32 @@ def test_the_simulated_device_pair_serves_both_nodes_devices(pair: tuple[str, st
         }
         for device in devices(rendered).values():
             assert str(Path(device.path).parent) in plugin_dirs & host_dirs
+
+
+def test_every_simulated_device_pair_runs_once_in_the_demo_network() -> None:
+    names = [
+        d["metadata"]["name"]
+        for node in DEMO_NETWORK.nodes
+        for d in all_of(render(f"test/{node}"), "Deployment")
+        if d["metadata"]["name"].startswith("qss-simulated-device")
+    ]
+    assert sorted(names) == sorted(f"qss-simulated-device-{s}" for s in DEMO_NETWORK.streams)
+
+
+def test_the_demo_network_the_harness_expects_is_the_one_the_overlays_declare() -> None:
+    """``DEMO_NETWORK`` (what ``make demo`` and the real-node tests wait for and use) names the
+    overlays' nodes, key streams and SAEs."""
+    assert [a for a, _ in LINKS] + [LINKS[-1][1]] == list(DEMO_NETWORK.nodes)
+    streams: dict[str, set[str]] = {}
+    for node in DEMO_NETWORK.nodes:
+        docs = render(f"test/{node}")
+        assert node_id(docs) == node
+        for stream in all_of(docs, "KeyStream"):
+            streams.setdefault(stream["metadata"]["name"], set()).add(node)
+        (sae,) = all_of(docs, "Sae")
+        spec = (sae["metadata"]["namespace"], sae["metadata"]["name"], sae["spec"]["saeID"])
+        assert DEMO_NETWORK.saes[node] == spec
+    assert streams == {name: set(ends) for name, ends in DEMO_NETWORK.streams.items()}
 
 
 def test_the_sample_keyrequest_asks_between_the_two_demo_saes() -> None:
@@ -245,7 +295,7 @@ def test_the_sample_keyrequest_asks_between_the_two_demo_saes() -> None:
     assert sample["spec"]["slaveSaeID"] == bob["spec"]["saeID"]
 
 
-@pytest.mark.parametrize("overlay", ["test/node-a", "test/node-b"])
+@pytest.mark.parametrize("overlay", ["test/node-a", "test/node-b", "test/node-c"])
 def test_the_test_overlays_run_the_images_the_harness_builds_on_its_volume(overlay: str) -> None:
     docs = render(overlay)
     used = set()

@@ -1,5 +1,5 @@
-"""Helpers the real-node tests share: pods run to completion, node resources, and the host state
-that ``down`` must restore."""
+"""Helpers the real-node tests share: pods run to completion, node resources, a key stream's
+counts in a node's Redis pod, and the host state that ``down`` must restore."""
 
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from redis.exceptions import BusyLoadingError
+
+from controllers.keystore import KeyStore
+from controllers.keystore.model import StreamCounts
 from tests.cluster import nodenet
 from tests.cluster.localcluster import Cluster
+from tests.cluster.realnetwork import NAMESPACE
 from tests.integration.helpers import eventually
 
 RESTRICTED = {
@@ -149,6 +154,27 @@ def running_pod(cluster: Cluster, namespace: str, selector: str) -> dict[str, An
 
     pod: dict[str, Any] = eventually(find, 300, f"one running pod {selector} on {cluster.name}")
     return pod
+
+
+REDIS = "app.kubernetes.io/name=kube-qss-redis"
+
+
+async def stream_counts(cluster: Cluster, stream: str) -> StreamCounts:
+    """The counts of the node's end of ``stream``, read from its Redis pod (the host routes to
+    pod addresses)."""
+    pod = running_pod(cluster, NAMESPACE, REDIS)
+    store = KeyStore.from_url(f"redis://{pod['status']['podIP']}:6379/0")
+
+    async def loaded() -> StreamCounts | None:
+        try:
+            return await store.counts(stream=stream)
+        except BusyLoadingError:  # a restarted Redis still reading its append-only file
+            return None
+
+    try:
+        return await eventually_async(loaded, 120, f"{cluster.name}'s Redis loaded")
+    finally:
+        await store.aclose()
 
 
 # -- the host, as `down` must leave it ----------------------------------------------------------

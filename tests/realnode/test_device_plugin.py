@@ -10,13 +10,19 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
 import yaml
 
 from tests.cluster.localcluster import Cluster
-from tests.cluster.realnetwork import DEVICE_PLUGIN_NAMESPACE, NAMESPACE, RealQssNetwork
+from tests.cluster.realnetwork import (
+    DEMO_NETWORK,
+    DEVICE_PLUGIN_NAMESPACE,
+    NAMESPACE,
+    RealQssNetwork,
+)
 from tests.integration.helpers import eventually
 from tests.metrics import parse
 from tests.realnode.helpers import (
@@ -33,13 +39,23 @@ pytestmark = pytest.mark.realnode
 
 QKDM = "app.kubernetes.io/name=kube-qss-qkdm"
 PLUGIN = "app.kubernetes.io/name=kube-qss-device-plugin"
-# (QSS node, its link's QKDLink name, its device) in the demo network.
-ENDS = [("node-a", "node-b", "qkd-node-a-node-b"), ("node-b", "node-a", "qkd-node-b-node-a")]
+# (QSS node, its link's QKDLink name, its device, the key stream over it) in the demo network:
+# each end of each stream.
+ENDS = [
+    (here, there, f"qkd-{here}-{there}", stream)
+    for stream, ends in DEMO_NETWORK.streams.items()
+    for here, there in (ends, ends[::-1])
+]
 
 
-@pytest.mark.parametrize(("node", "link", "device"), ENDS)
+def qkdm_of(stream: str) -> str:
+    """The selector of the QKDM pod of ``stream`` on a node."""
+    return f"{QKDM},qss.dev/keystream={stream}"
+
+
+@pytest.mark.parametrize(("node", "link", "device", "stream"), ENDS)
 def test_each_node_offers_its_links_device_under_the_links_own_resource(
-    real_network: RealQssNetwork, node: str, link: str, device: str
+    real_network: RealQssNetwork, node: str, link: str, device: str, stream: str
 ) -> None:
     cluster = real_network.clusters[node]
     resource = f"qss.dev/qkd-{link}"
@@ -51,15 +67,17 @@ def test_each_node_offers_its_links_device_under_the_links_own_resource(
     )
 
     assert resources["capacity"][resource] == "1"
-    assert not [r for r in resources["capacity"] if r.startswith("qss.dev/") and r != resource]
+    # Nothing but one resource per link of the node (node-b, in the middle, has two).
+    links = {f"qss.dev/qkd-{peer}" for peer in DEMO_NETWORK.neighbours(node)}
+    assert {r for r in resources["capacity"] if r.startswith("qss.dev/")} == links
 
 
-@pytest.mark.parametrize(("node", "link", "device"), ENDS)
+@pytest.mark.parametrize(("node", "link", "device", "stream"), ENDS)
 def test_the_qkdm_gets_its_links_device_and_socket_through_allocate(
-    real_network: RealQssNetwork, node: str, link: str, device: str
+    real_network: RealQssNetwork, node: str, link: str, device: str, stream: str
 ) -> None:
     cluster = real_network.clusters[node]
-    pod = running_pod(cluster, NAMESPACE, QKDM)
+    pod = running_pod(cluster, NAMESPACE, qkdm_of(stream))
     (container,) = pod["spec"]["containers"]
     probe = (
         "import json, os, stat; "
@@ -190,8 +208,17 @@ def test_restarting_the_kubelet_is_followed_by_a_new_registration(
     node.start_kubelet()
 
     eventually(lambda: _registrations(cluster) > before, 90, "the plugin to register again")
-    eventually(lambda: allocatable(cluster, "qss.dev/qkd-node-a") == "1", 90, "the device back")
-    assert running_pod(cluster, NAMESPACE, QKDM)  # the QKDM kept its device and kept running
+    for peer in DEMO_NETWORK.neighbours("node-b"):
+        resource = f"qss.dev/qkd-{peer}"
+        back = partial(_offered, cluster, resource)
+        eventually(back, 90, f"{resource} back")
+    for stream, ends in DEMO_NETWORK.streams.items():  # each QKDM kept its device, and runs
+        if "node-b" in ends:
+            assert running_pod(cluster, NAMESPACE, qkdm_of(stream))
+
+
+def _offered(cluster: Cluster, resource: str) -> bool:
+    return allocatable(cluster, resource) == "1"
 
 
 def _registrations(cluster: Cluster) -> int:

@@ -13,14 +13,12 @@ from functools import partial
 from typing import Any
 
 import pytest
-from redis.exceptions import BusyLoadingError
 
-from controllers.keystore import KeyStore
 from controllers.keystore.model import StreamCounts
 from tests.cluster.localcluster import Cluster
 from tests.cluster.realnetwork import NAMESPACE, RealQssNetwork
 from tests.integration.helpers import eventually
-from tests.realnode.helpers import eventually_async, running_pod, unique
+from tests.realnode.helpers import REDIS, eventually_async, running_pod, stream_counts, unique
 
 pytestmark = pytest.mark.realnode
 
@@ -30,7 +28,6 @@ KEYS_EACH = 2
 # Large enough that the served part of a burst is still running when the fault lands.
 BURST = 60
 CONTROLLER = "app.kubernetes.io/name=kube-qss-controller"
-REDIS = "app.kubernetes.io/name=kube-qss-redis"
 
 
 def burst(cluster: Cluster, count: int) -> list[str]:
@@ -77,20 +74,7 @@ def all_done(cluster: Cluster, names: list[str]) -> dict[str, dict[str, Any]] | 
 
 
 async def counts(cluster: Cluster) -> StreamCounts:
-    """The stream's counts, read from the node's Redis pod (the host routes to pod addresses)."""
-    pod = running_pod(cluster, NAMESPACE, REDIS)
-    store = KeyStore.from_url(f"redis://{pod['status']['podIP']}:6379/0")
-
-    async def loaded() -> StreamCounts | None:
-        try:
-            return await store.counts(stream=STREAM)
-        except BusyLoadingError:  # a restarted Redis still reading its append-only file
-            return None
-
-    try:
-        return await eventually_async(loaded, 120, f"{cluster.name}'s Redis loaded")
-    finally:
-        await store.aclose()
+    return await stream_counts(cluster, STREAM)
 
 
 def items(cluster: Cluster, kind: str) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Keys in real pods: the webhook, deployed from ``kustomize/webhook`` as pods behind its Service
 on both real-node clusters, injects the key sidecar into annotated pods, and the sidecar runs in
-them. A master pod (SAE carol) on node-a and a slave pod (SAE dave) on node-b, in a namespace of
+them. A master pod (SAE erin) on node-a and a slave pod (SAE frank) on node-b, in a namespace of
 their own, share keys for the whole module; their app containers run ``keypods.WATCH``, whose
 logs (followed from the start) are each pod's history of keys. Everything is looked at from
 inside the containers with ``kubectl exec``.
@@ -48,8 +48,8 @@ pytestmark = pytest.mark.realnode
 
 A, B = "node-a", "node-b"
 NS = "keys-in-pods"
-MASTER_SAE, SLAVE_SAE = "carol", "dave"
-MASTER_POD, SLAVE_POD = "carol-app", "dave-app"
+MASTER_SAE, SLAVE_SAE = "erin", "frank"
+MASTER_POD, SLAVE_POD = "erin-app", "frank-app"
 KEY_NUMBER, MAX_KEYS, KEY_BITS = 2, 6, 256
 STREAM = "node-a-node-b"
 CLIENT = Path(__file__).parents[1] / "integration" / "stdlib_014_client.py"
@@ -196,7 +196,7 @@ def master_manifest() -> dict[str, Any]:
         sae=MASTER_SAE,
         peer_sae=SLAVE_SAE,
         role="master",
-        service_account="carol-app",
+        service_account="erin-app",
         annotations={
             "qss.dev/key-size": str(KEY_BITS),
             "qss.dev/key-number": str(KEY_NUMBER),
@@ -213,7 +213,7 @@ def slave_manifest() -> dict[str, Any]:
         sae=SLAVE_SAE,
         peer_sae=MASTER_SAE,
         role="slave",
-        service_account="dave-app",
+        service_account="frank-app",
         annotations={"qss.dev/max-keys": str(MAX_KEYS)},
     )
 
@@ -256,7 +256,7 @@ def key_pods(_real_network_of_the_session: RealQssNetwork) -> Iterator[KeyPods]:
         keypods.app_service_account(cluster, NS, f"{name}-app")
         sae(cluster, name)
     check = partial(served, (a, (NS, MASTER_SAE, MASTER_SAE)), (b, (NS, SLAVE_SAE, SLAVE_SAE)))
-    wait_for(check, POD_TIMEOUT, "node-a to know SAE dave")
+    wait_for(check, POD_TIMEOUT, "node-a to know SAE frank")
     for cluster in (a, b):  # the warm-up request gone, so that the watches see only the pods'
         eventually(partial(requests_left, cluster), POD_TIMEOUT, "the warm-up request gone")
     watches = {A: KeyRequestWatch(a), B: KeyRequestWatch(b)}
@@ -542,7 +542,7 @@ def test_a_forced_rotation_of_the_webhook_pods_ca_keeps_admission_working(
 
 
 def _automatic_owners(pods: KeyPods) -> dict[str, tuple[set[str], list[str]]]:
-    """Each automatic KeyRequest of dave on node-b: the pod UIDs that ever owned it, its keys."""
+    """Each automatic KeyRequest of frank on node-b: the pod UIDs that ever owned it, its keys."""
     found = {}
     for name, versions in pods.watches[B].refresh().items():
         if versions[0]["metadata"].get("labels", {}).get(LABEL_AUTOMATIC) != "true":
