@@ -263,44 +263,59 @@ def met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def rows(m: Measured, *, clients: str, by: str = "") -> list[Result]:
+    """enc_keys' rate, p50 and p99 beside status's, for one number of ``clients``; ``by`` names
+    the load generator in the rows (empty: this benchmark's in-process clients)."""
+    what = f"014 enc_keys 1 x {KEY_BITS} bit{by}, {clients}"
+    found = [
+        Result(
+            what=what,
+            unit="requests/s",
+            ours=m.enc_rate(),
+            baseline=m.status_rate(),
+            baseline_is=f"014 status on the same server and connections{by}, {clients}",
+        )
+    ]
+    for q in (50, 99):
+        found.append(
+            Result(
+                what=f"{what}, p{q}",
+                unit="ms",
+                ours=m.enc_ms(q),
+                baseline=m.status_ms(q),
+                baseline_is=f"014 status p{q}{by}, {clients}",
+            )
+        )
+    return found
+
+
+def summary(m: Measured, *, clients: str) -> str:
+    """One note: both calls' figures, the targets met or not, the pool and the machine's load."""
+    count = sum(len(p.latencies) for p in m.enc)
+    return (
+        f"{clients}: enc_keys {m.enc_rate():,.0f} requests/s, p50 {m.enc_ms(50):.1f} ms,"
+        f" p99 {m.enc_ms(99):.1f} ms; status {m.status_rate():,.0f} requests/s, p50"
+        f" {m.status_ms(50):.1f} ms, p99 {m.status_ms(99):.1f} ms ({count} requests of"
+        f" enc_keys); targets: rate >= 0.7x status"
+        f" {met(m.enc_rate() >= 0.7 * m.status_rate())}"
+        f" ({m.enc_rate() / m.status_rate():.2f}x), p99 <= 2x status p99"
+        f" {met(m.enc_ms(99) <= 2 * m.status_ms(99))} ({m.enc_ms(99) / m.status_ms(99):.1f}x);"
+        f" {m.pool.describe()}; machine at start / end: {' -> '.join(m.load)};"
+    )
+
+
 def results(figures: dict[int, Measured], fill: Fill, drained: int) -> list[Result]:
-    rows: list[Result] = []
+    found: list[Result] = []
     _LAST_NOTES.clear()
     for concurrency, m in figures.items():
         clients = f"{concurrency} client{'s' if concurrency > 1 else ''}"
-        rows.append(
-            Result(
-                what=f"014 enc_keys 1 x {KEY_BITS} bit, {clients}",
-                unit="requests/s",
-                ours=m.enc_rate(),
-                baseline=m.status_rate(),
-                baseline_is=f"014 status on the same server and connections, {clients}",
-            )
-        )
-        for q in (50, 99):
-            rows.append(
-                Result(
-                    what=f"014 enc_keys 1 x {KEY_BITS} bit, {clients}, p{q}",
-                    unit="ms",
-                    ours=m.enc_ms(q),
-                    baseline=m.status_ms(q),
-                    baseline_is=f"014 status p{q}, {clients}",
-                )
-            )
-        count = sum(len(p.latencies) for p in m.enc)
-        _LAST_NOTES.append(
-            f"{clients}: enc_keys {m.enc_rate():,.0f} requests/s, p50 {m.enc_ms(50):.1f} ms,"
-            f" p99 {m.enc_ms(99):.1f} ms; status {m.status_rate():,.0f} requests/s, p50"
-            f" {m.status_ms(50):.1f} ms, p99 {m.status_ms(99):.1f} ms ({count} requests of each);"
-            f" targets: rate >= 0.7x status {met(m.enc_rate() >= 0.7 * m.status_rate())}, p99 <="
-            f" 2x status p99 {met(m.enc_ms(99) <= 2 * m.status_ms(99))}; {m.pool.describe()};"
-            f" machine at start / end: {' -> '.join(m.load)};"
-        )
+        found.extend(rows(m, clients=clients))
+        _LAST_NOTES.append(summary(m, clients=clients))
     _LAST_NOTES.append(
         f"{fill.describe()}; {drained:,} keys fetched on node-b with dec_keys afterwards, same"
         " bytes;"
     )
-    return rows
+    return found
 
 
 def run(*, scale: float = 1.0) -> list[Result]:
