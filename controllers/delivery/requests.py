@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from controllers import metrics
-from controllers.delivery.api import SCARCITY_REASONS, DeliveryError, KeyConflict
+from controllers.delivery.api import SCARCITY_REASONS, DeliveryError, KeyConflict, UnknownSae
 from controllers.delivery.messages import HandOver
 from controllers.delivery.pools import PoolKey
 from controllers.delivery.service import NodeKeyDelivery, Placed, delivered
@@ -314,7 +314,11 @@ class KeyRequestService:
             try:
                 return await step()
             except DeliveryError as exc:
-                if not exc.retryable or isinstance(exc, KeyConflict) or self._left(request) <= 0:
+                # A declarative request also waits for an SAE nobody knows yet: the network's
+                # routes may still be converging, or the Sae is being created with it. Its
+                # deadline bounds the wait; then it fails with UnknownSae.
+                waits = exc.retryable or isinstance(exc, UnknownSae)
+                if not waits or isinstance(exc, KeyConflict) or self._left(request) <= 0:
                     raise
             await asyncio.sleep(POLL_SECONDS)
 

@@ -104,13 +104,15 @@ def line(qss_network: QssNetwork, local_network: LocalNetwork) -> Iterator[QssNe
         qss_network.add_node(C, local_network.cluster(C))
     _clear_other_links(qss_network)
     LINE.build(qss_network)
-    # The first request also waits for the routes and the pools of both links.
-    first = relayed_request(qss_network, number=1, timeout=90)
-    assert first.status["phase"] == "Ready", first.status["conditions"]
-    yield qss_network
-    for link in LINE.links:
-        if link.stream in qss_network.links:
-            qss_network.remove_link(link.stream)
+    try:
+        # The first request also waits for the routes and the pools of both links.
+        first = relayed_request(qss_network, number=1, timeout=90)
+        assert first.status["phase"] == "Ready", first.status["conditions"]
+        yield qss_network
+    finally:  # also when the set-up failed: the next modules use the same nodes
+        for link in LINE.links:
+            if link.stream in qss_network.links:
+                qss_network.remove_link(link.stream)
 
 
 @pytest.fixture
