@@ -79,7 +79,10 @@ async def test_keyrequest_from_alice_for_carol_on_pods_is_relayed_through_node_b
         for end, c in after.items():
             assert c.available + c.reserved + c.consumed + c.dropped == c.added, (end, c)
             assert c.added >= before[end].added, f"keys added at {end} were lost"
-            assert c.dropped == before[end].dropped, f"keys were dropped at {end}"
+            # Chunks may be dropped meanwhile, never delivered: the session's buffers are full,
+            # so the device's keys expire unread and both ends drop them, and keys given back
+            # to a full buffer are dropped (docs/key-delivery.md). The consumed counts below
+            # are what proves no relayed key was lost or used twice.
         tag = tag_keys_needed(SIZE)
         consumed = {end: after[end].consumed - before[end].consumed for end in after}
         assert consumed == {
