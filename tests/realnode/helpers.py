@@ -3,14 +3,11 @@ counts in a node's Redis pod, and the host state that ``down`` must restore."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from redis.exceptions import BusyLoadingError
 
@@ -20,6 +17,7 @@ from tests.cluster import nodenet
 from tests.cluster.localcluster import Cluster
 from tests.cluster.realnetwork import NAMESPACE
 from tests.integration.helpers import eventually
+from tests.waiting import eventually_async
 
 RESTRICTED = {
     "runAsNonRoot": True,
@@ -100,23 +98,6 @@ def pod_phase(cluster: Cluster, name: str, namespace: str) -> str | None:
     return out.stdout or None if out.returncode == 0 else None
 
 
-T = TypeVar("T")
-
-
-async def eventually_async(
-    check: Callable[[], Awaitable[T | None]], timeout: float, what: str
-) -> T:
-    """``eventually`` for checks that await: poll until ``check`` returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what} not met within {timeout}s; last {last!r}")
-
-
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
@@ -172,7 +153,10 @@ async def stream_counts(cluster: Cluster, stream: str) -> StreamCounts:
             return None
 
     try:
-        return await eventually_async(loaded, 120, f"{cluster.name}'s Redis loaded")
+        found: StreamCounts = await eventually_async(
+            loaded, 120, f"{cluster.name}'s Redis loaded", poll=0.2
+        )
+        return found
     finally:
         await store.aclose()
 

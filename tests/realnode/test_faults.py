@@ -18,7 +18,8 @@ from controllers.keystore.model import StreamCounts
 from tests.cluster.localcluster import Cluster
 from tests.cluster.realnetwork import NAMESPACE, RealQssNetwork
 from tests.integration.helpers import eventually
-from tests.realnode.helpers import REDIS, eventually_async, running_pod, stream_counts, unique
+from tests.realnode.helpers import REDIS, running_pod, stream_counts, unique
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.realnode
 
@@ -169,7 +170,7 @@ async def audit(
         return None if any(c.reserved for c in now.values()) else now
 
     # Pools agreed ahead of demand go back once idle (30 s by default), so allow for that.
-    after = await eventually_async(settled, 180, "no reservation left")
+    after = await eventually_async(settled, 180, "no reservation left", poll=0.2)
     for node, c in after.items():
         assert c.available + c.reserved + c.consumed + c.dropped == c.added, (node, c)
         assert c.added >= before[node].added, f"keys added on {node} were lost"
@@ -218,4 +219,6 @@ async def test_killing_redis_mid_burst_loses_no_key(
         stream = json.loads(a.kubectl("get", "keystream", STREAM, "-o", "json").stdout)
         return bool(stream["status"].get("consumedKeys") == (await counts(a)).consumed)
 
-    await eventually_async(qkdm_reports_the_new_store, 120, "the QKDM to report the new store")
+    await eventually_async(
+        qkdm_reports_the_new_store, 120, "the QKDM to report the new store", poll=0.2
+    )

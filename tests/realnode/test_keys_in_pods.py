@@ -41,7 +41,8 @@ from tests.cluster.localcluster import Cluster
 from tests.cluster.realnetwork import NAMESPACE, RealQssNetwork, served, wait_for, wait_working
 from tests.integration.helpers import eventually, get
 from tests.realnode import keypods
-from tests.realnode.helpers import eventually_async, running_pod
+from tests.realnode.helpers import running_pod
+from tests.waiting import eventually_async
 from webhooks.tls import signed_by
 
 pytestmark = pytest.mark.realnode
@@ -646,7 +647,7 @@ async def test_deleting_the_slave_pod_mid_rotation_and_recreating_it_serves_no_k
         now = {n: await counts(pods.network.clusters[n]) for n in (A, B)}
         return None if any(c.reserved for c in now.values()) else now
 
-    after = await eventually_async(settled, 120, "no reservation left")
+    after = await eventually_async(settled, 120, "no reservation left", poll=0.2)
     for node, c in after.items():
         assert c.available + c.reserved + c.consumed + c.dropped == c.added, (node, c)
         consumed = c.consumed - pods.before[node].consumed

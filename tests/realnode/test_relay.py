@@ -19,7 +19,8 @@ from tests.cluster.demo import relayed_request
 from tests.cluster.localcluster import Cluster
 from tests.cluster.realnetwork import DEMO_NETWORK, RealQssNetwork
 from tests.integration.helpers import eventually, get, secret_keys
-from tests.realnode.helpers import eventually_async, stream_counts, unique
+from tests.realnode.helpers import stream_counts, unique
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.realnode
 
@@ -75,7 +76,9 @@ async def test_keyrequest_from_alice_for_carol_on_pods_is_relayed_through_node_b
             now = await all_counts(real_network)
             return None if any(c.reserved for c in now.values()) else now
 
-        after = await eventually_async(settled, 120, "no reservation left at the three stores")
+        after = await eventually_async(
+            settled, 120, "no reservation left at the three stores", poll=0.2
+        )
         for end, c in after.items():
             assert c.available + c.reserved + c.consumed + c.dropped == c.added, (end, c)
             assert c.added >= before[end].added, f"keys added at {end} were lost"
