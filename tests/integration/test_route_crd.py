@@ -4,11 +4,14 @@ wrong.
 
 Objects are applied with a server-side dry run: the API server runs every schema and CEL check
 but stores nothing, so no routing controller running on the cluster sees (and deletes) them.
+Each object has a name of its own: the cluster is shared, and a Route the routing controller
+wrote in an earlier test (for carol, say) would turn the dry run into a field-manager conflict.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -30,7 +33,7 @@ def _route(**spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": "Route",
-        "metadata": {"name": "carol"},
+        "metadata": {"name": f"route-crd-{uuid.uuid4().hex[:8]}"},
         "spec": {k: v for k, v in base.items() if v is not None},
     }
 
