@@ -155,7 +155,7 @@ class Pools:
                 count=count,
                 hold_ms=int(self._settings.hold_seconds * 1000),
             )
-            return held, -1
+            return held, held.pool_left
 
         return await self._serve(key, count, deadline, hold)
 
@@ -197,12 +197,16 @@ class Pools:
                         await changed.wait()
         finally:
             pool.waiting -= 1
+            if not pool.waiting:
+                # ``want`` is what waiting requests need at once; with none left (served, or
+                # gave up), the next refill is a background top-up, not a block of that size.
+                pool.want = 0
 
-    def used(self, key: PoolKey, *, count: int) -> None:
+    def used(self, key: PoolKey, *, count: int, left: int = -1) -> None:
         """``count`` keys of the pool were served by a caller's own store step (the key relay
-        holds its pads in one step with its other writes): counted as demand and use, as if
-        served here."""
-        self._used(self._pool(key), count, -1)
+        holds its pads in one step with its other writes), leaving ``left`` keys in the pool
+        (-1: unknown): counted as demand and use, as if served here."""
+        self._used(self._pool(key), count, left)
 
     def _used(self, pool: _Pool, count: int, left: int) -> None:
         now = self._clock()

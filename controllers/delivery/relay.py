@@ -336,7 +336,7 @@ class Relay:
         try:
             try:
                 pads = pads_held.result()
-                self.pools.used(pool, count=count)
+                self.pools.used(pool, count=count, left=pads.pool_left)
             except InsufficientKeysError:
                 # The pool is short: wait for its refill (up to half this hop's wait).
                 pads = await self.pools.hold(

@@ -139,6 +139,9 @@ class Hold:
     size_bits: int
     deadline_ms: int
     keys: tuple[Key, ...]
+    # Keys the pool still held right after this hold was taken from it; -1 when unknown (a
+    # hold read back or replayed, or one not taken from a pool).
+    pool_left: int = -1
 
     @property
     def key_ids(self) -> tuple[str, ...]:

@@ -593,6 +593,7 @@ class KeyStore:
                 size_bits=size_bits,
                 deadline_ms=int(reply[2]),
                 keys=_keys(reply[3:]),
+                pool_left=int(reply[1]),
             )
 
         return _Step(step.script, stream, step.args, read)

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from controllers.delivery.api import DeliveredKey, UnknownKeys
+from controllers.delivery.api import DeliveredKey, InsufficientKeys, UnknownKeys
 from tests.unit.delivery.conftest import CAPACITY, Pair
 from tests.unit.delivery.harness import STREAM, register
 from tests.waiting import eventually_async
@@ -92,6 +92,45 @@ async def test_a_pool_refills_before_it_runs_dry(pair: Pair) -> None:
     await eventually_async(refilled, timeout=10, what="the pool refilled in the background")
     counts = await pair.b.store.counts(stream=STREAM)
     assert counts.mirrored >= start.keys + 1  # the peer holds what was served, and the refill
+
+
+async def test_a_pool_drained_by_holds_refills_before_it_runs_dry(pair: Pair) -> None:
+    # KeyRequests and relays hold their keys (written somewhere first, then committed): a
+    # pool they drain must be topped up in the background like one drained by enc_keys.
+    pool = await pair.a.delivery.pool_for(
+        master_sae_id="alice", slave_sae_id="bob", number=1, size_bits=256
+    )
+
+    async def level() -> int:
+        found = await pair.a.store.pool_level(stream=STREAM, owner="alice/bob", size_bits=256)
+        return found.keys
+
+    held = 0
+    await pair.a.delivery.hold(pool=pool, number=1, hold_id=f"h{held}", timeout=5)
+    held += 1
+    low = await level()
+    while low >= pair.a.settings.pool_min_keys // 2:
+        await pair.a.delivery.hold(pool=pool, number=1, hold_id=f"h{held}", timeout=5)
+        held += 1
+        low = await level()
+
+    async def refilled() -> bool:
+        return await level() > low
+
+    await eventually_async(refilled, timeout=10, what="the pool refilled before running dry")
+
+
+async def test_a_request_that_gave_up_does_not_stall_the_next_ones_of_its_pool(
+    pair: Pair,
+) -> None:
+    # 100 keys of 8192 bits need 3,200 chunks: fewer than the buffer holds (so the request
+    # waits for them), more than the stream has now (2,000), so it gives up at its deadline.
+    with pytest.raises(InsufficientKeys):
+        await enc(pair, number=100, size=8192, timeout=1.0)
+    # A request the stream can serve is served: the refill no longer aims at the 100.
+    assert len(await enc(pair, number=1, size=8192, timeout=5.0)) == 1
+    level = await pair.a.store.pool_level(stream=STREAM, owner="alice/bob", size_bits=8192)
+    assert level.keys < 100
 
 
 async def test_an_idle_pool_gives_its_keys_back_on_both_nodes(pair: Pair) -> None:
