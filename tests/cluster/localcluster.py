@@ -30,6 +30,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -44,6 +45,7 @@ from tests.cluster.pki import ClusterPki, create_cluster_pki, issue
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tests" / "cluster" / "build-control-plane.sh"
 DEFAULT_STATE_DIR = Path("/tmp/kube-qss")
+SOCKET_DIRS_FILE = "socket-dirs.json"  # in the state dir: what `down` removes besides processes
 _READY_TIMEOUT = 120.0  # a cold kube-apiserver bootstraps RBAC and APF objects; on 2 cores ~10 s
 
 
@@ -161,6 +163,7 @@ class ControlPlane:
     _node_records: list[NodeRecord] = field(default_factory=list)
     _node_bin_dir: Path | None = None
     _image_archives: dict[str, Path] = field(default_factory=dict)
+    _socket_dirs: list[Path] = field(default_factory=list)
 
     def spawn(
         self, name: str, argv: list[str], log: Path, *, env: dict[str, str] | None = None
@@ -178,6 +181,18 @@ class ControlPlane:
         self._processes.append((name, proc))
         self._record_pids()
         return proc
+
+    def socket_dir(self) -> Path:
+        """A new directory with a short path under /tmp, for Unix sockets (a socket's path
+        must fit 107 bytes; the state dir's may not); removed by `stop` or `down`."""
+        path = Path(tempfile.mkdtemp(prefix="kqss-"))
+        self._socket_dirs.append(path)
+        self._record_socket_dirs()
+        return path
+
+    def _record_socket_dirs(self) -> None:
+        dirs = [str(d) for d in self._socket_dirs]
+        (self.state_dir / SOCKET_DIRS_FILE).write_text(json.dumps(dirs, indent=2))
 
     def _record_pids(self) -> None:
         pids = [{"name": n, "pid": p.pid} for n, p in self._processes]
@@ -486,6 +501,10 @@ class ControlPlane:
                 proc.wait()
         self._processes.clear()
         self._record_pids()
+        for path in self._socket_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        self._socket_dirs.clear()
+        self._record_socket_dirs()
         if self._slot is not None:
             _attempt(errors, nodenet.release, self._slot.number)
             if not errors:
@@ -581,12 +600,21 @@ def stop_recorded(state_dir: Path) -> int:
     for record in reversed((nodes or {}).get("nodes", [])):
         _attempt(errors, teardown_recorded, NodeRecord.load(record))
     running = _stop_recorded_pids(state_dir)
+    _remove_recorded_socket_dirs(state_dir)
     if nodes is not None:
         _attempt(errors, nodenet.release, int(nodes["slot"]))
         if errors:  # keep the record: a second `down` tries again
             raise RuntimeError(f"down did not undo everything: {errors[0]}")
         nodes_file.unlink()
     return running
+
+
+def _remove_recorded_socket_dirs(state_dir: Path) -> None:
+    record = state_dir / SOCKET_DIRS_FILE
+    if record.exists():
+        for path in json.loads(record.read_text()):
+            shutil.rmtree(path, ignore_errors=True)
+        record.unlink()
 
 
 def _stop_recorded_pids(state_dir: Path) -> int:

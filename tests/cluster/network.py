@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -204,8 +205,7 @@ class QssNetwork:
         The QKDLink on each side is named after the peer node, or ``name`` (then the KeyStream
         too) when a test wants several links between the same two nodes."""
         stream = name or f"{min(a, b)}-{max(a, b)}"
-        sockets = Path(f"/tmp/kqss-{secrets.token_hex(4)}")
-        sockets.mkdir()
+        sockets = self.plane.socket_dir()
         pair = QkdLinkPair(
             a=a,
             b=b,
@@ -300,6 +300,7 @@ class QssNetwork:
             proc = self.nodes[node].qkdms.pop(stream, None)
             _stop(proc)
         _stop(pair.device)
+        shutil.rmtree(pair.socket_a.parent, ignore_errors=True)
 
     def remove_link(self, stream: str) -> None:
         """Stop the link and delete its QKDLinks and KeyStreams on both clusters."""
