@@ -67,18 +67,24 @@ def chunk_id(ksid: str, index: int) -> str:
     return str(uuid.uuid5(uuid.UUID(ksid), str(index)))
 
 
+# The RFC 4122 variant bits set on a hex digit of a name-based UUID (its 17th): 10xx.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 def chunk_ids(ksid: str, first: int, count: int) -> list[str]:
     """``chunk_id(ksid, i)`` for ``first <= i < first + count``, several times faster (the
-    QKDM names hundreds of thousands of chunks a second)."""
+    QKDM names hundreds of thousands of chunks a second): the namespace is hashed once and
+    copied per chunk, and the UUID's text is cut from the digest's hex with the version and
+    variant digits put in place, with no UUID or bytearray per chunk."""
     if first < 0:
         raise ValueError(f"chunk index must not be negative, got {first}")
-    namespace = uuid.UUID(ksid).bytes
-    sha1 = hashlib.sha1
-    ids = []
+    copy = hashlib.sha1(uuid.UUID(ksid).bytes).copy
+    variant = _VARIANT
+    ids: list[str] = []
+    append = ids.append
     for index in range(first, first + count):
-        raw = bytearray(sha1(namespace + str(index).encode()).digest()[:16])
-        raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
-        raw[8] = (raw[8] & 0x3F) | 0x80
-        h = raw.hex()
-        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+        digest = copy()
+        digest.update(b"%d" % index)
+        h = digest.hexdigest()
+        append(f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:32]}")
     return ids
