@@ -356,15 +356,52 @@ class KeyStore:
         since) or that the peer dropped count as duplicates too and are not stored, and the
         cursor becomes ``first_index + stored`` in the same atomic step; indices a batch skips
         over are never stored here, and the peer is told to drop them. When the buffer reaches
-        capacity the rest of the batch is refused (``AddResult.refused``), none of it kept."""
+        capacity the rest of the batch is refused (``AddResult.refused``), none of it kept.
+        ``add_run`` does the same for chunks whose material is already one buffer."""
+        sizes = {len(c.material) for c in chunks}
+        if len(sizes) > 1:
+            # Chunks of a stream all have its one size: name the first that has not.
+            size = (await self.counts(stream=stream)).chunk_bytes
+            bad = next(i for i, c in enumerate(chunks) if len(c.material) != size)
+            raise InvalidChunkError(
+                stream=stream, index=bad, reason=f"the stream takes chunks of exactly {size} bytes"
+            )
+        return await self.add_run(
+            stream=stream,
+            chunk_ids=[c.chunk_id for c in chunks],
+            material=b"".join(c.material for c in chunks),
+            first_index=first_index,
+        )
+
+    async def add_run(
+        self,
+        *,
+        stream: str,
+        chunk_ids: Sequence[str],
+        material: bytes,
+        first_index: int | None = None,
+    ) -> AddResult:
+        """``add_chunks`` for chunks of one size given as their IDs and their material
+        concatenated (chunk ``i`` is the ``i``-th equal slice of ``material``): the QKDM's
+        form, as the device hands it a run, so no chunk is cut out and joined again."""
         check_stream_name(stream)
         if first_index is not None and first_index < 0:
             raise ValueError(f"first_index {first_index} must not be negative")
+        count = len(chunk_ids)
+        if count == 0:
+            return AddResult(accepted=0, duplicates=0, refused=0)
+        size, rest = divmod(len(material), count)
+        if rest or not size:
+            raise InvalidChunkError(
+                stream=stream,
+                index=0,
+                reason=f"{len(material)} bytes of material do not split into {count} chunks",
+            )
         script_keys = stream_keys(stream)
         accepted = duplicates = 0
-        for start in range(0, len(chunks), MAX_BATCH):
-            part = chunks[start : start + MAX_BATCH]
-            ids = [c.chunk_id for c in part]
+        free = 0
+        for start in range(0, count, MAX_BATCH):
+            ids = chunk_ids[start : start + MAX_BATCH]
             joined = "".join(ids)
             # Checked for the whole batch at C speed; the per-chunk loop only finds the culprit.
             if set(map(len, ids)) != {36} or not UUIDS.fullmatch(joined):
@@ -378,27 +415,26 @@ class KeyStore:
                     stream=stream, index=start + bad, reason="its ID appears earlier in the batch"
                 )
             cursor = "" if first_index is None else first_index + start
-            reply = await self._scripts.add(
-                keys=script_keys, args=[joined, b"".join(c.material for c in part), cursor]
-            )
+            part = material[start * size : (start + len(ids)) * size]
+            reply = await self._scripts.add(keys=script_keys, args=[joined, part, cursor])
             if reply[0] == Status.E_BAD_CHUNK:
-                size = int(reply[1])
-                bad = next(i for i, c in enumerate(part) if len(c.material) != size)
                 raise InvalidChunkError(
                     stream=stream,
-                    index=start + bad,
-                    reason=f"the stream takes chunks of exactly {size} bytes",
+                    index=start,
+                    reason=f"the stream takes chunks of exactly {int(reply[1])} bytes",
                 )
             self._raise_for(reply, stream=stream)
             accepted += reply[1]
             duplicates += reply[2]
+            free = reply[4]
             if reply[3]:
                 return AddResult(
                     accepted=accepted,
                     duplicates=duplicates,
-                    refused=len(chunks) - start - len(part) + reply[3],
+                    refused=count - start - len(ids) + reply[3],
+                    free=0,
                 )
-        return AddResult(accepted=accepted, duplicates=duplicates, refused=0)
+        return AddResult(accepted=accepted, duplicates=duplicates, refused=0, free=free)
 
     async def ingest_cursor(self, *, stream: str) -> int:
         """The next device index the stream's QKDM fetches (0 for a new stream)."""
