@@ -38,7 +38,14 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from controllers.keystore.checks import UUID, UUIDS, check_key_ids, check_size, check_token
+from controllers.keystore.checks import (
+    UUID,
+    UUIDS,
+    check_key_ids,
+    check_size,
+    check_token,
+    joined_uuids_ok,
+)
 from controllers.keystore.codes import Status
 from controllers.keystore.errors import (
     BlockConflictError,
@@ -105,6 +112,25 @@ def _keys(entries: Iterable[Any]) -> tuple[Key, ...]:
             )
         )
     return tuple(out)
+
+
+def _first_not_uuid(joined: bytes) -> int:
+    """The index of the first 36-byte ID in ``joined`` that is not a lowercase UUID."""
+    for i in range(0, len(joined), 36):
+        if not UUID.match(joined[i : i + 36].decode("ascii", "replace")):
+            return i // 36
+    return len(joined) // 36
+
+
+def _first_repeated(joined: bytes) -> int:
+    """The index of the first 36-byte ID in ``joined`` that appears earlier in it."""
+    seen: set[bytes] = set()
+    for i in range(0, len(joined), 36):
+        one = joined[i : i + 36]
+        if one in seen:
+            return i // 36
+        seen.add(one)
+    return len(joined) // 36
 
 
 T = TypeVar("T")
@@ -357,7 +383,13 @@ class KeyStore:
         cursor becomes ``first_index + stored`` in the same atomic step; indices a batch skips
         over are never stored here, and the peer is told to drop them. When the buffer reaches
         capacity the rest of the batch is refused (``AddResult.refused``), none of it kept.
-        ``add_run`` does the same for chunks whose material is already one buffer."""
+        ``add_run`` does the same for chunks given as two buffers (the QKDM's form)."""
+        check_stream_name(stream)
+        for i, chunk in enumerate(chunks):
+            if not UUID.match(chunk.chunk_id):
+                raise InvalidChunkError(
+                    stream=stream, index=i, reason="the chunk ID is not a lowercase UUID"
+                )
         sizes = {len(c.material) for c in chunks}
         if len(sizes) > 1:
             # Chunks of a stream all have its one size: name the first that has not.
@@ -368,7 +400,7 @@ class KeyStore:
             )
         return await self.add_run(
             stream=stream,
-            chunk_ids=[c.chunk_id for c in chunks],
+            chunk_ids="".join(c.chunk_id for c in chunks).encode(),
             material=b"".join(c.material for c in chunks),
             first_index=first_index,
         )
@@ -377,17 +409,25 @@ class KeyStore:
         self,
         *,
         stream: str,
-        chunk_ids: Sequence[str],
+        chunk_ids: bytes,
         material: bytes,
         first_index: int | None = None,
     ) -> AddResult:
-        """``add_chunks`` for chunks of one size given as their IDs and their material
-        concatenated (chunk ``i`` is the ``i``-th equal slice of ``material``): the QKDM's
-        form, as the device hands it a run, so no chunk is cut out and joined again."""
+        """``add_chunks`` for chunks of one size given as two buffers: their IDs, 36 ASCII
+        bytes each, back to back (``controllers.qkdm.ids.joined_chunk_ids``), and their
+        material concatenated (chunk ``i`` is the ``i``-th equal slice). The QKDM's form: it
+        has the device's buffer and names a run at once, so no chunk is cut out and joined
+        again, and the checks run over whole buffers."""
         check_stream_name(stream)
         if first_index is not None and first_index < 0:
             raise ValueError(f"first_index {first_index} must not be negative")
-        count = len(chunk_ids)
+        count = len(chunk_ids) // 36
+        if not joined_uuids_ok(chunk_ids):
+            raise InvalidChunkError(
+                stream=stream,
+                index=_first_not_uuid(chunk_ids),
+                reason="the chunk ID is not a lowercase UUID",
+            )
         if count == 0:
             return AddResult(accepted=0, duplicates=0, refused=0)
         size, rest = divmod(len(material), count)
@@ -401,22 +441,17 @@ class KeyStore:
         accepted = duplicates = 0
         free = 0
         for start in range(0, count, MAX_BATCH):
-            ids = chunk_ids[start : start + MAX_BATCH]
-            joined = "".join(ids)
-            # Checked for the whole batch at C speed; the per-chunk loop only finds the culprit.
-            if set(map(len, ids)) != {36} or not UUIDS.fullmatch(joined):
-                bad = next(i for i, c in enumerate(ids) if not UUID.match(c))
+            n = min(MAX_BATCH, count - start)
+            ids = chunk_ids[36 * start : 36 * (start + n)]
+            if len({ids[i : i + 36] for i in range(0, 36 * n, 36)}) != n:
                 raise InvalidChunkError(
-                    stream=stream, index=start + bad, reason="the chunk ID is not a lowercase UUID"
-                )
-            if len(set(ids)) != len(ids):
-                bad = next(i for i, c in enumerate(ids) if c in ids[:i])
-                raise InvalidChunkError(
-                    stream=stream, index=start + bad, reason="its ID appears earlier in the batch"
+                    stream=stream,
+                    index=start + _first_repeated(ids),
+                    reason="its ID appears earlier in the batch",
                 )
             cursor = "" if first_index is None else first_index + start
-            part = material[start * size : (start + len(ids)) * size]
-            reply = await self._scripts.add(keys=script_keys, args=[joined, part, cursor])
+            part = material[start * size : (start + n) * size]
+            reply = await self._scripts.add(keys=script_keys, args=[ids, part, cursor])
             if reply[0] == Status.E_BAD_CHUNK:
                 raise InvalidChunkError(
                     stream=stream,
@@ -431,7 +466,7 @@ class KeyStore:
                 return AddResult(
                     accepted=accepted,
                     duplicates=duplicates,
-                    refused=count - start - len(ids) + reply[3],
+                    refused=count - start - n + reply[3],
                     free=0,
                 )
         return AddResult(accepted=accepted, duplicates=duplicates, refused=0, free=free)

@@ -30,7 +30,13 @@ from redis.exceptions import RedisError
 
 from controllers.keystore import MAX_BATCH, KeyStore, StreamCounts
 from controllers.kube import Kube, NotFoundError
-from controllers.qkdm.ids import MAX_EPOCH, chunk_ids, default_ksid, epoch_ksid, epoch_of
+from controllers.qkdm.ids import (
+    MAX_EPOCH,
+    default_ksid,
+    epoch_ksid,
+    epoch_of,
+    joined_chunk_ids,
+)
 from controllers.qkdm.ratemeter import RateMeter
 from controllers.qkdm.status import Fault, Observation
 from qss_api import KEYSTREAMS, QKDLINKS
@@ -373,6 +379,8 @@ class Pump:
                     self.counts = await self.store.counts(stream=plan.name)
                     free = self.counts.free
                     continue
+                if not ahead:
+                    fetch_from = cursor  # nothing in flight (a run came back short, say)
                 fetch_from = self._fill(ahead, plan, ksid, fetch_from, cursor + free, run, depth)
                 try:
                     runs = await _ready_runs(ahead, cursor, max_chunks=max(MAX_BATCH, run))
@@ -397,11 +405,15 @@ class Pump:
                     self.meter.start()
                     self.flowing = True
                 count = sum(r.count for r in runs)
+                if (ahead[0].index if ahead else fetch_from) != cursor + count:
+                    # The last run came back short: what was asked after it is stale.
+                    await _settle(ahead)
+                    fetch_from = cursor + count
                 fetch_from = self._fill(ahead, plan, ksid, fetch_from, cursor + free, run, depth)
                 # The store moves the cursor past what it kept, in the same atomic step.
                 result = await self.store.add_run(
                     stream=plan.name,
-                    chunk_ids=runs[0].chunk_ids if len(runs) == 1 else _joined_ids(runs),
+                    chunk_ids=b"".join(r.chunk_ids for r in runs),
                     material=b"".join(r.material for r in runs),
                     first_index=cursor,
                 )
@@ -504,12 +516,12 @@ class _Refused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Run:
-    """A GET_KEY reply ready to store: consecutive chunks from ``index``, their IDs in order and
-    their material as the one buffer the device sent (``KeyStore.add_run``)."""
+    """A GET_KEY reply ready to store: consecutive chunks from ``index``, their IDs and their
+    material, each as one buffer (``KeyStore.add_run``)."""
 
     index: int
     count: int
-    chunk_ids: list[str]
+    chunk_ids: bytes
     material: bytes = field(repr=False)
 
 
@@ -531,7 +543,7 @@ def _decoded(plan: StreamPlan, ksid: str, keys: Keys) -> _Run:
     return _Run(
         index=keys.index,
         count=keys.count,
-        chunk_ids=chunk_ids(ksid, keys.index, keys.count),
+        chunk_ids=joined_chunk_ids(ksid, keys.index, keys.count),
         material=material,
     )
 
@@ -576,10 +588,3 @@ async def _settle(ahead: deque[_Fetch]) -> None:
     tasks = [fetch.task for fetch in ahead]
     ahead.clear()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _joined_ids(runs: list[_Run]) -> list[str]:
-    ids: list[str] = []
-    for run in runs:
-        ids += run.chunk_ids
-    return ids
