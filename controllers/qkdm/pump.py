@@ -3,8 +3,10 @@
 ``Pump.run`` (called by the kopf daemon in ``controllers.qkdm.main``) prepares the stream (reads
 the KeyStream and its QKDLink, configures the store), joins its device key stream and pulls
 chunks in index order from the stream's cursor, a run of consecutive chunks per GET_KEY, storing
-each run together with the new cursor so that a restarted QKDM resumes exactly where the store
-says. While the buffer is full it stops pulling.
+them together with the new cursor so that a restarted QKDM resumes exactly where the store
+says. A few GET_KEYs are kept in flight ahead of the store, and one store call takes every run
+that has arrived (consecutive, from the cursor), so the device, this process and Redis work at
+once and Redis fsyncs once per batch of runs. While the buffer is full it stops pulling.
 
 A device key stream that can no longer continue (the device restarted and forgot it, or aborted
 it for QBER) is replaced by the next KSID of the stream's sequence (``ids.epoch_ksid``), opened
