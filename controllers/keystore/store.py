@@ -1,6 +1,6 @@
 """``KeyStore``: the typed, async face of the key store over one Redis client.
 
-Called by the QKDM (``configure_stream``, ``add_chunks``, the ingest cursor, ``counts``), key
+Called by the QKDM (``configure_stream``, ``add_run``, the ingest cursor, ``counts``), key
 delivery (``controllers.delivery``: pool blocks, serving, holds, the slave side, releases, the
 outbox and the sweeper) and the KeyStream reconciler (``counts``). Each method is one Lua script
 round trip (a long search may take a few); ``batch`` sends several idempotent steps in one
@@ -82,7 +82,7 @@ from controllers.keystore.model import (
 from controllers.keystore.scripts import Scripts
 
 # Chunks per script call: big enough to amortise the round trip, small enough that one call
-# does not hold Redis (single-threaded) for long. add_chunks splits larger batches.
+# does not hold Redis (single-threaded) for long. add_run splits larger batches.
 MAX_BATCH = 10_000
 # accept_block and drop_peer move at most about this many chunks per script call while they
 # look for chunks in the incoming list, so one call never holds Redis for long.
