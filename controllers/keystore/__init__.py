@@ -1,6 +1,6 @@
 """The node's key store: key material of every key stream, held in the node's Redis.
 
-The QKDM adds the chunks it reads from its QKD device (``KeyStore.add_chunks``); key delivery
+The QKDM adds the chunks it reads from its QKD device (``KeyStore.add_run``); key delivery
 (``controllers.delivery``) agrees pool blocks with the peer node, serves, holds, claims and gives
 keys back; the KeyStream reconciler reads ``counts``. Every operation that changes more than one
 Redis key runs as one Lua script, so it is atomic. Key material never leaves this package
@@ -39,10 +39,18 @@ from controllers.keystore.model import (
     StreamCounts,
     SweepResult,
 )
-from controllers.keystore.store import MAX_BLOCK_CHUNKS, MAX_BLOCK_KEYS, Batch, KeyStore, Outcome
+from controllers.keystore.store import (
+    MAX_BATCH,
+    MAX_BLOCK_CHUNKS,
+    MAX_BLOCK_KEYS,
+    Batch,
+    KeyStore,
+    Outcome,
+)
 
 __all__ = [
     "COMPOSED_KEY_NAMESPACE",
+    "MAX_BATCH",
     "MAX_BLOCK_CHUNKS",
     "MAX_BLOCK_KEYS",
     "AddResult",

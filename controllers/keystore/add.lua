@@ -4,7 +4,8 @@
 -- (Two arguments rather than two per chunk: packing and parsing arguments cost more than the
 -- work itself at 10^5 chunks/s. For the same reason new chunks go to the `incoming` list, not
 -- the sorted set.) The caller guarantees the IDs within one batch are distinct.
--- Reply: {OK, accepted, duplicates, refused}; the refused chunks are always the batch's tail.
+-- Reply: {OK, accepted, duplicates, refused, free}; the refused chunks are always the batch's
+-- tail; free is the room left in the buffer after it (as counts' capacity - available).
 -- With a first index (an index of the key stream the cursor counts in: common.lua):
 -- - a chunk whose index is below the ingest cursor (stored before, maybe delivered since) or in
 --   a range the peer dropped (of this epoch) is not stored, and counts as a duplicate (the QKDM
@@ -56,6 +57,9 @@ local function is_dead(index)
 end
 local sub = string.sub
 local accepted, duplicates, refused = 0, 0, 0
+-- index - number of the last chunk stored: runs of consecutive indices keep it, so the segment
+-- member is built only where it changes (not once per chunk).
+local delta = nil
 local first = 1
 while first <= n and refused == 0 do
   local last = math.min(n, first + SLICE - 1)
@@ -82,10 +86,14 @@ while first <= n and refused == 0 do
       hset[2 * taken] = sub(material_blob, (i - 1) * size + 1, i * size)
       push[taken] = id
       local number = added + accepted
-      local off = index and (int(index - number) .. ':' .. int(epoch)) or 'x'
-      if off ~= segoff then
-        redis.call('ZADD', segs, number, int(number) .. ':' .. off)
-        segoff = off
+      local d = index and (index - number) or false
+      if d ~= delta then
+        delta = d
+        local off = d and (int(d) .. ':' .. int(epoch)) or 'x'
+        if off ~= segoff then
+          redis.call('ZADD', segs, number, int(number) .. ':' .. off)
+          segoff = off
+        end
       end
     end
   end
@@ -111,4 +119,4 @@ if first_index then
     end
   end
 end
-return {OK, accepted, duplicates, refused}
+return {OK, accepted, duplicates, refused, math.max(0, room - accepted)}

@@ -12,6 +12,24 @@ UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 UUID = re.compile(f"^{UUID_PATTERN}$")
 # Many UUIDs back to back (a batch's IDs joined), checked in one regex call at C speed.
 UUIDS = re.compile(f"(?:{UUID_PATTERN})*")
+_HEX_AND_DASH = b"0123456789abcdef-"
+_DASHES = (8, 13, 18, 23)
+
+
+def joined_uuids_ok(joined: bytes) -> bool:
+    """Whether ``joined`` is lowercase UUIDs back to back, 36 bytes each: only hex digits and
+    dashes, and exactly the dashes of a UUID, all checked by whole-buffer operations (a QKDM
+    adds hundreds of thousands of chunk IDs a second; the regex takes about a microsecond an
+    ID)."""
+    count, rest = divmod(len(joined), 36)
+    return (
+        not rest
+        and not joined.translate(None, _HEX_AND_DASH)
+        and joined.count(b"-") == 4 * count
+        and all(joined[at::36] == b"-" * count for at in _DASHES)
+    )
+
+
 _TOKEN = re.compile(r"^[A-Za-z0-9._:@/-]{1,253}$")
 # Upper bound on one key (bits): 1 MiB, far above any ETSI 014 key size.
 MAX_KEY_BITS = 8 * 1024 * 1024

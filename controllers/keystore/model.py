@@ -23,6 +23,7 @@ class AddResult:
     accepted: int
     duplicates: int
     refused: int
+    free: int = 0  # room left in the buffer after the batch, in chunks (as ``counts().free``)
 
     @property
     def stored(self) -> int:

@@ -1,6 +1,6 @@
 """``KeyStore``: the typed, async face of the key store over one Redis client.
 
-Called by the QKDM (``configure_stream``, ``add_chunks``, the ingest cursor, ``counts``), key
+Called by the QKDM (``configure_stream``, ``add_run``, the ingest cursor, ``counts``), key
 delivery (``controllers.delivery``: pool blocks, serving, holds, the slave side, releases, the
 outbox and the sweeper) and the KeyStream reconciler (``counts``). Each method is one Lua script
 round trip (a long search may take a few); ``batch`` sends several idempotent steps in one
@@ -38,7 +38,14 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from controllers.keystore.checks import UUID, UUIDS, check_key_ids, check_size, check_token
+from controllers.keystore.checks import (
+    UUID,
+    UUIDS,
+    check_key_ids,
+    check_size,
+    check_token,
+    joined_uuids_ok,
+)
 from controllers.keystore.codes import Status
 from controllers.keystore.errors import (
     BlockConflictError,
@@ -75,7 +82,7 @@ from controllers.keystore.model import (
 from controllers.keystore.scripts import Scripts
 
 # Chunks per script call: big enough to amortise the round trip, small enough that one call
-# does not hold Redis (single-threaded) for long. add_chunks splits larger batches.
+# does not hold Redis (single-threaded) for long. add_run splits larger batches.
 MAX_BATCH = 10_000
 # accept_block and drop_peer move at most about this many chunks per script call while they
 # look for chunks in the incoming list, so one call never holds Redis for long.
@@ -105,6 +112,25 @@ def _keys(entries: Iterable[Any]) -> tuple[Key, ...]:
             )
         )
     return tuple(out)
+
+
+def _first_not_uuid(joined: bytes) -> int:
+    """The index of the first 36-byte ID in ``joined`` that is not a lowercase UUID."""
+    for i in range(0, len(joined), 36):
+        if not UUID.match(joined[i : i + 36].decode("ascii", "replace")):
+            return i // 36
+    return len(joined) // 36
+
+
+def _first_repeated(joined: bytes) -> int:
+    """The index of the first 36-byte ID in ``joined`` that appears earlier in it."""
+    seen: set[bytes] = set()
+    for i in range(0, len(joined), 36):
+        one = joined[i : i + 36]
+        if one in seen:
+            return i // 36
+        seen.add(one)
+    return len(joined) // 36
 
 
 T = TypeVar("T")
@@ -356,49 +382,94 @@ class KeyStore:
         since) or that the peer dropped count as duplicates too and are not stored, and the
         cursor becomes ``first_index + stored`` in the same atomic step; indices a batch skips
         over are never stored here, and the peer is told to drop them. When the buffer reaches
-        capacity the rest of the batch is refused (``AddResult.refused``), none of it kept."""
+        capacity the rest of the batch is refused (``AddResult.refused``), none of it kept.
+        ``add_run`` does the same for chunks given as two buffers (the QKDM's form)."""
+        check_stream_name(stream)
+        for i, chunk in enumerate(chunks):
+            if not UUID.match(chunk.chunk_id):
+                raise InvalidChunkError(
+                    stream=stream, index=i, reason="the chunk ID is not a lowercase UUID"
+                )
+        sizes = {len(c.material) for c in chunks}
+        if len(sizes) > 1:
+            # Chunks of a stream all have its one size: name the first that has not.
+            size = (await self.counts(stream=stream)).chunk_bytes
+            bad = next(i for i, c in enumerate(chunks) if len(c.material) != size)
+            raise InvalidChunkError(
+                stream=stream, index=bad, reason=f"the stream takes chunks of exactly {size} bytes"
+            )
+        return await self.add_run(
+            stream=stream,
+            chunk_ids="".join(c.chunk_id for c in chunks).encode(),
+            material=b"".join(c.material for c in chunks),
+            first_index=first_index,
+        )
+
+    async def add_run(
+        self,
+        *,
+        stream: str,
+        chunk_ids: bytes,
+        material: bytes,
+        first_index: int | None = None,
+    ) -> AddResult:
+        """``add_chunks`` for chunks of one size given as two buffers: their IDs, 36 ASCII
+        bytes each, back to back (``controllers.qkdm.ids.joined_chunk_ids``), and their
+        material concatenated (chunk ``i`` is the ``i``-th equal slice). The QKDM's form: it
+        has the device's buffer and names a run at once, so no chunk is cut out and joined
+        again, and the checks run over whole buffers."""
         check_stream_name(stream)
         if first_index is not None and first_index < 0:
             raise ValueError(f"first_index {first_index} must not be negative")
+        count = len(chunk_ids) // 36
+        if not joined_uuids_ok(chunk_ids):
+            raise InvalidChunkError(
+                stream=stream,
+                index=_first_not_uuid(chunk_ids),
+                reason="the chunk ID is not a lowercase UUID",
+            )
+        if count == 0:
+            return AddResult(accepted=0, duplicates=0, refused=0)
+        size, rest = divmod(len(material), count)
+        if rest or not size:
+            raise InvalidChunkError(
+                stream=stream,
+                index=0,
+                reason=f"{len(material)} bytes of material do not split into {count} chunks",
+            )
         script_keys = stream_keys(stream)
         accepted = duplicates = 0
-        for start in range(0, len(chunks), MAX_BATCH):
-            part = chunks[start : start + MAX_BATCH]
-            ids = [c.chunk_id for c in part]
-            joined = "".join(ids)
-            # Checked for the whole batch at C speed; the per-chunk loop only finds the culprit.
-            if set(map(len, ids)) != {36} or not UUIDS.fullmatch(joined):
-                bad = next(i for i, c in enumerate(ids) if not UUID.match(c))
-                raise InvalidChunkError(
-                    stream=stream, index=start + bad, reason="the chunk ID is not a lowercase UUID"
-                )
-            if len(set(ids)) != len(ids):
-                bad = next(i for i, c in enumerate(ids) if c in ids[:i])
-                raise InvalidChunkError(
-                    stream=stream, index=start + bad, reason="its ID appears earlier in the batch"
-                )
-            cursor = "" if first_index is None else first_index + start
-            reply = await self._scripts.add(
-                keys=script_keys, args=[joined, b"".join(c.material for c in part), cursor]
-            )
-            if reply[0] == Status.E_BAD_CHUNK:
-                size = int(reply[1])
-                bad = next(i for i, c in enumerate(part) if len(c.material) != size)
+        free = 0
+        for start in range(0, count, MAX_BATCH):
+            n = min(MAX_BATCH, count - start)
+            ids = chunk_ids[36 * start : 36 * (start + n)]
+            if len({ids[i : i + 36] for i in range(0, 36 * n, 36)}) != n:
                 raise InvalidChunkError(
                     stream=stream,
-                    index=start + bad,
-                    reason=f"the stream takes chunks of exactly {size} bytes",
+                    index=start + _first_repeated(ids),
+                    reason="its ID appears earlier in the batch",
+                )
+            cursor = "" if first_index is None else first_index + start
+            part = material[start * size : (start + n) * size]
+            reply = await self._scripts.add(keys=script_keys, args=[ids, part, cursor])
+            if reply[0] == Status.E_BAD_CHUNK:
+                raise InvalidChunkError(
+                    stream=stream,
+                    index=start,
+                    reason=f"the stream takes chunks of exactly {int(reply[1])} bytes",
                 )
             self._raise_for(reply, stream=stream)
             accepted += reply[1]
             duplicates += reply[2]
+            free = reply[4]
             if reply[3]:
                 return AddResult(
                     accepted=accepted,
                     duplicates=duplicates,
-                    refused=len(chunks) - start - len(part) + reply[3],
+                    refused=count - start - n + reply[3],
+                    free=0,
                 )
-        return AddResult(accepted=accepted, duplicates=duplicates, refused=0)
+        return AddResult(accepted=accepted, duplicates=duplicates, refused=0, free=free)
 
     async def ingest_cursor(self, *, stream: str) -> int:
         """The next device index the stream's QKDM fetches (0 for a new stream)."""

@@ -3,8 +3,10 @@
 ``Pump.run`` (called by the kopf daemon in ``controllers.qkdm.main``) prepares the stream (reads
 the KeyStream and its QKDLink, configures the store), joins its device key stream and pulls
 chunks in index order from the stream's cursor, a run of consecutive chunks per GET_KEY, storing
-each run together with the new cursor so that a restarted QKDM resumes exactly where the store
-says. While the buffer is full it stops pulling.
+them together with the new cursor so that a restarted QKDM resumes exactly where the store
+says. A few GET_KEYs are kept in flight ahead of the store, and one store call takes every run
+that has arrived (consecutive, from the cursor), so the device, this process and Redis work at
+once and Redis fsyncs once per batch of runs. While the buffer is full it stops pulling.
 
 A device key stream that can no longer continue (the device restarted and forgot it, or aborted
 it for QBER) is replaced by the next KSID of the stream's sequence (``ids.epoch_ksid``), opened
@@ -20,17 +22,23 @@ silently: chunks the device no longer holds when the QKDM comes back are counted
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
-from controllers.keystore import Chunk, KeyStore, StreamCounts
+from controllers.keystore import MAX_BATCH, KeyStore, StreamCounts
 from controllers.kube import Kube, NotFoundError
-from controllers.qkdm.ids import MAX_EPOCH, chunk_ids, default_ksid, epoch_ksid, epoch_of
+from controllers.qkdm.ids import (
+    MAX_EPOCH,
+    default_ksid,
+    epoch_ksid,
+    epoch_of,
+    joined_chunk_ids,
+)
 from controllers.qkdm.ratemeter import RateMeter
 from controllers.qkdm.status import Fault, Observation
 from qss_api import KEYSTREAMS, QKDLINKS
@@ -47,6 +55,10 @@ log = logging.getLogger("controllers.qkdm")
 
 DEFAULT_CHUNK_BITS = 256
 DEFAULT_CAPACITY = 100_000
+# Key material fetched ahead of the store (in flight or waiting), and the most one store call
+# takes: each call is one fsync of Redis's append-only file, whose fixed cost (about 10 ms on a
+# virtual disk) then spreads over up to four device runs.
+AHEAD_BYTES = 4 * MAX_RUN_BYTES
 
 
 class Stopped(Protocol):
@@ -352,52 +364,100 @@ class Pump:
         epoch = epoch_of(plan.ksid, ksid) or 0
         cursor = await self.store.ingest_cursor(stream=plan.name)
         run = max(1, MAX_RUN_BYTES // plan.chunk_bytes)
-        # The next run is fetched from the device while this one is being stored, so the
-        # device, this process and Redis work at the same time.
-        ahead: asyncio.Task[Keys] | None = None
+        depth = max(2, AHEAD_BYTES // (run * plan.chunk_bytes))
+        self.counts = await self.store.counts(stream=plan.name)
+        # Room in the buffer, as the last store write left it (each write says), so that a
+        # batch costs one Redis call, not two; only a full buffer is polled.
+        free = self.counts.free
+        # Runs are fetched from the device, decoded and named ``depth`` GET_KEYs ahead of the
+        # store, so the device, this process and Redis work at the same time, and each store
+        # write takes every run that arrived meanwhile (one fsync for several runs).
+        ahead: deque[_Fetch] = deque()
+        fetch_from = cursor  # the index the next GET_KEY asks for
         try:
             while not stopped:
-                self.counts = await self.store.counts(stream=plan.name)
-                free = self.counts.free
                 if free <= 0:
                     await stopped.wait(self.idle_seconds)
+                    self.counts = await self.store.counts(stream=plan.name)
+                    free = self.counts.free
                     continue
-                if ahead is None:
-                    ahead = self._fetch(ksid, cursor, min(free, run))
+                if not ahead:
+                    fetch_from = cursor  # nothing in flight (a run came back short, say)
+                fetch_from = self._fill(ahead, plan, ksid, fetch_from, cursor + free, run, depth)
                 try:
-                    keys = await ahead
-                except DeviceRefusal as refusal:
-                    cursor = await self._refused(refusal, plan=plan, epoch=epoch, cursor=cursor)
-                    await stopped.wait(self.idle_seconds)
+                    runs = await _ready_runs(ahead, cursor, max_chunks=max(MAX_BATCH, run))
+                except _Refused as refusal:
+                    await _settle(ahead)
+                    fetch_from = cursor
+                    if refusal.index == cursor:
+                        cursor = await self._refused(
+                            refusal.error, plan=plan, epoch=epoch, cursor=cursor
+                        )
+                        fetch_from = cursor
+                        await stopped.wait(self.idle_seconds)
+                    continue  # else asked ahead of a run the device returned short; again
+                if not runs:
+                    # The first run is not at the cursor (a run before it came back short).
+                    await _settle(ahead)
+                    fetch_from = cursor
                     continue
-                finally:
-                    ahead = None
-                if keys.index != cursor:
-                    continue  # fetched ahead for a cursor the store did not reach; again
-                chunks = self._chunks(plan, ksid, keys.index, keys.count, keys)
                 self.fault = None  # keys flow, so the peer's end is open too
                 if not self.flowing:
                     # Measure from the first key: time waiting for the peer is not the rate.
                     self.meter.start()
                     self.flowing = True
-                if free > keys.count:
-                    ahead = self._fetch(ksid, cursor + keys.count, min(free - keys.count, run))
+                count = sum(r.count for r in runs)
+                if (ahead[0].index if ahead else fetch_from) != cursor + count:
+                    # The last run came back short: what was asked after it is stale.
+                    await _settle(ahead)
+                    fetch_from = cursor + count
+                fetch_from = self._fill(ahead, plan, ksid, fetch_from, cursor + free, run, depth)
                 # The store moves the cursor past what it kept, in the same atomic step.
-                result = await self.store.add_chunks(
-                    stream=plan.name, chunks=chunks, first_index=cursor
+                result = await self.store.add_run(
+                    stream=plan.name,
+                    chunk_ids=b"".join(r.chunk_ids for r in runs),
+                    material=b"".join(r.material for r in runs),
+                    first_index=cursor,
                 )
                 cursor += result.stored
+                free = result.free
+                if result.stored != count:
+                    # Refused at the buffer's end: what was fetched past it is stale.
+                    await _settle(ahead)
+                    fetch_from = cursor
                 self.meter.record(result.accepted * plan.chunk_bytes * 8)
                 self.chunks_stored += result.accepted
                 self.bits_stored += result.accepted * plan.chunk_bytes * 8
         finally:
-            if ahead is not None:
-                ahead.cancel()
-                with contextlib.suppress(asyncio.CancelledError, DeviceError):
-                    await ahead
+            for fetch in ahead:
+                fetch.task.cancel()
+            await _settle(ahead)
 
-    def _fetch(self, ksid: str, index: int, count: int) -> asyncio.Task[Keys]:
-        return asyncio.create_task(self.device.get_keys(ksid=ksid, index=index, count=count))
+    def _fill(
+        self,
+        ahead: deque[_Fetch],
+        plan: StreamPlan,
+        ksid: str,
+        fetch_from: int,
+        room_end: int,
+        run: int,
+        depth: int,
+    ) -> int:
+        """Start GET_KEYs until ``depth`` are ahead or the buffer's room (up to index
+        ``room_end``) is asked for; the index the next one would ask for."""
+        while len(ahead) < depth and fetch_from < room_end:
+            count = min(run, room_end - fetch_from)
+            task = asyncio.create_task(self._get_run(plan, ksid, fetch_from, count))
+            ahead.append(_Fetch(index=fetch_from, task=task))
+            fetch_from += count
+        return fetch_from
+
+    async def _get_run(self, plan: StreamPlan, ksid: str, index: int, count: int) -> _Run:
+        try:
+            keys = await self.device.get_keys(ksid=ksid, index=index, count=count)
+        except DeviceRefusal as refusal:
+            raise _Refused(refusal, index=index) from None
+        return _decoded(plan, ksid, keys)
 
     async def _refused(
         self, refusal: DeviceRefusal, *, plan: StreamPlan, epoch: int, cursor: int
@@ -446,23 +506,87 @@ class Pump:
             )
         raise refusal
 
-    @staticmethod
-    def _chunks(plan: StreamPlan, ksid: str, index: int, count: int, keys: Keys) -> list[Chunk]:
-        try:
-            material = keys.material()
-        except BadMessage as exc:
-            raise DeviceProtocolError(f"the device sent {exc.message}") from None
-        size = plan.chunk_bytes
-        if len(material) != count * size:
-            raise StreamNotReady(
-                Fault(
-                    reason="DeviceGarbage",
-                    message=f"the device returned {len(material)} bytes for {count} chunks; "
-                    f"the stream takes chunks of {size} bytes",
-                )
+
+class _Refused(Exception):
+    """A GET_KEY of ``_Fetch`` refused, with the index it asked for."""
+
+    def __init__(self, error: DeviceRefusal, *, index: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.index = index
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """A GET_KEY reply ready to store: consecutive chunks from ``index``, their IDs and their
+    material, each as one buffer (``KeyStore.add_run``)."""
+
+    index: int
+    count: int
+    chunk_ids: bytes
+    material: bytes = field(repr=False)
+
+
+def _decoded(plan: StreamPlan, ksid: str, keys: Keys) -> _Run:
+    """A reply's material, checked against the stream's chunk size, and its chunks' IDs."""
+    try:
+        material = keys.material()
+    except BadMessage as exc:
+        raise DeviceProtocolError(f"the device sent {exc.message}") from None
+    size = plan.chunk_bytes
+    if len(material) != keys.count * size:
+        raise StreamNotReady(
+            Fault(
+                reason="DeviceGarbage",
+                message=f"the device returned {len(material)} bytes for {keys.count} chunks; "
+                f"the stream takes chunks of {size} bytes",
             )
-        ids = chunk_ids(ksid, index, count)
-        return [
-            Chunk(chunk_id=ids[i], material=material[i * size : (i + 1) * size])
-            for i in range(count)
-        ]
+        )
+    return _Run(
+        index=keys.index,
+        count=keys.count,
+        chunk_ids=joined_chunk_ids(ksid, keys.index, keys.count),
+        material=material,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetch:
+    """A GET_KEY in flight for the run from ``index``."""
+
+    index: int
+    task: asyncio.Task[_Run]
+
+
+async def _ready_runs(ahead: deque[_Fetch], cursor: int, *, max_chunks: int) -> list[_Run]:
+    """The first fetch's run, and the consecutive runs after it that have arrived already, as
+    much as one store call takes (``AHEAD_BYTES``, ``max_chunks``); [] if the first run does
+    not start at ``cursor``. Raises what the first fetch raised."""
+    first = await ahead.popleft().task
+    if first.index != cursor:
+        return []
+    runs = [first]
+    end, chunks, size = first.index + first.count, first.count, len(first.material)
+    while ahead and ahead[0].task.done():
+        task = ahead[0].task
+        if task.cancelled() or task.exception() is not None:
+            break  # the next round meets it first
+        run = task.result()
+        if (
+            run.index != end
+            or chunks + run.count > max_chunks
+            or size + len(run.material) > AHEAD_BYTES
+        ):
+            break
+        ahead.popleft()
+        runs.append(run)
+        end, chunks, size = end + run.count, chunks + run.count, size + len(run.material)
+    return runs
+
+
+async def _settle(ahead: deque[_Fetch]) -> None:
+    """Wait for the fetches still in flight and forget them: they asked for indices past a run
+    that was refused or short, so the next ones start again from the cursor."""
+    tasks = [fetch.task for fetch in ahead]
+    ahead.clear()
+    await asyncio.gather(*tasks, return_exceptions=True)

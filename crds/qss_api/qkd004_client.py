@@ -9,7 +9,8 @@ health probe (HEALTH), and the tests, benchmarks and demo (FAULT too). Every rep
 - ``DeviceRefusal``: a valid reply with a non-zero status (``refusal`` holds it; key material
   never appears in a refusal or in any message here).
 
-One connection; requests are serialised (one exchange at a time). ``request_sync`` serves
+One connection; requests are serialised (one exchange at a time); an exchange cancelled
+before its reply was read closes the connection (the next one reconnects). ``request_sync`` serves
 synchronous callers (the test harness) with the same messages and checks.
 """
 
@@ -142,6 +143,12 @@ class DeviceClient:
             except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
                 await self.aclose()
                 raise DeviceUnavailable(f"QKD device at {self.path} failed: {exc!r}") from None
+            except asyncio.CancelledError:
+                # Cancelled with its reply unread (the QKDM drops GET_KEYs it fetched ahead):
+                # the next exchange would read that reply as its own, so the connection goes.
+                self._writer.close()
+                self._writer = self._reader = None
+                raise
         return lines
 
     async def open_connect(

@@ -10,8 +10,8 @@ for the ops and their fields.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic_core
@@ -26,7 +26,6 @@ from qss_api.qkd004 import (
     Fault,
     GetKey,
     Health,
-    Keys,
     Metadata,
     OpenConnect,
     Opened,
@@ -39,6 +38,7 @@ from qss_api.qkd004 import (
     StreamState,
     decode_request,
     encode,
+    encode_keys,
     refusal,
 )
 from qss_api.wire import BadMessage
@@ -66,6 +66,17 @@ def _request_id(line: bytes) -> int | str | None:
     return found
 
 
+@dataclass(frozen=True)
+class KeyRun:
+    """A GET_KEY answer before it is encoded: the reply ``Keys`` carries ``material`` in base64,
+    written by ``qkd004.encode_keys`` straight from these bytes."""
+
+    index: int
+    count: int
+    material: bytes = field(repr=False)
+    metadata: Metadata
+
+
 class Device:
     """The request handler of one end (``"A"`` or ``"B"``) of a pair sharing ``link``."""
 
@@ -79,16 +90,24 @@ class Device:
         try:
             request = decode_request(line)
         except BadMessage as exc:
-            reply: Reply = bad_request(exc.message)
+            reply: Reply | KeyRun = bad_request(exc.message)
             request_id = _request_id(line)
         else:
             reply = await self.handle(request)
             request_id = request.id
+        if isinstance(reply, KeyRun):
+            return encode_keys(
+                index=reply.index,
+                count=reply.count,
+                material=reply.material,
+                metadata=reply.metadata,
+                id=request_id,
+            )
         if request_id is not None:
             reply = reply.model_copy(update={"id": request_id})
         return encode(reply)
 
-    async def handle(self, request: Request) -> Reply:
+    async def handle(self, request: Request) -> Reply | KeyRun:
         try:
             if isinstance(request, OpenConnect):
                 return self._open_connect(request)
@@ -150,7 +169,7 @@ class Device:
             ),
         )
 
-    async def _get_key(self, request: GetKey) -> Keys:
+    async def _get_key(self, request: GetKey) -> KeyRun:
         ksid = request.key_stream_ID
         stream = self._link.stream_at(self.end, ksid)
         loop = asyncio.get_running_loop()
@@ -196,13 +215,7 @@ class Device:
         count = min(request.count or 1, end - wanted, max(1, MAX_RUN_BYTES // size))
         material = self._keys.run(ksid=ksid, index=wanted, count=count, size=size)
         stream.cursor[self.end] = max(stream.cursor[self.end], wanted + count)
-        return Keys(
-            status=0,
-            index=wanted,
-            count=count,
-            key_buffer=base64.b64encode(material).decode(),
-            metadata=metadata,
-        )
+        return KeyRun(index=wanted, count=count, material=material, metadata=metadata)
 
     def _close(self, request: Close) -> Closed:
         ksid = request.key_stream_ID

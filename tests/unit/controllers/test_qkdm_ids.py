@@ -14,6 +14,7 @@ from controllers.qkdm.ids import (
     default_ksid,
     epoch_ksid,
     epoch_of,
+    joined_chunk_ids,
 )
 
 BASE = default_ksid(node_a="node-b", node_b="node-a", stream="s")
@@ -56,3 +57,17 @@ def test_chunk_ids_of_two_epochs_never_meet() -> None:
     first = set(chunk_ids(epoch_ksid(BASE, 0), 0, 1000))
     second = set(chunk_ids(epoch_ksid(BASE, 1), 0, 1000))
     assert not first & second
+
+
+def test_the_fast_chunk_ids_match_uuid5_for_every_variant_digit() -> None:
+    # 2,000 IDs cover all 16 values of the digit that carries the variant bits, and indices of
+    # every length from 1 to 7 digits.
+    indices = [*range(0, 1000), *range(9_999_000, 10_000_000)]
+    fast = chunk_ids(BASE, 0, 1000) + chunk_ids(BASE, 9_999_000, 1000)
+    assert fast == [str(uuid.uuid5(uuid.UUID(BASE), str(i))) for i in indices]
+    assert {h[19] for h in fast} == set("89ab")
+
+
+def test_the_joined_chunk_ids_are_the_chunk_ids_back_to_back() -> None:
+    assert joined_chunk_ids(BASE, 123, 500) == "".join(chunk_ids(BASE, 123, 500)).encode()
+    assert joined_chunk_ids(BASE, 5, 0) == b""

@@ -4,6 +4,7 @@ the ingest cursor, the device index ranges a peer dropped, validation."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -244,3 +245,68 @@ async def test_a_new_key_stream_restarts_the_cursor_in_one_step(store: KeyStore)
     assert await store.ingest_key_stream(stream=STREAM) == "6f1c0d3e-0000-8000-8000-000000000001"
     await store.set_ingest_cursor(stream=STREAM, cursor=7)
     assert await store.ingest_key_stream(stream=STREAM) == "6f1c0d3e-0000-8000-8000-000000000001"
+
+
+async def test_a_run_is_stored_as_its_chunks_one_by_one_would_be(
+    store: KeyStore, peer_store: KeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "MAX_BATCH", 4)  # the run crosses script calls
+    chunks = indexed_chunks(uuid.uuid4(), 0, 10)
+    result = await store.add_run(
+        stream=STREAM,
+        chunk_ids="".join(c.chunk_id for c in chunks).encode(),
+        material=b"".join(c.material for c in chunks),
+        first_index=0,
+    )
+    assert (result.accepted, result.refused, result.free) == (10, 0, 1000 - 10)
+    await peer_store.add_chunks(stream=STREAM, chunks=chunks, first_index=0)
+    await agree(store, peer_store, "b1", count=10)
+    served = await store.take(stream=STREAM, owner=OWNER, size_bits=128, count=10)
+    assert {(k.key_id, k.material) for k in served.keys} == {
+        (c.chunk_id, c.material) for c in chunks
+    }
+    assert (await store.counts(stream=STREAM)).cursor == 10
+
+
+async def test_each_batch_says_the_room_left_as_counts_does(store: KeyStore) -> None:
+    await store.configure_stream(stream=STREAM, capacity=7, chunk_bytes=16)
+    first = await store.add_chunks(stream=STREAM, chunks=make_chunks(5))
+    assert first.free == (await store.counts(stream=STREAM)).free == 2
+    full = await store.add_chunks(stream=STREAM, chunks=make_chunks(4))
+    assert (full.accepted, full.refused, full.free) == (2, 2, 0)
+
+
+async def test_a_run_whose_material_does_not_split_into_its_chunks_is_refused(
+    store: KeyStore,
+) -> None:
+    ids = "".join(c.chunk_id for c in make_chunks(3)).encode()
+    with pytest.raises(InvalidChunkError, match="47 bytes of material do not split into 3"):
+        await store.add_run(stream=STREAM, chunk_ids=ids, material=bytes(47))
+    with pytest.raises(InvalidChunkError, match=r"chunk 0 .* exactly 16 bytes"):
+        await store.add_run(stream=STREAM, chunk_ids=ids, material=bytes(45))
+    assert (await store.counts(stream=STREAM)).added == 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        (lambda i: i.upper(), "not a lowercase UUID"),
+        (lambda i: i.replace("-", "", 1) + "0", "not a lowercase UUID"),
+        (lambda i: i[:-1] + "g", "not a lowercase UUID"),
+    ],
+)
+async def test_a_run_names_its_first_bad_chunk_id(
+    store: KeyStore, bad: Callable[[str], str], says: str
+) -> None:
+    ids = [c.chunk_id for c in make_chunks(4)]
+    ids[2] = bad(ids[2])
+    with pytest.raises(InvalidChunkError, match=f"chunk 2 .* {says}"):
+        await store.add_run(stream=STREAM, chunk_ids="".join(ids).encode(), material=bytes(64))
+    with pytest.raises(InvalidChunkError, match="not a lowercase UUID"):
+        await store.add_run(stream=STREAM, chunk_ids="".join(ids).encode()[:-1], material=bytes(64))
+    ids = [c.chunk_id for c in make_chunks(4)]
+    with pytest.raises(InvalidChunkError, match=r"chunk 3 .* appears earlier"):
+        await store.add_run(
+            stream=STREAM, chunk_ids="".join([*ids[:3], ids[1]]).encode(), material=bytes(64)
+        )
+    assert (await store.counts(stream=STREAM)).added == 0

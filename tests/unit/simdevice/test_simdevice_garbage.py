@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
 from device_plugin.simdevice.server import MAX_LINE
 from qss_api.qkd004_client import DeviceUnavailable
-from tests.unit.simdevice.helpers import Pair, RawDevice
+from tests.unit.simdevice.helpers import Pair, RawDevice, running_pair
+from tests.waiting import eventually_async
 
 
 @pytest.mark.parametrize(
@@ -81,3 +83,22 @@ async def test_answers_come_in_request_order_when_pipelined(pair: Pair) -> None:
     assert [a["id"] for a in answers] == list(range(6))
     assert [a["status"] for a in answers] == [-1, 0, -1, 0, -1, 0]
     json.dumps(answers)
+
+
+async def test_a_request_cancelled_before_its_reply_leaves_no_reply_to_the_next() -> None:
+    async with running_pair(rate_bps=8) as pair:  # a 128-bit chunk every 16 s
+        ksid = await pair.open_both(timeout=5000)
+        client = pair.a.client
+        waiting = asyncio.create_task(client.get_keys(ksid=ksid, index=3))
+
+        async def sent() -> bool:
+            # The request is written as the exchange starts; its reply comes in 5 s at most.
+            return client._lock.locked()
+
+        await eventually_async(sent, what="the GET_KEY on the wire")
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        # The GET_KEY's late answer must not be read as the answer to this.
+        state = await client.health()
+        assert (state.end, state.link_up) == ("A", True)

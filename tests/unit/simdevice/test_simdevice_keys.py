@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import os
+
+import pytest
+
 from device_plugin.simdevice.keymaterial import KeyMaterial
+from qss_api.qkd004 import Keys, Metadata, decode_reply, encode, encode_keys
 from tests.unit.simdevice.helpers import SECRET, FakeClock, Pair, key_bytes
 
 
@@ -59,3 +65,20 @@ def test_a_run_is_its_chunks_one_after_another() -> None:
         assert run == b"".join(keys.chunk(ksid="k", index=i, size=size) for i in range(7, 16))
         if size >= 5:
             assert len({run[i : i + size] for i in range(0, len(run), size)}) == 9
+
+
+@pytest.mark.parametrize("request_id", [None, 7, -3, 'a "quoted" id'])
+def test_a_key_reply_is_encoded_as_the_keys_model_would_be(request_id: int | str | None) -> None:
+    material = os.urandom(3 * 32)
+    metadata = Metadata(qber=0.0123, rate_bps=2_000_000_000)
+    fast = encode_keys(index=41, count=3, material=material, metadata=metadata, id=request_id)
+    model = Keys(
+        status=0,
+        id=request_id,
+        index=41,
+        count=3,
+        key_buffer=base64.b64encode(material).decode(),
+        metadata=metadata,
+    )
+    assert fast == encode(model)
+    assert decode_reply("GET_KEY", fast) == model
