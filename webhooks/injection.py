@@ -156,6 +156,13 @@ def _env(injection: Injection, sae: SaeRecord, config: InjectorConfig) -> list[d
     return env
 
 
+def startup_probe_command(injection: Injection) -> list[str]:
+    """Passes once the first keys are in the volume. coreutils' ``test``, not a Python command:
+    the kubelet runs it every second, each run in the sidecar's own CPU share, while the sidecar
+    is still starting, and a Python interpreter's start costs what the sidecar needs then."""
+    return ["test", "-f", f"{injection.mount_path}/{names.READY_FILE}"]
+
+
 def sidecar_container(
     injection: Injection, sae: SaeRecord, user: AppUser, config: InjectorConfig
 ) -> dict[str, Any]:
@@ -187,7 +194,7 @@ def sidecar_container(
             {"name": names.TOKEN_VOLUME, "mountPath": names.TOKEN_DIR, "readOnly": True},
         ],
         "startupProbe": {
-            "exec": {"command": ["qss-sidecar", "ready"]},
+            "exec": {"command": startup_probe_command(injection)},
             "periodSeconds": STARTUP_PERIOD_SECONDS,
             "failureThreshold": STARTUP_FAILURE_THRESHOLD,
         },

@@ -91,7 +91,11 @@ def test_annotated_pod_is_stored_with_the_sidecar_its_volumes_and_read_only_moun
     assert sidecar["restartPolicy"] == "Always"
     assert sidecar["image"] == SIDECAR_IMAGE
     assert sidecar["securityContext"]["runAsUser"] == APP_UID
-    assert sidecar["startupProbe"]["exec"]["command"] == ["qss-sidecar", "ready"]
+    assert sidecar["startupProbe"]["exec"]["command"] == [
+        "test",
+        "-f",
+        f"{names.DEFAULT_KEYS_DIR}/..data/index.json",
+    ]
     env = {e["name"]: e.get("value") for e in sidecar["env"]}
     assert env[names.ENV_SAE_ID] == SAE_ID
     assert env[names.ENV_PEER_SAE_ID] == PEER_SAE_ID
