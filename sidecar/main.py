@@ -18,6 +18,7 @@ import sys
 
 from qss_api.process import configure_logging
 from sidecar.keyring import RingError
+from sidecar.kube import KubeConfigError
 from sidecar.service import serve
 from sidecar.settings import SettingsError, SidecarSettings
 from sidecar.volume import VolumeError
@@ -32,6 +33,9 @@ def run(environ: dict[str, str], *, verbose: bool) -> int:
     configure_logging(logging.DEBUG if verbose else logging.INFO)
     try:
         asyncio.run(serve(settings))
+    except KubeConfigError as exc:
+        logging.getLogger("sidecar").error("cannot reach the API server: %s", exc)
+        return 2
     except (VolumeError, RingError) as exc:
         logging.getLogger("sidecar").error(
             "the key volume %s holds something this sidecar did not write (%s); refusing to "
