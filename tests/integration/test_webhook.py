@@ -250,6 +250,48 @@ def test_a_reinvocation_after_another_webhook_added_a_container_mounts_the_keys_
     assert [v["name"] for v in stored["spec"]["volumes"]].count(names.KEYS_VOLUME) == 1
 
 
+def test_a_sae_created_changed_or_deleted_is_used_as_it_is_now(
+    webhook_cluster: Cluster, namespace: str, webhook: RunningWebhook
+) -> None:
+    """The webhook keeps Saes from a watch; a change reaches the next pod, a deletion denies it,
+    and a Sae created a moment ago is found at once (read when the watch has not shown it)."""
+    sae = f"watched-{uuid.uuid4().hex[:6]}"
+
+    def manual(secret: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "qss.dev/v1alpha1",
+            "kind": "Sae",
+            "metadata": {"name": sae, "namespace": namespace},
+            "spec": {"saeID": sae, "registration": "Manual", "credentialsSecretName": secret},
+        }
+
+    def credentials_of(pod: dict[str, Any]) -> str:
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        secret: str = volumes[names.CREDENTIALS_VOLUME]["secret"]["secretName"]
+        return secret
+
+    def pod() -> dict[str, Any]:
+        return annotated_pod(name(), annotations={"qss.dev/sae": sae})
+
+    apply(webhook_cluster, manual("first"))
+    assert credentials_of(created(webhook_cluster, namespace, pod())) == "first"
+    apply(webhook_cluster, manual("second"))
+    eventually(
+        lambda: credentials_of(created(webhook_cluster, namespace, pod())) == "second",
+        what="a pod admitted with the Sae's new credentials Secret",
+    )
+    webhook_cluster.kubectl("delete", "sae", sae, "-n", namespace)
+
+    def denied() -> bool:
+        result = create(webhook_cluster, namespace, pod())
+        return result.returncode != 0 and f"Sae {sae!r} does not exist" in result.stderr
+
+    eventually(denied, what="a pod naming the deleted Sae denied")
+    log = webhook.log.read_text()
+    assert "watching Saes:" in log  # the watch ran; with GETs alone this test would pass too
+    assert "watching Saes stopped" not in log
+
+
 @pytest.mark.parametrize("case", BAD_PODS, ids=lambda c: c.id)
 def test_bad_pod_is_denied_with_the_expected_message(
     webhook_cluster: Cluster, namespace: str, webhook: RunningWebhook, case: BadPod
