@@ -25,7 +25,7 @@ SHUTDOWN_SECONDS: Final = 3.0
 
 async def serve(settings: SidecarSettings) -> None:
     volume = KeyVolume(settings.keys_dir)
-    api = await connect(settings.kubeconfig)
+    api = await connect(settings.kubeconfig, settings.api_server)
     node = NodeKeyApi(settings.key_api_url, settings.credentials_dir)
     runner = web.AppRunner(
         keyapi.init(node=node),

@@ -55,6 +55,8 @@ class SidecarSettings:
     pod_uid: str
     # None: the sidecar's service-account token (TOKEN_DIR).
     kubeconfig: str | None = None
+    # The API server in a pod, from KUBERNETES_SERVICE_HOST and _PORT (the kubelet sets them).
+    api_server: str | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ("master", "slave"):
@@ -148,4 +150,13 @@ class SidecarSettings:
             pod_namespace=need(names.ENV_POD_NAMESPACE),
             pod_uid=need(names.ENV_POD_UID),
             kubeconfig=environ.get("KUBECONFIG") or None,
+            api_server=_api_server(environ),
         )
+
+
+def _api_server(environ: Mapping[str, str]) -> str | None:
+    host = environ.get("KUBERNETES_SERVICE_HOST", "").strip()
+    port = environ.get("KUBERNETES_SERVICE_PORT", "").strip()
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"

@@ -31,6 +31,13 @@ from webhooks.review import PodView
 
 # The kubelet checks the sidecar's startup probe this often; the app starts at the first pass.
 STARTUP_PERIOD_SECONDS: Final = 1
+# Under contention a container gets CPU in proportion to its request, and the app container waits
+# for the sidecar's start (about 0.5 s of CPU: Python, aiohttp, pydantic) and first KeyRequest.
+# At 10m a busy node gave the sidecar about 1% of a core and pods took 26 s to their first keys;
+# 100m (what Istio's proxy asks for) bounds that start to about 5 s on a node whose CPU is all
+# taken. Once started it uses a few millicores; it has no CPU limit, so an idle node lets it
+# start at full speed.
+SIDECAR_CPU_REQUEST: Final = "100m"
 # A slave waits for its master's first keys; give that ten minutes before the kubelet restarts
 # the sidecar (which then resumes waiting).
 STARTUP_FAILURE_THRESHOLD: Final = 600
@@ -156,6 +163,13 @@ def _env(injection: Injection, sae: SaeRecord, config: InjectorConfig) -> list[d
     return env
 
 
+def startup_probe_command(injection: Injection) -> list[str]:
+    """Passes once the first keys are in the volume. coreutils' ``test``, not a Python command:
+    the kubelet runs it every second, each run in the sidecar's own CPU share, while the sidecar
+    is still starting, and a Python interpreter's start costs what the sidecar needs then."""
+    return ["test", "-f", f"{injection.mount_path}/{names.READY_FILE}"]
+
+
 def sidecar_container(
     injection: Injection, sae: SaeRecord, user: AppUser, config: InjectorConfig
 ) -> dict[str, Any]:
@@ -187,11 +201,14 @@ def sidecar_container(
             {"name": names.TOKEN_VOLUME, "mountPath": names.TOKEN_DIR, "readOnly": True},
         ],
         "startupProbe": {
-            "exec": {"command": ["qss-sidecar", "ready"]},
+            "exec": {"command": startup_probe_command(injection)},
             "periodSeconds": STARTUP_PERIOD_SECONDS,
             "failureThreshold": STARTUP_FAILURE_THRESHOLD,
         },
-        "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "160Mi"}},
+        "resources": {
+            "requests": {"cpu": SIDECAR_CPU_REQUEST, "memory": "48Mi"},
+            "limits": {"memory": "160Mi"},
+        },
         "securityContext": security,
     }
     if config.metrics_port is not None:

@@ -1,7 +1,8 @@
 """The ``qss-webhook`` command: the mutating admission webhook that injects the key sidecar.
 
-Reads ``WebhookSettings`` once, connects to the API server, gets a serving certificate (its own
-CA by default, or cert-manager's files), and serves ``webhooks.server`` over HTTPS until SIGTERM
+Reads ``WebhookSettings`` once, connects to the API server, starts watching Saes
+(``webhooks.saes``), gets a serving certificate (its own CA by default, or cert-manager's
+files), and serves ``webhooks.server`` over HTTPS until SIGTERM
 or SIGINT, then lets reviews in flight finish and exits 0. SIGHUP starts a CA rotation.
 """
 
@@ -83,7 +84,8 @@ async def serve(settings: WebhookSettings) -> None:
         )
     stop = stop_on_signals()
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, source.force_rotation)
-    reviewer = functools.partial(mutate, saes=ApiSaeDirectory(api), config=settings.injector)
+    saes = ApiSaeDirectory(api)
+    reviewer = functools.partial(mutate, saes=saes, config=settings.injector)
     runner = web.AppRunner(
         init(reviewer=reviewer),
         access_log=None,
@@ -91,6 +93,7 @@ async def serve(settings: WebhookSettings) -> None:
         shutdown_timeout=settings.shutdown_timeout,
     )
     rotation: asyncio.Task[None] | None = None
+    watching = asyncio.create_task(saes.run(), name="qss-webhook-saes")
     try:
         await _first_certificate(source)
         await runner.setup()
@@ -100,10 +103,11 @@ async def serve(settings: WebhookSettings) -> None:
         await stop.wait()
         log.info("stopping")
     finally:
-        if rotation is not None:
-            rotation.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await rotation
+        for task in (rotation, watching):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await runner.cleanup()
         await api.close()
 

@@ -24,6 +24,10 @@ TOKEN_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 # The sidecar's ETSI GS QKD 014 endpoint on the pod's loopback (plain HTTP: only containers of
 # the pod share that loopback).
+# Under the key directory: there once the sidecar has written the first keys (the snapshot link
+# and its index). The startup probe tests for it; the sidecar's volume writes it.
+READY_FILE: Final = "..data/index.json"
+
 DEFAULT_KEY_API_PORT: Final = 8014
 # The sidecar's Prometheus /metrics on the pod's IP, when the webhook is configured with a port
 # for it (QSS_SIDECAR_METRICS_PORT); a PodMonitor finds it by this container port name.

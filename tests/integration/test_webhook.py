@@ -91,7 +91,11 @@ def test_annotated_pod_is_stored_with_the_sidecar_its_volumes_and_read_only_moun
     assert sidecar["restartPolicy"] == "Always"
     assert sidecar["image"] == SIDECAR_IMAGE
     assert sidecar["securityContext"]["runAsUser"] == APP_UID
-    assert sidecar["startupProbe"]["exec"]["command"] == ["qss-sidecar", "ready"]
+    assert sidecar["startupProbe"]["exec"]["command"] == [
+        "test",
+        "-f",
+        f"{names.DEFAULT_KEYS_DIR}/..data/index.json",
+    ]
     env = {e["name"]: e.get("value") for e in sidecar["env"]}
     assert env[names.ENV_SAE_ID] == SAE_ID
     assert env[names.ENV_PEER_SAE_ID] == PEER_SAE_ID
@@ -244,6 +248,48 @@ def test_a_reinvocation_after_another_webhook_added_a_container_mounts_the_keys_
         ]
     assert [c["name"] for c in stored["spec"]["initContainers"]] == [names.CONTAINER_NAME]
     assert [v["name"] for v in stored["spec"]["volumes"]].count(names.KEYS_VOLUME) == 1
+
+
+def test_a_sae_created_changed_or_deleted_is_used_as_it_is_now(
+    webhook_cluster: Cluster, namespace: str, webhook: RunningWebhook
+) -> None:
+    """The webhook keeps Saes from a watch; a change reaches the next pod, a deletion denies it,
+    and a Sae created a moment ago is found at once (read when the watch has not shown it)."""
+    sae = f"watched-{uuid.uuid4().hex[:6]}"
+
+    def manual(secret: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "qss.dev/v1alpha1",
+            "kind": "Sae",
+            "metadata": {"name": sae, "namespace": namespace},
+            "spec": {"saeID": sae, "registration": "Manual", "credentialsSecretName": secret},
+        }
+
+    def credentials_of(pod: dict[str, Any]) -> str:
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        secret: str = volumes[names.CREDENTIALS_VOLUME]["secret"]["secretName"]
+        return secret
+
+    def pod() -> dict[str, Any]:
+        return annotated_pod(name(), annotations={"qss.dev/sae": sae})
+
+    apply(webhook_cluster, manual("first"))
+    assert credentials_of(created(webhook_cluster, namespace, pod())) == "first"
+    apply(webhook_cluster, manual("second"))
+    eventually(
+        lambda: credentials_of(created(webhook_cluster, namespace, pod())) == "second",
+        what="a pod admitted with the Sae's new credentials Secret",
+    )
+    webhook_cluster.kubectl("delete", "sae", sae, "-n", namespace)
+
+    def denied() -> bool:
+        result = create(webhook_cluster, namespace, pod())
+        return result.returncode != 0 and f"Sae {sae!r} does not exist" in result.stderr
+
+    eventually(denied, what="a pod naming the deleted Sae denied")
+    log = webhook.log.read_text()
+    assert "watching Saes:" in log  # the watch ran; with GETs alone this test would pass too
+    assert "watching Saes stopped" not in log
 
 
 @pytest.mark.parametrize("case", BAD_PODS, ids=lambda c: c.id)

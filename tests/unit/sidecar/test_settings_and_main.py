@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from qss_api import sidecar as names
-from sidecar.main import ready
+from sidecar.files import INDEX_FILE
 from sidecar.settings import SettingsError, SidecarSettings
 from sidecar.volume import KeyVolume
 from tests.unit.webhooks.helpers import CONFIG
@@ -79,10 +79,26 @@ def test_a_setting_it_cannot_work_with_stops_it_naming_the_variable(
 
 
 def test_the_startup_probe_passes_once_the_first_keys_are_written(tmp_path: Path) -> None:
-    env = {names.ENV_KEYS_DIR: str(tmp_path)}
-    assert ready(env) == 1
-    KeyVolume(tmp_path).publish({"index.json": b"{}"}, {})
-    assert ready(env) == 0
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir()
+    injection = read_injection(
+        {
+            "qss.dev/sae": "alice",
+            "qss.dev/peer-sae": "bob",
+            "qss.dev/role": "slave",
+            "qss.dev/mount-path": str(keys_dir),
+        }
+    )
+    sae = SaeRecord(namespace="team-a", name="alice", sae_id="alice-id", credentials_secret="c")
+    container = sidecar_container(injection, sae, AppUser(uid=1000, gid=None), CONFIG)
+    probe = container["startupProbe"]["exec"]["command"]
+
+    def passes() -> bool:
+        return subprocess.run(probe, check=False, timeout=30).returncode == 0
+
+    assert not passes()
+    KeyVolume(keys_dir).publish({INDEX_FILE: b"{}"}, {})
+    assert passes()
 
 
 def test_run_with_a_bad_environment_exits_2_with_the_reason() -> None:

@@ -145,7 +145,7 @@ def test_rbac_is_least_privilege(webhook: list[dict[str, Any]]) -> None:
     settings = WebhookSettings()
     cluster = one(webhook, "ClusterRole", "kube-qss-webhook")["rules"]
     assert cluster == [
-        {"apiGroups": ["qss.dev"], "resources": ["saes"], "verbs": ["get"]},
+        {"apiGroups": ["qss.dev"], "resources": ["saes"], "verbs": ["get", "list", "watch"]},
         {
             "apiGroups": ["admissionregistration.k8s.io"],
             "resources": ["mutatingwebhookconfigurations"],

@@ -41,7 +41,11 @@ async def test_master_pod_gets_the_native_sidecar_its_volumes_and_a_read_only_mo
     assert sidecar["name"] == names.CONTAINER_NAME
     assert sidecar["restartPolicy"] == "Always"
     assert sidecar["image"] == CONFIG.sidecar_image
-    assert sidecar["startupProbe"]["exec"]["command"] == ["qss-sidecar", "ready"]
+    assert sidecar["startupProbe"]["exec"]["command"] == [
+        "test",
+        "-f",
+        f"{names.DEFAULT_KEYS_DIR}/..data/index.json",
+    ]
     env = _env(sidecar)
     assert env[names.ENV_ROLE] == "master"
     assert env[names.ENV_SAE] == "alice"
