@@ -10,7 +10,7 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +25,18 @@ def controller(qss_network: QssNetwork) -> subprocess.Popen[bytes]:
     proc = qss_network.nodes["node-a"].controller
     assert proc is not None
     return proc
+
+
+@pytest.fixture
+def names(cluster: Cluster) -> Iterator[tuple[str, str]]:
+    """A QKDLink's and a KeyStream's names of the test's own, both deleted after it: the cluster
+    is node-a's of the shared QSS network, and a stream left there towards node-b (said Up with
+    keys by the test, with no QKDM and no keys in the store) would be chosen for other modules'
+    requests to node-b."""
+    link, stream = f"l-{uuid.uuid4().hex[:6]}", f"s-{uuid.uuid4().hex[:6]}"
+    yield link, stream
+    cluster.kubectl("delete", "keystream", stream, "--ignore-not-found", "--wait=false")
+    cluster.kubectl("delete", "qkdlink", link, "--ignore-not-found", "--wait=false")
 
 
 def _apply(
@@ -97,9 +109,9 @@ def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
 
 
 def test_keystream_without_its_link_gets_LinkNotFound_and_recovers_when_link_appears(
-    cluster: Cluster, controller: subprocess.Popen[bytes]
+    cluster: Cluster, controller: subprocess.Popen[bytes], names: tuple[str, str]
 ) -> None:
-    link, stream = f"l-{uuid.uuid4().hex[:6]}", f"s-{uuid.uuid4().hex[:6]}"
+    link, stream = names
     _apply(cluster, _stream(stream, link))
     cond = _eventually(lambda: _condition(_get(cluster, "keystream", stream), "LinkFound"))
     assert cond["status"] == "False"
@@ -119,9 +131,9 @@ def test_keystream_without_its_link_gets_LinkNotFound_and_recovers_when_link_app
 
 
 def test_link_state_and_cost_follow_its_stream_without_clobbering_the_qkdm_status(
-    cluster: Cluster, controller: subprocess.Popen[bytes]
+    cluster: Cluster, controller: subprocess.Popen[bytes], names: tuple[str, str]
 ) -> None:
-    link, stream = f"l-{uuid.uuid4().hex[:6]}", f"s-{uuid.uuid4().hex[:6]}"
+    link, stream = names
     _apply(cluster, _link(link, capacity=1000))
     _apply(cluster, _stream(stream, link))
     _qkdm_reports(cluster, stream, state="Up", available=1000)
@@ -151,9 +163,9 @@ def test_link_state_and_cost_follow_its_stream_without_clobbering_the_qkdm_statu
 
 
 def test_link_cost_rises_as_keys_drain(
-    cluster: Cluster, controller: subprocess.Popen[bytes]
+    cluster: Cluster, controller: subprocess.Popen[bytes], names: tuple[str, str]
 ) -> None:
-    link, stream = f"l-{uuid.uuid4().hex[:6]}", f"s-{uuid.uuid4().hex[:6]}"
+    link, stream = names
     _apply(cluster, _link(link, capacity=1000))
     _apply(cluster, _stream(stream, link))
     _qkdm_reports(cluster, stream, state="Up", available=800)

@@ -44,6 +44,7 @@ from tests.etsi014_client import Etsi014Client, Etsi014Error, key_map
 from tests.integration.helpers import keyrequest as apply_keyrequest
 from tests.integration.helpers import kubectl_json, take_on_both
 from tests.metrics import Page, scrape
+from tests.waiting import eventually_async
 
 A, B = "node-a", "node-b"
 NS_A, NS_B = "obs-a", "obs-b"
@@ -393,6 +394,13 @@ async def test_link_stream_and_routing_metrics_move(obs: Obs) -> None:
         KeyStore.from_url(obs.network.nodes[A].redis_url) as master,
         KeyStore.from_url(obs.network.nodes[B].redis_url) as peer,
     ):
+
+        async def refilled() -> bool:
+            # The tests before drained the stream; the QKDMs fill it again at the device's rate.
+            counts = [await store.counts(stream=LINK) for store in (master, peer)]
+            return all(c.available >= 50 for c in counts)
+
+        await eventually_async(refilled, timeout=TIMEOUT, what="the stream refilled on both ends")
         await take_on_both(
             master, peer, stream=LINK, count=50, size_bits=CHUNK_BITS, owner="obs/nobody"
         )

@@ -151,7 +151,7 @@ def _namespace(cluster: Cluster, prefix: str) -> Iterator[str]:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _eventually(check: Callable[[], Any], timeout: float = 25.0) -> Any:
+def _eventually(check: Callable[[], Any], timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
