@@ -578,7 +578,12 @@ async def test_deleting_the_slave_pod_mid_rotation_and_recreating_it_serves_no_k
     key_pods: KeyPods,
 ) -> None:
     pods = key_pods
-    for _ in range(20):
+    crossed: dict[str, str] = {}  # hand-over waiting while no slave pod ran -> the pod gone
+    # Each replacement leaves hand-overs waiting while no slave pod runs (the master rotates every
+    # second), so the new pod must take them. A few tries also aim the deletion itself at a
+    # hand-over in flight (waiting, or taken by the old pod and not consumed); the sidecar takes
+    # one in well under a second, so that race is not always won, and is not required.
+    for _ in range(3):
         old = pods.slave
         old_uid = old["metadata"]["uid"]
         in_flight = eventually(
@@ -588,12 +593,14 @@ async def test_deleting_the_slave_pod_mid_rotation_and_recreating_it_serves_no_k
         landed = in_flight & _in_flight(pods, old_uid)
         eventually(lambda: get(pods.b, "pod", SLAVE_POD, NS) is None, POD_TIMEOUT, "slave gone")
         pods.old_slaves.append(old)
+        waiting = eventually(  # owned by no pod ("" is no pod's UID)
+            partial(_in_flight, pods, ""), POD_TIMEOUT, "a hand-over waiting with no slave"
+        )
+        crossed.update(dict.fromkeys(waiting, old_uid))
         pods.b.kubectl("create", "-f", "-", stdin=json.dumps(slave_manifest()))
         pods.slave = follow_when_ready(pods.logs, B, pods.b, SLAVE_POD)
         if landed:
             break
-    else:
-        raise AssertionError("no deletion landed while a hand-over was in flight in 20 tries")
     eventually(lambda: in_sync(pods), POD_TIMEOUT, "the new slave holding the master's newest key")
 
     # Stop asking (the master pod goes, and the requests it owned with it), let the slave take
@@ -639,6 +646,13 @@ async def test_deleting_the_slave_pod_mid_rotation_and_recreating_it_serves_no_k
             assert not files[uid] & files[other], "a key was in two slave pods"
             assert not taken_by.get(uid, set()) & taken_by.get(other, set())
         assert files[uid] <= taken_by.get(uid, set()), "a pod wrote keys it never took"
+    # What waited while no slave pod ran was taken by a later pod and written into its files.
+    for name, gone_uid in crossed.items():
+        owners, ids = automatic[name]
+        assert owners, f"{name} was never taken"
+        assert gone_uid not in owners, f"{name} taken by the pod gone before it waited"
+        if owners == {new_uid}:  # an older pod may have gone before writing it (see below)
+            assert set(ids) <= files[new_uid], f"{name}: keys not in the new pod's files"
     # Every key reached exactly one slave pod: in its files, or taken by a pod that was deleted
     # before writing it (its KeyRequest went with the pod: by design no other pod gets it).
     assert set().union(*taken_by.values()) == master_keys, "keys the master got were lost"
