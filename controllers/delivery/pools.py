@@ -202,7 +202,7 @@ class Pools:
                 # gave up), the next refill is a background top-up, not a block of that size.
                 pool.want = 0
 
-    def used(self, key: PoolKey, *, count: int, left: int = -1) -> None:
+    def used(self, key: PoolKey, *, count: int, left: int) -> None:
         """``count`` keys of the pool were served by a caller's own store step (the key relay
         holds its pads in one step with its other writes), leaving ``left`` keys in the pool
         (-1: unknown): counted as demand and use, as if served here."""
