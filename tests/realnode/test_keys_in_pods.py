@@ -646,13 +646,12 @@ async def test_deleting_the_slave_pod_mid_rotation_and_recreating_it_serves_no_k
             assert not files[uid] & files[other], "a key was in two slave pods"
             assert not taken_by.get(uid, set()) & taken_by.get(other, set())
         assert files[uid] <= taken_by.get(uid, set()), "a pod wrote keys it never took"
-    # What waited while no slave pod ran was taken by a later pod and written into its files.
+    # What waited while no slave pod ran was taken by a later pod (its files keep only the newest
+    # max-keys keys, so the app may never have seen them; they count as taken below).
     for name, gone_uid in crossed.items():
-        owners, ids = automatic[name]
+        owners, _ = automatic[name]
         assert owners, f"{name} was never taken"
         assert gone_uid not in owners, f"{name} taken by the pod gone before it waited"
-        if owners == {new_uid}:  # an older pod may have gone before writing it (see below)
-            assert set(ids) <= files[new_uid], f"{name}: keys not in the new pod's files"
     # Every key reached exactly one slave pod: in its files, or taken by a pod that was deleted
     # before writing it (its KeyRequest went with the pod: by design no other pod gets it).
     assert set().union(*taken_by.values()) == master_keys, "keys the master got were lost"
