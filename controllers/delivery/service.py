@@ -250,6 +250,10 @@ class NodeKeyDelivery:
                 pool=pool, relay_id=relay_id, key_ids=placed.hold.key_ids, hand_over=False
             ),
         )
+        # The commit for the path goes now, not at the outbox's next sweep: the slave SAE
+        # cannot fetch the keys before it arrives.
+        assert self.relay is not None  # pool_for found a path, so there is a relay
+        self.relay.kick()
         return delivered(placed.hold.keys)
 
     async def relay_prepare(
