@@ -140,6 +140,9 @@ async def start_node(
     peers = PeerClients(identity=identity, registry=registry)
     krp = KrpPeers(peers)
     pools = Pools(node_id=settings.node_id, store=store, peers=krp, settings=delivery_settings)
+    upkeep = Upkeep(
+        store=store, topology=topology, peers=krp, pools=pools, settings=delivery_settings
+    )
     delivery = NodeKeyDelivery(
         node_id=settings.node_id,
         store=store,
@@ -148,9 +151,7 @@ async def start_node(
         directory=directory,
         pools=pools,
         settings=delivery_settings,
-    )
-    upkeep = Upkeep(
-        store=store, topology=topology, peers=krp, pools=pools, settings=delivery_settings
+        kick=upkeep.kick,
     )
     relay = Relay(
         node_id=settings.node_id,
@@ -168,7 +169,6 @@ async def start_node(
         delivery=delivery,
         kube=kube,
         saes=local_saes,
-        upkeep=upkeep,
         fetch_window_seconds=delivery_settings.fetch_window_seconds,
         events=events,
     )

@@ -36,7 +36,6 @@ from controllers.delivery.api import SCARCITY_REASONS, DeliveryError, KeyConflic
 from controllers.delivery.messages import HandOver
 from controllers.delivery.pools import PoolKey
 from controllers.delivery.service import NodeKeyDelivery, Placed, delivered
-from controllers.delivery.upkeep import Upkeep
 from controllers.events import EventSink, Regarding
 from controllers.keyrequests import (
     ANNOTATION_PEER,
@@ -106,7 +105,6 @@ class KeyRequestService:
         delivery: NodeKeyDelivery,
         kube: Kube,
         saes: Iterable[Registration],
-        upkeep: Upkeep,
         fetch_window_seconds: float,
         events: EventSink | None = None,
     ) -> None:
@@ -114,7 +112,6 @@ class KeyRequestService:
         self._events = events
         self._kube = kube
         self._saes = saes
-        self._upkeep = upkeep
         self._window_ms = int(fetch_window_seconds * 1000)
         self._finished: OrderedDict[str, None] = OrderedDict()
 
@@ -259,8 +256,6 @@ class KeyRequestService:
                 valid_ms=self._window_ms,
             )
         await self._delivery.commit(stream=stream, hold_id=request.uid, notice=notice)
-        if notice is not None:
-            self._upkeep.kick()
         master, slave = (
             (sae_id, request.slave_sae_id)
             if request.role == "Master"

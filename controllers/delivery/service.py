@@ -104,6 +104,8 @@ class NodeKeyDelivery:
     directory: SaeLocator
     pools: Pools
     settings: DeliverySettings
+    # Wakes the outbox (``Upkeep.kick``): a commit just queued a message for a peer.
+    kick: Callable[[], None]
     clock: Callable[[], float] = field(default=time.monotonic)
     # Multi-hop: routing's paths, and the relay that carries keys along them (None: neighbours
     # only).
@@ -365,8 +367,12 @@ class NodeKeyDelivery:
         return None
 
     async def commit(self, *, stream: str, hold_id: str, notice: Notice | None = None) -> None:
-        """The hold's keys were delivered; ``notice`` (the hand-over) goes in the same step."""
+        """The hold's keys were delivered; ``notice`` (a hand-over, a relay's commit) goes in the
+        same step, and leaves at once rather than at the outbox's next sweep: the slave side
+        cannot have the keys before it arrives."""
         await self.store.commit_hold(stream=stream, hold_id=hold_id, notice=notice)
+        if notice is not None:
+            self.kick()
 
     async def cancel(self, *, stream: str, hold_id: str) -> None:
         """The hold's keys were certainly not delivered: back where they came from."""

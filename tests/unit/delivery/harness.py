@@ -123,6 +123,7 @@ async def start_node(
     clients = PeerClients(identity=identity, registry=registry, timeout=10.0)
     krp = KrpPeers(clients)
     pools = Pools(node_id=node_id, store=store, peers=krp, settings=settings)
+    upkeep = Upkeep(store=store, topology=topology, peers=krp, pools=pools, settings=settings)
     delivery = NodeKeyDelivery(
         node_id=node_id,
         store=store,
@@ -131,6 +132,7 @@ async def start_node(
         directory=directory,
         pools=pools,
         settings=settings,
+        kick=upkeep.kick,
     )
     app = init_channel_app(
         identity=identity,
@@ -148,7 +150,6 @@ async def start_node(
     )
     server = ChannelServer(app, host="127.0.0.1", port=port)
     await server.start()
-    upkeep = Upkeep(store=store, topology=topology, peers=krp, pools=pools, settings=settings)
     upkeep.start()
     return Node(
         node_id=node_id,

@@ -135,6 +135,7 @@ async def start_line_node(
         directory=directory,
         pools=pools,
         settings=settings,
+        kick=upkeep.kick,
         routes=routes,
         relay=relay,
     )

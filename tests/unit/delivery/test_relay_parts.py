@@ -225,6 +225,7 @@ def _delivery(routes: FixedRoutes, *, relay: bool = True) -> NodeKeyDelivery:
         directory=directory,
         pools=Pools.__new__(Pools),
         settings=settings,
+        kick=lambda: None,  # route() queues nothing
         routes=routes,
         relay=object() if relay else None,  # type: ignore[arg-type]  # route() only asks if set
     )
