@@ -193,6 +193,17 @@ async def test_requests_outrunning_the_device_wait_then_fail_whole_and_hold_noth
     # (32 kbit/s, 125 keys/s) refills far less than the rest within the 3 s they may wait.
     eventually(lambda: _stream_available(nodes, C) >= 1900, timeout=120, what="full buffer")
     eventually(lambda: _stream_available(nodes, D) >= 1900, timeout=120, what="full buffer")
+    # While the stores are full the device keeps what it generates (up to 8 Mibit) and hands it
+    # over at once when room appears: after a slow start that was more than the burst needed, and
+    # every request was served. A device restart (a new KSID) leaves it nothing kept; a small
+    # request makes room, so both QKDMs ask the device again and find the new KSID.
+    old = _ksid(nodes, C)
+    nodes.network.restart_device(nodes.stream)
+    room = keyrequest(c, NS_C, sae="carol", slaveSaeID="dave", number=20, size=256)
+    assert eventually(lambda: phase_of(c, room, NS_C), timeout=60)["phase"] == "Ready"
+    eventually(lambda: _both_up_on_another_ksid(nodes, old), timeout=120, what="both on a new KSID")
+    eventually(lambda: _stream_available(nodes, C) >= 1900, timeout=120, what="full buffer")
+    eventually(lambda: _stream_available(nodes, D) >= 1900, timeout=120, what="full buffer")
     # In one apply: one kubectl call per request let the device refill between them on a
     # loaded machine, and every request was served.
     spec = {"sae": "carol", "slaveSaeID": "dave", "number": 400, "size": 256, "timeoutSeconds": 3}
