@@ -1,6 +1,6 @@
-"""The commit of an ETSI 014 relay leaves the source at once: ``get_keys`` wakes the outbox
-after queueing it, so the slave SAE can fetch the keys without waiting for the source's next
-outbox sweep (here an hour away; the repeaters wake their own outboxes as they pass it on).
+"""The commit of an ETSI 014 relay leaves the source at once: ``NodeKeyDelivery.commit`` wakes
+the outbox as it queues it, so the slave SAE can fetch the keys without waiting for the source's
+next outbox sweep (here an hour away; the repeaters wake their own outboxes as they pass it on).
 Three real nodes in a line (``relay_harness``), as in ``test_relay``."""
 
 from __future__ import annotations
