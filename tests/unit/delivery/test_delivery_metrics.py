@@ -116,6 +116,10 @@ async def test_keys_held_for_a_slave_that_expire_unfetched_are_counted(pair: Pai
     pair.a.pools._settings = replace(
         pair.a.settings, serve_seconds=0.5, hold_seconds=0.5, fetch_window_seconds=0.5
     )
+    # node-a's upkeep would release its blocks through node-b once they pass their serve
+    # deadline (0.5 s), and node-b would then drop its copies as released, not expired: under
+    # load that came before the close below. Without it, node-b's copies can only expire.
+    await pair.a.upkeep.aclose()
     agreed = {"peer": "node-b", "master_sae": "alice", "slave_sae": "bob"}
     before_agreed = value("qss_pool_keys_agreed_total", **agreed)
     before_expired = value("qss_slave_keys_expired_total", stream=STREAM)
@@ -127,7 +131,7 @@ async def test_keys_held_for_a_slave_that_expire_unfetched_are_counted(pair: Pai
 
     await eventually_async(settled, timeout=10, what="node-b holds what node-a agreed")
     agreed_keys = value("qss_pool_keys_agreed_total", **agreed) - before_agreed
-    # node-a cannot give its blocks back through node-b now: node-b's keys expire instead.
+    # No further blocks: node-b's server is gone.
     await pair.b.server.close()
 
     async def expired() -> bool:
