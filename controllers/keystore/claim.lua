@@ -11,28 +11,15 @@ local base = base_of(meta)
 if redis.call('EXISTS', meta) == 0 then
   return {E_UNKNOWN_STREAM}
 end
-local function material_reply(reply, key_ids, size_of)
-  for _, kid in ipairs(key_ids) do
-    local cs = key_chunks(kc, kid)
-    local values = redis.call('HMGET', data, unpack(cs))
-    local entry = {kid, size_of}
-    for _, v in ipairs(values) do
-      if not v then
-        return {E_CORRUPT, kid}
-      end
-      entry[#entry + 1] = v
-    end
-    reply[#reply + 1] = entry
-  end
-  return reply
-end
 if mode == 'hold' then
   local held = get_block(blk, hold_id)
   if held then
     if held.r ~= 'h' or held.o ~= owner then
       return {E_CONFLICT}
     end
-    return material_reply({OK}, redis.call('SMEMBERS', block_set(base, hold_id)), held.b)
+    return material_reply(
+      kc, data, {OK}, redis.call('SMEMBERS', block_set(base, hold_id)), held.b
+    )
   end
 end
 local records, found, missing, seen = {}, {}, {}, {}

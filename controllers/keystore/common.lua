@@ -159,6 +159,22 @@ local function key_chunks(kc, key_id)
   return split(joined, ',')
 end
 
+-- Append to `reply` one entry per key of `key_ids`: {key ID, size in bits, chunk values...}.
+-- A chunk missing from `data` is a corrupt store: {E_CORRUPT, key ID} replaces the reply.
+local function material_reply(kc, data, reply, key_ids, size_bits)
+  for _, kid in ipairs(key_ids) do
+    local entry = {kid, size_bits}
+    for _, v in ipairs(redis.call('HMGET', data, unpack(key_chunks(kc, kid)))) do
+      if not v then
+        return {E_CORRUPT, kid}
+      end
+      entry[#entry + 1] = v
+    end
+    reply[#reply + 1] = entry
+  end
+  return reply
+end
+
 -- Where a chunk out of the buffer is: its block and its arrival number, or nil.
 local function out_of(value)
   if not value then

@@ -11,28 +11,15 @@
 local mode, owner, size_bits, count = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local hold_id, hold_ms = ARGV[5], tonumber(ARGV[6])
 local base = base_of(meta)
-local function material_reply(reply, key_ids)
-  for _, kid in ipairs(key_ids) do
-    local cs = key_chunks(kc, kid)
-    local values = redis.call('HMGET', data, unpack(cs))
-    local entry = {kid, size_bits}
-    for _, v in ipairs(values) do
-      if not v then
-        return {E_CORRUPT, kid}
-      end
-      entry[#entry + 1] = v
-    end
-    reply[#reply + 1] = entry
-  end
-  return reply
-end
 if mode == 'hold' then
   local held = get_block(blk, hold_id)
   if held then
     if held.r ~= 'h' or held.o ~= owner or held.b ~= size_bits or held.n ~= count then
       return {E_CONFLICT}
     end
-    return material_reply({OK, -1, held.dl}, redis.call('SMEMBERS', block_set(base, hold_id)))
+    return material_reply(
+      kc, data, {OK, -1, held.dl}, redis.call('SMEMBERS', block_set(base, hold_id)), size_bits
+    )
   end
 end
 if redis.call('EXISTS', meta) == 0 then
@@ -65,7 +52,7 @@ for _, p in ipairs(plan) do
   local bset = block_set(base, bid)
   local kids = redis.call('SPOP', bset, n)
   if mode == 'take' then
-    reply = material_reply(reply, kids)
+    reply = material_reply(kc, data, reply, kids, size_bits)
     if reply[1] ~= OK then
       return reply
     end
@@ -101,6 +88,6 @@ if mode == 'hold' then
   redis.call('ZADD', exp, now + hold_ms, hold_id)
   redis.call('HINCRBY', meta, 'pooled', -chunks)
   redis.call('HINCRBY', meta, 'holding', chunks)
-  reply = material_reply(reply, taken)
+  reply = material_reply(kc, data, reply, taken, size_bits)
 end
 return reply

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from redis.asyncio import Redis
 
 from controllers.keystore import (
     BlockChunk,
@@ -16,11 +17,13 @@ from controllers.keystore import (
     InsufficientKeysError,
     KeyIdMismatchError,
     KeyStore,
+    KeyStoreCorruptError,
     Notice,
     UnknownBlockError,
     UnknownKeysError,
     composed_key_id,
 )
+from controllers.keystore.layout import stream_keys
 from tests.unit.keystore.helpers import (
     OWNER,
     STREAM,
@@ -363,6 +366,29 @@ async def test_a_release_of_a_block_the_peer_never_held_returns_everything(
     )
     assert set(answer.returned) == set(block.key_ids)
     assert (await peer.counts(stream=STREAM)).available == 100
+
+
+async def test_a_key_whose_chunks_were_removed_from_outside_is_a_clear_corruption_error(
+    both: tuple[KeyStore, KeyStore], redis_url: str
+) -> None:
+    store, peer = both
+    block = await agree(store, peer, "b1", count=2)
+    ids = [k.key_id for k in block.keys]
+    # Someone deletes the keys' chunks from each store's data (layout.NAMES: "data").
+    for url in (redis_url, redis_url.rsplit("/", 1)[0] + "/1"):
+        async with Redis.from_url(url) as raw:
+            assert await raw.hdel(stream_keys(STREAM)[4], *chunk_ids_of(block)) == 2
+    # Each way of reading keys says which key is broken and why, never a key error or a crash.
+    with pytest.raises(KeyStoreCorruptError, match="changed outside this package") as taken:
+        await store.take(stream=STREAM, owner=OWNER, size_bits=128, count=1)
+    assert taken.value.key_id in ids
+    with pytest.raises(KeyStoreCorruptError) as held:
+        await store.hold(
+            stream=STREAM, hold_id="h", owner=OWNER, size_bits=128, count=1, hold_ms=1000
+        )
+    assert held.value.key_id in ids
+    with pytest.raises(KeyStoreCorruptError, match=f"key {ids[0]!r}"):
+        await peer.claim(stream=STREAM, owner=OWNER, key_ids=ids[:1])
 
 
 async def test_activating_a_block_that_is_not_pending_fails(store: KeyStore) -> None:
