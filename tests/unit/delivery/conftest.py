@@ -11,14 +11,7 @@ import pytest
 
 from controllers.delivery.settings import DeliverySettings
 from tests.unit.delivery.harness import Node, feed, join, register, start_node
-from tests.unit.delivery.relay_harness import (
-    LineNode,
-    feed_line,
-    join_line,
-    register_line,
-    start_line_node,
-    stream_name,
-)
+from tests.unit.delivery.relay_harness import feed_line, join_line, register_line, stream_name
 
 CAPACITY = 4000
 
@@ -69,13 +62,13 @@ class Line:
     """Three nodes in a line for the relay tests (``relay_harness``): alice on node-a, carol on
     node-c, node-b between them; each store holding chunks 0..1999 of its links."""
 
-    a: LineNode
-    b: LineNode
-    c: LineNode
+    a: Node
+    b: Node
+    c: Node
     urls: dict[str, str] = field(default_factory=dict)  # each node's Redis database
 
     @property
-    def nodes(self) -> list[LineNode]:
+    def nodes(self) -> list[Node]:
         return [self.a, self.b, self.c]
 
 
@@ -85,7 +78,7 @@ async def line(redis_url: str, settings: DeliverySettings) -> AsyncIterator[Line
     ab, bc = stream_name("node-a", "node-b"), stream_name("node-b", "node-c")
     streams = {"node-a": [ab], "node-b": [ab, bc], "node-c": [bc]}
     nodes = [
-        await start_line_node(n, urls[n], settings, streams=streams[n], capacity=CAPACITY)
+        await start_node(n, urls[n], settings, streams=streams[n], capacity=CAPACITY)
         for n in ("node-a", "node-b", "node-c")
     ]
     await join_line(nodes)

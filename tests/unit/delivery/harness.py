@@ -1,12 +1,15 @@
-"""Two QSS nodes in one process for the key delivery tests: each has its own key store (a real
-redis-server, one database per node), its own CA and node certificate, an inter-node channel
-server with the real KRP routes over mutual TLS, peer clients, pools, the delivery service and
-the background upkeep. One key stream joins them; ``feed`` plays the two QKDMs (the same chunks
-with their device indices into both stores, or into one only, to play a lagging end).
+"""QSS nodes in one process for the key delivery tests, built one way for a pair and for a line
+(``relay_harness``): each has its own key store (a real redis-server, one database per node),
+its own CA and node certificate, an inter-node channel server with the real KRP and relay routes
+over mutual TLS, peer clients, pools, the delivery service, the relay and the background upkeep.
+For a pair, one key stream joins two nodes (``join``) and ``feed`` plays the two QKDMs (the same
+chunks with their device indices into both stores, or into one only, to play a lagging end);
+its routing table stays empty, so its keys go to neighbours only.
 
 Test doubles, named for what they are: ``KnownSaes`` (the local SAE registry: a set of SAE IDs,
-no certificates) and ``RecordedHandOvers`` (the slave side's request creation: it records the
-hand-overs instead of creating KeyRequests). Everything else is the real code.
+no certificates), ``RecordedHandOvers`` (the slave side's request creation: it records the
+hand-overs instead of creating KeyRequests) and ``FixedRoutes`` (routing's table: a path per
+SAE ID, fixed by the test). Everything else is the real code.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,20 +26,22 @@ from controllers.channel import ChannelServer, PeerClients, PeerRegistry, init_c
 from controllers.delivery.krp import krp_routes
 from controllers.delivery.messages import HandOver
 from controllers.delivery.peer import KrpPeers
-from controllers.delivery.pools import PoolKey, Pools
+from controllers.delivery.pools import Pools
+from controllers.delivery.relay import Relay
+from controllers.delivery.relay_routes import relay_routes
 from controllers.delivery.service import NodeKeyDelivery
 from controllers.delivery.settings import DeliverySettings
 from controllers.delivery.topology import Topology
 from controllers.delivery.upkeep import Upkeep
 from controllers.events import EventSink
 from controllers.identity import NodeIdentity
-from controllers.keystore import Chunk, KeyStore
+from controllers.keystore import Chunk, KeyStore, StreamCounts
 from controllers.qkdm.ids import chunk_id
+from controllers.routing.table import SaeRoute
 from controllers.saes import SaeDirectory
 from tests.unit.identities import node_identity
 
 STREAM = "a-b"
-LINK = "link"
 KSID = str(uuid.UUID(int=0xA5))
 CHUNK_BYTES = 32  # 256-bit chunks
 
@@ -67,6 +72,20 @@ class RecordedHandOvers:
 
 
 @dataclass
+class FixedRoutes:
+    """Test double of routing's table: the path to each SAE's node, fixed by the test."""
+
+    node_id: str
+    paths: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def route_to(self, sae_id: str) -> SaeRoute | None:
+        path = self.paths.get(sae_id)
+        if path is None:
+            return None
+        return SaeRoute(sae_id=sae_id, destination=path[-1], path=path, cost=1000 * len(path))
+
+
+@dataclass
 class Node:
     node_id: str
     store: KeyStore
@@ -81,24 +100,27 @@ class Node:
     pools: Pools
     delivery: NodeKeyDelivery
     upkeep: Upkeep
+    relay: Relay
+    routes: FixedRoutes
     handovers: RecordedHandOvers
     settings: DeliverySettings
 
-    def pool(self, master: str, slave: str, size_bits: int = 256) -> PoolKey:
-        peer = self.topology.peer_of_stream(STREAM)
-        assert peer is not None
-        return PoolKey(
-            stream=STREAM, peer=peer, master_sae_id=master, slave_sae_id=slave, size_bits=size_bits
-        )
+    async def stop_calling(self) -> None:
+        """Stop the node's tasks and its calls to others (first, on every node of a line: a
+        server waits for the connections open to it)."""
+        await self.upkeep.aclose()
+        await self.pools.aclose()
+        await self.clients.aclose()
 
     async def stop(self) -> None:
         """Stop the node's tasks and servers (its Redis data stays), as a crash would leave
         them: nothing is cleaned up in the store."""
-        await self.upkeep.aclose()
-        await self.pools.aclose()
-        await self.clients.aclose()
+        await self.stop_calling()
         await self.server.close()
         await self.store.aclose()
+
+    async def counts(self, stream: str) -> StreamCounts:
+        return await self.store.counts(stream=stream)
 
 
 async def start_node(
@@ -107,12 +129,16 @@ async def start_node(
     settings: DeliverySettings,
     *,
     capacity: int,
+    streams: Sequence[str] = (STREAM,),
     ca: pki.Credentials | None = None,
     port: int = 0,
     events: EventSink | None = None,
 ) -> Node:
+    """A node whose store holds ``streams`` (the pair's one stream by default), with a new CA
+    unless given ``ca``, its channel server on ``port`` (any free one by default)."""
     store = KeyStore.from_url(redis_url)
-    await store.configure_stream(stream=STREAM, capacity=capacity, chunk_bytes=CHUNK_BYTES)
+    for stream in streams:
+        await store.configure_stream(stream=stream, capacity=capacity, chunk_bytes=CHUNK_BYTES)
     ca = ca or pki.create_ca(f"{node_id} CA")
     identity = node_identity(ca, node_id)
     registry = PeerRegistry(local_node_id=node_id)
@@ -123,7 +149,19 @@ async def start_node(
     clients = PeerClients(identity=identity, registry=registry, timeout=10.0)
     krp = KrpPeers(clients)
     pools = Pools(node_id=node_id, store=store, peers=krp, settings=settings)
+    routes = FixedRoutes(node_id=node_id)
     upkeep = Upkeep(store=store, topology=topology, peers=krp, pools=pools, settings=settings)
+    relay = Relay(
+        node_id=node_id,
+        store=store,
+        topology=topology,
+        pools=pools,
+        peers=krp,
+        hand_over=handovers,
+        is_local_sae=lambda sae_id: sae_id in saes,
+        settings=settings,
+        kick=upkeep.kick,
+    )
     delivery = NodeKeyDelivery(
         node_id=node_id,
         store=store,
@@ -133,6 +171,8 @@ async def start_node(
         pools=pools,
         settings=settings,
         kick=upkeep.kick,
+        routes=routes,
+        relay=relay,
     )
     app = init_channel_app(
         identity=identity,
@@ -144,8 +184,10 @@ async def start_node(
                 local_saes=saes,
                 handover=handovers,
                 settings=settings,
+                relays_to=lambda sae_id: routes.route_to(sae_id) is not None,
                 events=events,
-            )
+            ),
+            relay_routes(relay),
         ],
     )
     server = ChannelServer(app, host="127.0.0.1", port=port)
@@ -165,31 +207,48 @@ async def start_node(
         pools=pools,
         delivery=delivery,
         upkeep=upkeep,
+        relay=relay,
+        routes=routes,
         handovers=handovers,
         settings=settings,
     )
 
 
+async def connect(links: Sequence[tuple[Node, Node, str, str]]) -> None:
+    """QKD links, each ``(x, y, stream, ksid)``: each end trusts the other's CA and knows the
+    link and its one stream."""
+    ends: dict[str, tuple[Node, list[Mapping[str, Any]]]] = {}
+    for x, y, stream, ksid in links:
+        for here, there in ((x, y), (y, x)):
+            link = {
+                "metadata": {"name": f"link-{stream}"},
+                "spec": {
+                    "peerNodeID": there.node_id,
+                    "peerEndpoint": there.server.url,
+                    "peerCASecretName": f"peer-ca-{there.node_id}",
+                },
+            }
+            ends.setdefault(here.node_id, (here, []))[1].append(link)
+            here.topology.update_link(link)
+            here.topology.update_stream(
+                {
+                    "metadata": {"name": stream},
+                    "spec": {"link": f"link-{stream}", "ksid": ksid},
+                    "status": {"state": "Up"},
+                }
+            )
+    cas = {node_id: node.ca.cert_pem for node_id, (node, _) in ends.items()}
+
+    async def read_ca(name: str) -> bytes | None:
+        return cas.get(name.removeprefix("peer-ca-"))
+
+    for node, known in ends.values():
+        await node.registry.update_from_links(known, read_ca)
+
+
 async def join(a: Node, b: Node) -> None:
-    """A QKD link between two nodes: each trusts the other's CA and knows the stream."""
-    for here, there in ((a, b), (b, a)):
-        link: Mapping[str, Any] = {
-            "metadata": {"name": LINK},
-            "spec": {
-                "peerNodeID": there.node_id,
-                "peerEndpoint": there.server.url,
-                "peerCASecretName": "peer-ca",
-            },
-        }
-
-        async def read_ca(_: str, pem: bytes = there.ca.cert_pem) -> bytes | None:
-            return pem
-
-        await here.registry.update_from_links([link], read_ca)
-        here.topology.update_link(link)
-        here.topology.update_stream(
-            {"metadata": {"name": STREAM}, "spec": {"link": LINK, "ksid": KSID}, "status": {}}
-        )
+    """The pair's QKD link: each trusts the other's CA and knows the stream."""
+    await connect([(a, b, STREAM, KSID)])
 
 
 # Material per device index, the same at both ends, as a device pair yields it.
@@ -198,7 +257,7 @@ _SEED = os.urandom(16)
 
 def chunks(first: int, n: int, *, ksid: str = KSID) -> list[Chunk]:
     """Chunks ``first`` .. ``first + n - 1`` of device key stream ``ksid`` (by default the
-    stream's base KSID, epoch 0), as both QKDMs store them."""
+    pair's base KSID, epoch 0), as both QKDMs store them."""
     return [
         Chunk(
             chunk_id=chunk_id(ksid, i),
@@ -210,16 +269,18 @@ def chunks(first: int, n: int, *, ksid: str = KSID) -> list[Chunk]:
     ]
 
 
-async def feed(nodes: list[Node], first: int, n: int, *, ksid: str = KSID) -> list[Chunk]:
-    """The QKDMs store chunks ``first`` .. of ``ksid`` at the given nodes (the same material at
-    each), in the KSID each node's cursor counts in."""
+async def feed(
+    nodes: Sequence[Node], first: int, n: int, *, stream: str = STREAM, ksid: str = KSID
+) -> list[Chunk]:
+    """The QKDMs store chunks ``first`` .. of ``ksid`` in ``stream`` at the given nodes (the
+    same material at each), in the KSID each node's cursor counts in."""
     batch = chunks(first, n, ksid=ksid)
     for node in nodes:
-        await node.store.add_chunks(stream=STREAM, chunks=batch, first_index=first)
+        await node.store.add_chunks(stream=stream, chunks=batch, first_index=first)
     return batch
 
 
-def register(node: Node, sae_id: str, others: list[Node]) -> None:
+def register(node: Node, sae_id: str, others: Sequence[Node]) -> None:
     """Register ``sae_id`` with ``node`` and tell ``others`` about it (an announcement)."""
     node.saes.ids.add(sae_id)
     for other in others:

@@ -24,13 +24,8 @@ from controllers.delivery.settings import DeliverySettings
 from controllers.keystore import StreamCounts
 from controllers.keystore.layout import NAMES, stream_keys
 from tests.unit.delivery.conftest import Line
-from tests.unit.delivery.relay_harness import (
-    feed_line,
-    join_line,
-    register_line,
-    start_line_node,
-    stream_name,
-)
+from tests.unit.delivery.harness import start_node
+from tests.unit.delivery.relay_harness import feed_line, join_line, register_line, stream_name
 from tests.waiting import eventually_async
 
 AB, BC = stream_name("node-a", "node-b"), stream_name("node-b", "node-c")
@@ -337,8 +332,7 @@ async def test_three_hops_reseal_at_every_repeater_and_spend_pads_on_every_later
     streams = {n: [s for s in links if n.removeprefix("node-") in _ends(s)] for n in names}
     urls = {n: redis_url.rsplit("/", 1)[0] + f"/{10 + i}" for i, n in enumerate(names)}
     nodes = [
-        await start_line_node(n, urls[n], settings, streams=streams[n], capacity=4000)
-        for n in names
+        await start_node(n, urls[n], settings, streams=streams[n], capacity=4000) for n in names
     ]
     try:
         await join_line(nodes)

@@ -29,8 +29,7 @@ from controllers.delivery.settings import DeliverySettings
 from controllers.delivery.topology import Topology
 from controllers.saes import SaeDirectory
 from qss_api.wire import BadMessage, decode
-from tests.unit.delivery.harness import KnownSaes
-from tests.unit.delivery.relay_harness import FixedRoutes
+from tests.unit.delivery.harness import FixedRoutes, KnownSaes
 
 # -- pads and tags -------------------------------------------------------------------------------
 
