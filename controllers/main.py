@@ -50,7 +50,13 @@ def configure_kopf(kopf_settings: Any, settings: ControllerSettings) -> None:
     kopf_settings.posting.enabled = False
 
 
-@kopf.on.startup()
+# A start-up the API server refused (not reachable yet, or 429 while its storage initializes)
+# is tried again after this many seconds, not kopf's default 60: the node serves nothing until
+# its start-up is done.
+STARTUP_RETRY_SECONDS = 2.0
+
+
+@kopf.on.startup(backoff=STARTUP_RETRY_SECONDS)
 async def _startup(settings: Any, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     node: ControllerSettings = memo["settings"]
     configure_kopf(settings, node)
@@ -70,9 +76,16 @@ async def _startup(settings: Any, memo: kopf.Memo, logger: Any, **_: Any) -> Non
             routing_settings=memo["routing_settings"],
             events=events,
         )
-    except IdentityError as exc:
-        # Missing namespace, or Secrets a user supplied that do not fit: retrying won't help.
-        raise kopf.PermanentError(f"cannot set up this node's identity: {exc}") from None
+    except BaseException as exc:
+        # start_node leaves nothing behind when it fails; nor does this try, so a retry starts
+        # afresh.
+        del memo["events"], memo["kube"]
+        await events.aclose()
+        await kube.api.close()
+        if isinstance(exc, IdentityError):
+            # Missing namespace, or Secrets a user supplied that do not fit: retrying won't help.
+            raise kopf.PermanentError(f"cannot set up this node's identity: {exc}") from None
+        raise
     # What the handlers use, by the names they look for.
     memo["node"] = runtime
     memo["identity"] = runtime.identity

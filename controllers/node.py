@@ -131,6 +131,9 @@ async def start_node(
         dns_names=settings.node_dns_names,
         ip_addresses=settings.node_ips,
     )
+    # A start-up that fails leaves nothing behind, so kopf's retry starts afresh: the API calls
+    # come before anything is created, or the node is closed again (below).
+    links = await kube.list(QKDLINKS)
     store = KeyStore.from_url(settings.redis_url)
     topology = Topology(node_id=settings.node_id)
     local_saes = LocalSaes()
@@ -241,16 +244,20 @@ async def start_node(
         routing=routing,
         route_writer=route_writer,
     )
-    # The neighbours are known before anything is served, so that a request naming one of
-    # their SAEs meanwhile hears "not known yet" (retryable), not "unknown".
-    for link in await kube.list(QKDLINKS):
-        await node.links_changed(str(link["metadata"]["name"]), link)
-    await channel.start()
-    await key_api.start()
-    upkeep.start()
-    local_saes.subscribe(lambda *_: node.trust_sae_cas())
-    routing.start()
-    route_writer.start()
+    try:
+        # The neighbours are known before anything is served, so that a request naming one of
+        # their SAEs meanwhile hears "not known yet" (retryable), not "unknown".
+        for link in links:
+            await node.links_changed(str(link["metadata"]["name"]), link)
+        await channel.start()
+        await key_api.start()
+        upkeep.start()
+        local_saes.subscribe(lambda *_: node.trust_sae_cas())
+        routing.start()
+        route_writer.start()
+    except BaseException:
+        await node.aclose()  # what started stops, its ports are free for the retry
+        raise
     log.info(
         "node %s: channel on port %d, ETSI 014 key API on port %d",
         settings.node_id,

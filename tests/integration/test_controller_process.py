@@ -3,23 +3,34 @@ health endpoint, keeps kopf's state under our prefix, and exits 0 on SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
+from typing import IO
 
 from tests.cluster.localcluster import Cluster, free_port
+from tests.waiting import eventually
 
 
-def _start_controller(cluster: Cluster, port: int) -> subprocess.Popen[str]:
+def _start_controller(
+    cluster: Cluster, port: int, *, kubeconfig: Path | None = None, output: IO[str] | None = None
+) -> subprocess.Popen[str]:
+    """The controller on ``cluster`` (through ``kubeconfig`` if given), its output piped or
+    written to ``output``."""
     # Its own namespace for the node's Secrets, and any free ports for its servers.
     cluster.kubectl("create", "namespace", "qss-process-test", check=False)
     env = dict(
         os.environ,
-        KUBECONFIG=str(cluster.kubeconfig),
+        KUBECONFIG=str(kubeconfig or cluster.kubeconfig),
         QSS_NODE_ID="node-a",
         QSS_NAMESPACE="qss-process-test",
         QSS_CHANNEL_ADDRESS="127.0.0.1:0",
@@ -35,7 +46,7 @@ def _start_controller(cluster: Cluster, port: int) -> subprocess.Popen[str]:
             f"http://127.0.0.1:{port}/healthz",
         ],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.PIPE if output is None else output,
         stderr=subprocess.STDOUT,
         text=True,
     )
@@ -83,3 +94,76 @@ def test_controller_without_node_id_exits_2_with_one_clear_line(cluster: Cluster
     assert result.stderr.strip() == (
         "qss-controller: no node ID: set QSS_NODE_ID or pass --node-id"
     )
+
+
+class _Forwarder(socketserver.ThreadingTCPServer):
+    """A TCP forwarder to ``target`` (the API server, TLS end to end): it stands in for the
+    API server's address, which a test can make reachable late."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.target = target
+        super().__init__(("127.0.0.1", port), _Forward)
+
+
+class _Forward(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        assert isinstance(self.server, _Forwarder)
+        with socket.create_connection(self.server.target) as upstream:
+            pumps = [
+                threading.Thread(target=_pump, args=(self.request, upstream), daemon=True),
+                threading.Thread(target=_pump, args=(upstream, self.request), daemon=True),
+            ]
+            for pump in pumps:
+                pump.start()
+            for pump in pumps:
+                pump.join()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+def test_a_controller_started_before_its_api_server_is_reachable_starts_soon_after(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # The controller's kubeconfig names an address where nothing listens yet.
+    late = free_port()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        cluster.kubeconfig.read_text().replace(cluster.server, f"https://127.0.0.1:{late}")
+    )
+    assert f"127.0.0.1:{late}" in kubeconfig.read_text()
+    port = free_port()
+    log = tmp_path / "controller.log"
+    with log.open("w") as output:
+        proc = _start_controller(cluster, port, kubeconfig=kubeconfig, output=output)
+    forwarder: _Forwarder | None = None
+    try:
+        # Its start-up fails and is tried again in seconds (kopf's default is a minute).
+        eventually(
+            lambda: log.read_text().count("'_startup' failed with an exception") >= 2,
+            timeout=60,
+            what="two failed start-ups",
+        )
+        assert "will try again in 2.0 seconds" in log.read_text()
+        forwarder = _Forwarder(late, (cluster.host, cluster.port))
+        threading.Thread(target=forwarder.serve_forever, daemon=True).start()
+        _wait_healthy(f"http://127.0.0.1:{port}/healthz", proc)
+        # Each retry started afresh: one node started, its servers bound once.
+        assert log.read_text().count("QSS node node-a started") == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if forwarder is not None:
+            forwarder.shutdown()
+            forwarder.server_close()
