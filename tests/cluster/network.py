@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,12 +36,15 @@ from tests.cluster.localcluster import (
     install_crds,
     redis_argv,
 )
+from tests.waiting import eventually
 
 if TYPE_CHECKING:
     from tests.cluster.topology import NetworkTopology
 
 API_VERSION = "qss.dev/v1alpha1"
 NODE_NAMESPACE = "kube-qss-system"
+# A controller's start-up on a busy machine, with one retry by kopf (60 s after a failure).
+CONTROLLER_READY_SECONDS = 180.0
 
 
 @dataclass
@@ -140,7 +144,27 @@ class QssNetwork:
         )
         self.start_redis(node)
         self.start_controller(node)
+        self._wait_controller_ready(node)
         return node
+
+    def _wait_controller_ready(self, node: QssNode) -> None:
+        """Until the controller's /healthz says its start-up is done (503 before). On a cluster
+        just started, a first list may be refused (429: "storage is (re)initializing") and kopf
+        runs the start-up again only after 60 s; tests that then wait for the controller's work
+        for less than that fail, so the wait is here, with room for that retry."""
+        url = f"http://127.0.0.1:{node.health_port}/healthz"
+
+        def ready() -> bool:
+            proc = node.controller
+            if proc is None or proc.poll() is not None:
+                raise RuntimeError(f"the controller of {node.name} exited; see its log")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    return bool(answer.status == 200)
+            except OSError:  # not listening yet, or 503 (HTTPError)
+                return False
+
+        eventually(ready, timeout=CONTROLLER_READY_SECONDS, what=f"{node.name}'s controller ready")
 
     def start_redis(self, node: QssNode) -> None:
         node.redis = self.plane.spawn(

@@ -235,7 +235,15 @@ async def test_keyrequests_count_served_keys_on_both_nodes(obs: Obs) -> None:
         {k: base64.b64decode(v) for k, v in secret["data"].items() if k != "keys.json"}
     )
 
-    after_a = await asyncio.to_thread(obs.controller, A)
+    def counted() -> Page | None:
+        page = obs.controller(A)
+        moved = latency_count(page, "keyrequest", "get_key") > latency_count(
+            before_a, "keyrequest", "get_key"
+        )
+        return page if moved else None
+
+    # The service counts a request once its Ready status is written: the count may trail it.
+    after_a = await eventually(counted, what="node-a's request counted")
     assert served(after_a, "keyrequest", "get_key") - served(before_a, "keyrequest", "get_key") == 2
     assert latency_count(after_a, "keyrequest", "get_key") == (
         latency_count(before_a, "keyrequest", "get_key") + 1
@@ -323,7 +331,16 @@ async def test_a_keyrequest_short_of_keys_counts_InsufficientKeys_and_is_an_Even
     assert done["status"]["phase"] == "Failed", done["status"]
     ready = next(c for c in done["status"]["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "InsufficientKeys"
-    after = await asyncio.to_thread(obs.controller, A)
+
+    def counted() -> Page | None:
+        page = obs.controller(A)
+        moved = errors(page, "keyrequest", "get_key", "InsufficientKeys") > errors(
+            before, "keyrequest", "get_key", "InsufficientKeys"
+        )
+        return page if moved else None
+
+    # The service counts a failure once its Failed status is written: the count may trail it.
+    after = await eventually(counted, what="the failure counted")
     assert errors(after, "keyrequest", "get_key", "InsufficientKeys") == (
         errors(before, "keyrequest", "get_key", "InsufficientKeys") + 1
     )

@@ -384,8 +384,18 @@ def test_kill_9_mid_rotation_and_restart_serves_no_key_twice_and_loses_none(pair
         lambda: not automatic_requests(pair), timeout=90, what="the slave consuming every hand-over"
     )
     eventually(lambda: in_sync(pair), timeout=30, what="the slave holding the master's last keys")
-    time.sleep(0.1)  # one more monitor pass over the final snapshots (it polls every 20 ms)
     monitor = pair.monitor
+
+    def seen_by_the_monitor() -> bool:
+        """The monitor has recorded the snapshots on disk now (it polls every 20 ms, but a
+        loaded machine may not run its thread for longer than that)."""
+        for role, pod in (("master", pair.master), ("slave", pair.slave)):
+            on_disk = read_snapshot(pod.keys_dir)
+            if on_disk is not None and monitor.generation(role) != on_disk.generation:
+                return False
+        return True
+
+    eventually(seen_by_the_monitor, timeout=30, what="the monitor seeing the final snapshots")
     assert monitor.problems == []
 
     material: dict[str, bytes] = {}

@@ -14,7 +14,7 @@ import pytest
 from tests.cluster.localcluster import REPO_ROOT, Cluster
 from tests.cluster.realnetwork import NAMESPACE, RealQssNetwork
 from tests.integration.helpers import eventually, get, keyrequest, phase_of, secret_keys
-from tests.metrics import scrape
+from tests.metrics import Page, scrape
 from tests.realnode.helpers import apply_json, pod_manifest, run_to_completion, running_pod, unique
 
 pytestmark = pytest.mark.realnode
@@ -199,15 +199,20 @@ def test_controller_and_qkdm_pods_serve_metrics_and_healthz_on_their_health_port
         base = f"http://{pod['status']['podIP']}:{port}"
         with urllib.request.urlopen(f"{base}/healthz", timeout=10) as answer:
             assert answer.status == 200
-    page = scrape(f"http://{controller['status']['podIP']}:8080/metrics")
-    served = page.value(
-        "qss_keys_served_total",
-        interface="keyrequest",
-        operation="get_key",
-        master_sae="alice",
-        slave_sae="bob",
-    )
-    assert served >= 3
+
+    def counted() -> Page | None:
+        page = scrape(f"http://{controller['status']['podIP']}:8080/metrics")
+        served = page.value(
+            "qss_keys_served_total",
+            interface="keyrequest",
+            operation="get_key",
+            master_sae="alice",
+            slave_sae="bob",
+        )
+        return page if served >= 3 else None
+
+    # The controller counts a request once its Ready status is written: the count may trail it.
+    page = eventually(counted, 60, "the served keys counted")
     assert page.value("qss_link_state", link="node-b", state="Up") == 1
     stream = scrape(f"http://{qkdm['status']['podIP']}:8081/metrics")
     assert stream.value("qss_stream_ingested_bits_total", stream="node-a-node-b", node="node-a") > 0
