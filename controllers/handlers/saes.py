@@ -19,7 +19,10 @@ import asyncio
 from contextlib import suppress
 from typing import Any, Final
 
+import aiohttp
 import kopf
+from cryptography.x509 import Certificate
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from controllers.events import EventRecorder, Regarding
 from controllers.identity import NodeIdentity
@@ -78,6 +81,27 @@ async def _sae(body: kopf.Body, kube: Kube, node_id: str) -> SaeObject:
         raise kopf.PermanentError(str(exc)) from None
 
 
+def _api_failure(exc: BaseException) -> str:
+    """What went wrong in a call to the API server, in a few words (no response body)."""
+    if isinstance(exc, ApiException):
+        return f"{exc.status} {exc.reason}"
+    return type(exc).__name__
+
+
+def _record_issued(
+    events: EventRecorder, body: kopf.Body, sae: SaeObject, certificate: Certificate, why: str
+) -> None:
+    not_after = certificate.not_valid_after_utc.date().isoformat()
+    events.record(
+        Regarding.of(body),
+        type="Normal",
+        reason="CertificateIssued",
+        note=f"issued a client certificate for SAE {sae.sae_id} into Secret "
+        f"{sae.secret_name} (serial {serial_hex(certificate)}, valid until "
+        f"{not_after}) because {why}",
+    )
+
+
 async def _reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger) -> Outcome | None:
     """Reconcile the Sae and write its status (None if it is being deleted);
     ``kopf.TemporaryError`` on an API failure."""
@@ -95,23 +119,22 @@ async def _reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger) -> O
             )
         except SecretAccessError as exc:
             raise kopf.TemporaryError(str(exc), delay=RETRY_FIRST_SECONDS) from None
+        # Before the status write: a write that fails is tried again, and the retry issues
+        # nothing new to tell.
+        if outcome.issued_because is not None and outcome.certificate is not None:
+            _record_issued(memo["events"], body, sae, outcome.certificate, outcome.issued_because)
         conditions = (body.get("status") or {}).get("conditions")
         status = sae_status(sae, outcome, node_id=settings.node_id, conditions=conditions)
         try:
             await kube.apply_status(SAES, sae.name, status, namespace=sae.namespace)
         except NotFoundError:
             return outcome  # deleted meanwhile; the delete handler unregisters it
-    if outcome.issued_because is not None and outcome.certificate is not None:
-        not_after = outcome.certificate.not_valid_after_utc.date().isoformat()
-        events: EventRecorder = memo["events"]
-        events.record(
-            Regarding.of(body),
-            type="Normal",
-            reason="CertificateIssued",
-            note=f"issued a client certificate for SAE {sae.sae_id} into Secret "
-            f"{sae.secret_name} (serial {serial_hex(outcome.certificate)}, valid until "
-            f"{not_after}) because {outcome.issued_because}",
-        )
+        except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+            # 429 or 5xx, a write refused, no connection: soon again (kopf's own retry of an
+            # unexpected error comes only after a minute).
+            raise kopf.TemporaryError(
+                f"cannot write the Sae's status: {_api_failure(exc)}", delay=RETRY_FIRST_SECONDS
+            ) from None
     if outcome.ready:
         logger.info("SAE %s is registered (%s)", sae.sae_id, outcome.message)
     return outcome

@@ -284,6 +284,103 @@ def test_automatic_sae_gets_a_client_certificate_from_the_node_ca(
     _assert_key_nowhere(operator, namespace, "alice", data[TLS_KEY])
 
 
+def _refuse_sae_status_writes(cluster: Cluster, label: str) -> Callable[[], None]:
+    """A ValidatingAdmissionPolicy that refuses every Sae status write in the namespaces
+    labelled ``qss-test/refuse-sae-status=<label>``, as an API server under pressure refuses a
+    write; returns the call that lifts it."""
+    name = f"refuse-sae-status-{label}"
+    _apply(
+        cluster,
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["qss.dev"],
+                            "apiVersions": ["*"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": ["saes/status"],
+                        }
+                    ]
+                },
+                "validations": [{"expression": "false", "message": "refused by the test"}],
+            },
+        },
+    )
+    _apply(
+        cluster,
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"qss-test/refuse-sae-status": label}}
+                },
+            },
+        },
+    )
+
+    def lift() -> None:
+        for kind in ("validatingadmissionpolicybinding", "validatingadmissionpolicy"):
+            cluster.kubectl("delete", kind, name, "--ignore-not-found")
+
+    return lift
+
+
+def test_a_refused_status_write_is_tried_again_in_seconds_and_the_sae_registers(
+    operator: Operator, namespace: str
+) -> None:
+    cluster = operator.cluster
+    label = namespace.rsplit("-", 1)[1]
+    # A probe in a namespace the operator does not watch: once its status write is refused,
+    # the policy is in force.
+    probe = f"sae-probe-{label}"
+    cluster.kubectl("create", "namespace", probe)
+    lift = _refuse_sae_status_writes(cluster, label)
+    try:
+        for ns in (probe, namespace):
+            cluster.kubectl("label", "namespace", ns, f"qss-test/refuse-sae-status={label}")
+        _apply(cluster, _sae(probe, "probe", f"sae-probe-{label}"))
+
+        def refused() -> bool:
+            result = cluster.kubectl(
+                "patch", "sae", "probe", "-n", probe, "--subresource=status", "--type=merge",
+                "-p", '{"status": {"nodeID": "x"}}', check=False,
+            )  # fmt: skip
+            return "refused by the test" in result.stderr
+
+        _eventually(refused)
+        start = len(operator.output())
+        _apply(cluster, _sae(namespace, "alice", "sae-alice"))
+
+        def tries() -> int:
+            text = operator.output()[start:]
+            return text.count("failed temporarily: cannot write the Sae's status")
+
+        # Tried again 5 s later each time (kopf's own retry would come only after a minute).
+        _eventually(lambda: tries() >= 2, timeout=45)
+        assert _ready(cluster, namespace, "alice") is None  # no status got through
+    finally:
+        lift()
+        cluster.kubectl("delete", "namespace", probe, "--wait=false", check=False)
+    _ready_with(cluster, namespace, "alice", "True", "Registered")
+
+    # The credentials were issued once, in the first try, and told once.
+    def issued() -> int:
+        out = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+        return [e["reason"] for e in json.loads(out)["items"]].count("CertificateIssued")
+
+    _eventually(lambda: issued() >= 1)
+    assert issued() == 1
+
+
 def test_deleting_the_sae_unregisters_it_and_deletes_its_secret(
     operator: Operator, namespace: str
 ) -> None:
