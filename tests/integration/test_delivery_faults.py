@@ -289,8 +289,11 @@ async def test_controller_killed_a_second_into_a_burst_delivers_each_key_once(
         return [by_name.get(n) for n in batch]
 
     # The kill must land mid-burst (some requests done, some not): a burst served whole
-    # before the kill proves nothing, so try again with a new one (at most three times).
-    for _ in range(3):
+    # before the kill proves nothing, so try again with a new one (at most five times). The
+    # kill follows the first Ready seen: a burst of 40 is served in about half a second, less
+    # than two `kubectl get`s, so waiting to see done and not-done requests in one listing
+    # could miss the burst altogether.
+    for _ in range(5):
         batch = apply_all(
             c,
             NS_C,
@@ -307,10 +310,10 @@ async def test_controller_killed_a_second_into_a_burst_delivers_each_key_once(
         )
         names += batch
         eventually(
-            lambda: "Ready" in (p := phases(batch)) and None in p,  # noqa: B023
+            lambda: "Ready" in phases(batch),  # noqa: B023
             timeout=60,
             poll=0.02,
-            what="a burst under way",
+            what="the burst's first request served",
         )
         nodes.network.kill_controller(C)
         after_kill = phases(batch)
@@ -318,7 +321,7 @@ async def test_controller_killed_a_second_into_a_burst_delivers_each_key_once(
             break
         nodes.network.start_controller(nodes.network.nodes[C])
     else:
-        raise AssertionError("three bursts were over before the kill landed")
+        raise AssertionError("five bursts were over before the kill landed")
     assert "Ready" in after_kill
     nodes.network.start_controller(nodes.network.nodes[C])
     done = eventually(lambda: _all_done(c, NS_C, names), timeout=180)
