@@ -70,13 +70,9 @@ for _, f in ipairs(found) do
   key_ids[#key_ids + 1] = kid
 end
 for _, f in ipairs(found) do
-  local rec = records[f[2]]
-  local entry = {f[1], rec.b}
-  for _, v in ipairs(redis.call('HMGET', data, unpack(key_chunks(kc, f[1])))) do
-    if not v then
-      return {E_CORRUPT, f[1]}
-    end
-    entry[#entry + 1] = v
+  local entry = key_entry(kc, data, f[1], records[f[2]].b)
+  if not entry then
+    return {E_CORRUPT, f[1]}
   end
   reply[#reply + 1] = entry
 end

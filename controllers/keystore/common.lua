@@ -159,16 +159,26 @@ local function key_chunks(kc, key_id)
   return split(joined, ',')
 end
 
--- Append to `reply` one entry per key of `key_ids`: {key ID, size in bits, chunk values...}.
--- A chunk missing from `data` is a corrupt store: {E_CORRUPT, key ID} replaces the reply.
+-- A key's reply entry, {key ID, size in bits, chunk values...}, or nil if a chunk is missing
+-- from `data` (a corrupt store).
+local function key_entry(kc, data, key_id, size_bits)
+  local entry = {key_id, size_bits}
+  for _, v in ipairs(redis.call('HMGET', data, unpack(key_chunks(kc, key_id)))) do
+    if not v then
+      return nil
+    end
+    entry[#entry + 1] = v
+  end
+  return entry
+end
+
+-- Append to `reply` the entry of each key of `key_ids` (key_entry); a missing chunk is a
+-- corrupt store: {E_CORRUPT, key ID} replaces the reply.
 local function material_reply(kc, data, reply, key_ids, size_bits)
   for _, kid in ipairs(key_ids) do
-    local entry = {kid, size_bits}
-    for _, v in ipairs(redis.call('HMGET', data, unpack(key_chunks(kc, kid)))) do
-      if not v then
-        return {E_CORRUPT, kid}
-      end
-      entry[#entry + 1] = v
+    local entry = key_entry(kc, data, kid, size_bits)
+    if not entry then
+      return {E_CORRUPT, kid}
     end
     reply[#reply + 1] = entry
   end

@@ -79,16 +79,6 @@ if mode == 'peek' then
     return {OK, 'aborted'}
   end
   local owner = ARGV[3]
-  local function entry(kid, size_bits)
-    local e = {kid, size_bits}
-    for _, v in ipairs(redis.call('HMGET', data, unpack(key_chunks(kc, kid)))) do
-      if not v then
-        return nil
-      end
-      e[#e + 1] = v
-    end
-    return e
-  end
   if rec then
     if rec.r ~= 'h' or rec.o ~= owner then
       return {E_CONFLICT}
@@ -96,15 +86,7 @@ if mode == 'peek' then
     if rec.tag then
       return {OK, 'opened', rec.tag}
     end
-    local reply = {OK, 'held', ''}
-    for _, kid in ipairs(redis.call('SMEMBERS', bset)) do
-      local e = entry(kid, rec.b)
-      if not e then
-        return {E_CORRUPT, kid}
-      end
-      reply[#reply + 1] = e
-    end
-    return reply
+    return material_reply(kc, data, {OK, 'held', ''}, redis.call('SMEMBERS', bset), rec.b)
   end
   local reply, missing, records = {OK, 'free', ''}, 0, {}
   for i = 4, #ARGV do
@@ -119,7 +101,7 @@ if mode == 'peek' then
     end
     if b and b.r == 's' and b.o == owner
       and redis.call('SISMEMBER', block_set(base, bid), kid) == 1 then
-      local e = entry(kid, b.b)
+      local e = key_entry(kc, data, kid, b.b)
       if not e then
         return {E_CORRUPT, kid}
       end
