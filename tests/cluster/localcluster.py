@@ -148,6 +148,26 @@ class Cluster:
         )
 
 
+def wait_http(
+    url: str, proc: subprocess.Popen[bytes], what: str, *, context: ssl.SSLContext | None = None
+) -> None:
+    """Until ``url`` answers 200 (``what``, run by ``proc``, is ready), for up to 120 s; fails at
+    once if ``proc`` exits."""
+    deadline = time.monotonic() + _READY_TIMEOUT
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}; see its log")
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} not ready at {url} within {_READY_TIMEOUT:.0f}s: {last}")
+
+
 @dataclass
 class ControlPlane:
     """etcd plus any number of logical clusters, all processes owned by this object."""
@@ -260,7 +280,7 @@ class ControlPlane:
             ],
             self.state_dir / "etcd.log",
         )
-        self._wait_http(f"{self._etcd_url}/health", proc, "etcd", context=None)
+        wait_http(f"{self._etcd_url}/health", proc, "etcd", context=None)
 
     def start_cluster(self, name: str) -> Cluster:
         """Start kube-apiserver and kube-controller-manager for one more logical cluster (and,
@@ -376,7 +396,7 @@ class ControlPlane:
             ],
             cluster.directory / "kube-apiserver.log",
         )
-        self._wait_http(
+        wait_http(
             f"{cluster.server}/readyz", apiserver, "kube-apiserver", context=cluster.ssl_context()
         )
 
@@ -464,24 +484,6 @@ class ControlPlane:
         )
         cluster.node = node
         node.start()
-
-    @staticmethod
-    def _wait_http(
-        url: str, proc: subprocess.Popen[bytes], what: str, *, context: ssl.SSLContext | None
-    ) -> None:
-        deadline = time.monotonic() + _READY_TIMEOUT
-        last = ""
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{what} exited with code {proc.returncode}; see its log")
-            try:
-                with urllib.request.urlopen(url, timeout=2, context=context) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError) as exc:
-                last = str(exc)
-            time.sleep(0.2)
-        raise RuntimeError(f"{what} not ready at {url} within {_READY_TIMEOUT:.0f}s: {last}")
 
     def stop(self) -> None:
         """Stop every process this object started, newest first, by PID; with real nodes

@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,17 +34,14 @@ from tests.cluster.localcluster import (
     free_port,
     install_crds,
     redis_argv,
+    wait_http,
 )
-from tests.waiting import eventually
 
 if TYPE_CHECKING:
     from tests.cluster.topology import NetworkTopology
 
 API_VERSION = "qss.dev/v1alpha1"
 NODE_NAMESPACE = "kube-qss-system"
-# A controller's start-up on a busy machine, with its retries (2 s apart) while a cluster just
-# started refuses it.
-CONTROLLER_READY_SECONDS = 120.0
 
 
 @dataclass
@@ -153,19 +149,12 @@ class QssNetwork:
         just started, a first list may be refused (429: "storage is (re)initializing") and the
         start-up is tried again 2 s later; tests that wait for the controller's work must not
         count that time, so the wait is here."""
-        url = f"http://127.0.0.1:{node.health_port}/healthz"
-
-        def ready() -> bool:
-            proc = node.controller
-            if proc is None or proc.poll() is not None:
-                raise RuntimeError(f"the controller of {node.name} exited; see its log")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as answer:
-                    return bool(answer.status == 200)
-            except OSError:  # not listening yet, or 503 (HTTPError)
-                return False
-
-        eventually(ready, timeout=CONTROLLER_READY_SECONDS, what=f"{node.name}'s controller ready")
+        assert node.controller is not None
+        wait_http(
+            f"http://127.0.0.1:{node.health_port}/healthz",
+            node.controller,
+            f"the controller of {node.name}",
+        )
 
     def start_redis(self, node: QssNode) -> None:
         node.redis = self.plane.spawn(
