@@ -131,9 +131,6 @@ async def start_node(
         dns_names=settings.node_dns_names,
         ip_addresses=settings.node_ips,
     )
-    # A start-up that fails leaves nothing behind, so kopf's retry starts afresh: the API calls
-    # come before anything is created, or the node is closed again (below).
-    links = await kube.list(QKDLINKS)
     store = KeyStore.from_url(settings.redis_url)
     topology = Topology(node_id=settings.node_id)
     local_saes = LocalSaes()
@@ -244,10 +241,12 @@ async def start_node(
         routing=routing,
         route_writer=route_writer,
     )
+    # A start-up that fails leaves nothing behind (the node is closed again), so kopf's retry
+    # starts afresh.
     try:
         # The neighbours are known before anything is served, so that a request naming one of
         # their SAEs meanwhile hears "not known yet" (retryable), not "unknown".
-        for link in links:
+        for link in await kube.list(QKDLINKS):
             await node.links_changed(str(link["metadata"]["name"]), link)
         await channel.start()
         await key_api.start()
