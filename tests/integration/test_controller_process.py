@@ -3,14 +3,10 @@ health endpoint, keeps kopf's state under our prefix, and exits 0 on SIGTERM."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
-import socketserver
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from tests.cluster.localcluster import Cluster, free_port
+from tests.tcprelay import TcpRelay
 from tests.waiting import eventually
 
 
@@ -96,40 +93,6 @@ def test_controller_without_node_id_exits_2_with_one_clear_line(cluster: Cluster
     )
 
 
-class _Forwarder(socketserver.ThreadingTCPServer):
-    """A TCP forwarder to ``target`` (the API server, TLS end to end): it stands in for the
-    API server's address, which a test can make reachable late."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, port: int, target: tuple[str, int]) -> None:
-        self.target = target
-        super().__init__(("127.0.0.1", port), _Forward)
-
-
-class _Forward(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        assert isinstance(self.server, _Forwarder)
-        with socket.create_connection(self.server.target) as upstream:
-            pumps = [
-                threading.Thread(target=_pump, args=(self.request, upstream), daemon=True),
-                threading.Thread(target=_pump, args=(upstream, self.request), daemon=True),
-            ]
-            for pump in pumps:
-                pump.start()
-            for pump in pumps:
-                pump.join()
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := source.recv(65536):
-            sink.sendall(data)
-    with contextlib.suppress(OSError):
-        sink.shutdown(socket.SHUT_WR)
-
-
 def test_a_controller_started_before_its_api_server_is_reachable_starts_soon_after(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -144,7 +107,7 @@ def test_a_controller_started_before_its_api_server_is_reachable_starts_soon_aft
     log = tmp_path / "controller.log"
     with log.open("w") as output:
         proc = _start_controller(cluster, port, kubeconfig=kubeconfig, output=output)
-    forwarder: _Forwarder | None = None
+    relay: TcpRelay | None = None
     try:
         # Its start-up fails and is tried again in seconds (kopf's default is a minute).
         eventually(
@@ -153,8 +116,7 @@ def test_a_controller_started_before_its_api_server_is_reachable_starts_soon_aft
             what="two failed start-ups",
         )
         assert "will try again in 2.0 seconds" in log.read_text()
-        forwarder = _Forwarder(late, (cluster.host, cluster.port))
-        threading.Thread(target=forwarder.serve_forever, daemon=True).start()
+        relay = TcpRelay(cluster.port, listen_port=late)
         _wait_healthy(f"http://127.0.0.1:{port}/healthz", proc)
         # Each retry started afresh: one node started, its servers bound once.
         assert log.read_text().count("QSS node node-a started") == 1
@@ -164,6 +126,5 @@ def test_a_controller_started_before_its_api_server_is_reachable_starts_soon_aft
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if forwarder is not None:
-            forwarder.shutdown()
-            forwarder.server_close()
+        if relay is not None:
+            relay.cut()

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,6 +35,7 @@ from tests.cluster.network import QssNetwork, apply, create_secret
 from tests.cluster.topology import load_topology
 from tests.fixtures.cluster import LocalNetwork
 from tests.integration.helpers import eventually, kubectl_json
+from tests.tcprelay import TcpRelay
 
 EXAMPLES = REPO_ROOT / "examples" / "topologies"
 LINE = load_topology(EXAMPLES / "line3.yaml").renamed(link_prefix="rt-", sae_prefix="rt-")
@@ -253,66 +252,6 @@ def test_draining_the_keys_of_the_link_on_the_route_moves_it_to_the_other_side(
 def _link_cost(network: QssNetwork, stream: str) -> float:
     link = kubectl_json(network.nodes["node-a"].cluster, "get", "qkdlink", stream) or {}
     return float(link.get("status", {}).get("cost", 0))
-
-
-class TcpRelay:
-    """A TCP relay on loopback to ``port``: a link's channel endpoint that a test can cut."""
-
-    def __init__(self, port: int) -> None:
-        self._target = port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self.connections = 0  # relayed so far
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self._target))
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._open += [client, upstream]
-                self.connections += 1
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def cut(self) -> None:
-        """Refuse new connections and break the open ones."""
-        try:
-            # Wakes the accept() blocked in the other thread; close() alone would not.
-            self._listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._listener.close()
-        with self._lock:
-            for s in self._open:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
 
 
 def _point(network: QssNetwork, node: str, link: str, endpoint: str) -> None:
