@@ -12,12 +12,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from qss_api import API_VERSION, GROUP, RESOURCES, VERSION
 
 APPLY = "application/apply-patch+yaml"
+
+# What a call to the API server raises when it fails for now (429 or 5xx, a write refused, no
+# connection, no answer in time): worth trying again soon.
+API_FAILURES = (ApiException, aiohttp.ClientError, TimeoutError)
+
+
+def api_failure(exc: BaseException) -> str:
+    """One of ``API_FAILURES`` in a few words: the HTTP status and reason, or the error's type
+    (never a response body)."""
+    if isinstance(exc, ApiException):
+        return f"{exc.status} {exc.reason}"
+    return type(exc).__name__
 
 
 class NotFoundError(LookupError):

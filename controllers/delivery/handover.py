@@ -7,13 +7,10 @@ until it answers; so this is idempotent per master request: the slave request is
 
 from __future__ import annotations
 
-import aiohttp
-from kubernetes_asyncio.client.exceptions import ApiException
-
 from controllers.delivery.krp import HandOverUnavailable
 from controllers.delivery.messages import HandOver, HandOverSink
 from controllers.delivery.service import SaeLookup
-from controllers.kube import AlreadyExistsError, Kube, NotFoundError
+from controllers.kube import API_FAILURES, AlreadyExistsError, Kube, NotFoundError, api_failure
 from qss_api import API_VERSION, KEYREQUESTS, KIND_KEYREQUEST, LABEL_PART_OF, PART_OF
 
 LABEL_AUTOMATIC = "qss.dev/automatic"
@@ -64,10 +61,9 @@ def slave_request_creator(kube: Kube, local_saes: SaeLookup) -> HandOverSink:
                 await kube.create(KEYREQUESTS, body, namespace=namespace)
             except AlreadyExistsError:
                 pass  # a retried hand-over
-        except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
-            reason = exc.status if isinstance(exc, ApiException) else type(exc).__name__
+        except API_FAILURES as exc:
             raise HandOverUnavailable(
-                f"the slave request could not be created now ({reason}); try again"
+                f"the slave request could not be created now ({api_failure(exc)}); try again"
             ) from None
         return True
 

@@ -19,14 +19,12 @@ import asyncio
 from contextlib import suppress
 from typing import Any, Final
 
-import aiohttp
 import kopf
 from cryptography.x509 import Certificate
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from controllers.events import EventRecorder, Regarding
 from controllers.identity import NodeIdentity
-from controllers.kube import Kube, NotFoundError
+from controllers.kube import API_FAILURES, Kube, NotFoundError, api_failure
 from controllers.saes.reconcile import (
     InvalidSpec,
     Outcome,
@@ -81,13 +79,6 @@ async def _sae(body: kopf.Body, kube: Kube, node_id: str) -> SaeObject:
         raise kopf.PermanentError(str(exc)) from None
 
 
-def _api_failure(exc: BaseException) -> str:
-    """What went wrong in a call to the API server, in a few words (no response body)."""
-    if isinstance(exc, ApiException):
-        return f"{exc.status} {exc.reason}"
-    return type(exc).__name__
-
-
 def _record_issued(
     events: EventRecorder, body: kopf.Body, sae: SaeObject, certificate: Certificate, why: str
 ) -> None:
@@ -129,11 +120,11 @@ async def _reconcile(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger) -> O
             await kube.apply_status(SAES, sae.name, status, namespace=sae.namespace)
         except NotFoundError:
             return outcome  # deleted meanwhile; the delete handler unregisters it
-        except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+        except API_FAILURES as exc:
             # 429 or 5xx, a write refused, no connection: soon again (kopf's own retry of an
             # unexpected error comes only after a minute).
             raise kopf.TemporaryError(
-                f"cannot write the Sae's status: {_api_failure(exc)}", delay=RETRY_FIRST_SECONDS
+                f"cannot write the Sae's status: {api_failure(exc)}", delay=RETRY_FIRST_SECONDS
             ) from None
     if outcome.ready:
         logger.info("SAE %s is registered (%s)", sae.sae_id, outcome.message)
